@@ -1,0 +1,69 @@
+// Package route decides, without I/O, which backend (or adhoc destination) serves a request: ordered HTTP and gRPC
+// routes, and adhoc rules. Tables are immutable once built and safe for concurrent use.
+package route
+
+// Mode is the form of an HTTP request, which a route may restrict.
+type Mode uint8
+
+// Modes. ModeAny on a route accepts every request form.
+const (
+	ModeAny     Mode = iota
+	ModeReverse      // origin-form: "GET /path" with Host
+	ModeForward      // absolute-form: "GET http://host/path"
+)
+
+// HTTPRoute is one HTTP routing rule. Every condition that is set must hold. Values are normalised by the config
+// loader: Host is lower case, header names are canonical (textproto.CanonicalMIMEHeaderKey).
+type HTTPRoute struct {
+	// Backend names the HTTP backend.
+	Backend string
+	// Host is "" (any), an exact lower-case host name, or "*.suffix" (any name ending in ".suffix").
+	Host string
+	// Port is the required port; 0 means any.
+	Port uint32
+	// Paths are path rules: "/prefix*" is a prefix match, anything else exact. Empty means any path.
+	Paths []string
+	// Headers maps canonical header names to a required value (any of the header's values may match).
+	Headers map[string]string
+	// Mode restricts the request form.
+	Mode Mode
+	// Discovered marks routes generated from Kubernetes Services.
+	Discovered bool
+}
+
+// GRPCRoute is one gRPC routing rule. Every condition that is set must hold. AuthorityHost is lower case and
+// metadata keys are lower case.
+type GRPCRoute struct {
+	// Backend names the gRPC backend.
+	Backend string
+	// Service matches "pkg.Service/Method": "" or "*" any; trailing "*" prefix; otherwise the full method name or
+	// the service name.
+	Service string
+	// AuthorityHost is the required :authority host (lower case, no port, no brackets); "" means any.
+	AuthorityHost string
+	// AuthorityPort is the required :authority port; 0 means any. A port-less authority counts as 443.
+	AuthorityPort uint32
+	// Metadata maps lower-case keys to a required value (any of the key's values may match).
+	Metadata map[string]string
+	// Discovered marks routes generated from Kubernetes Services.
+	Discovered bool
+}
+
+// Adhoc allows dialling a name that no route covers.
+type Adhoc struct {
+	// NamePattern is "*suffix" (names ending in suffix) or an exact lower-case name.
+	NamePattern string
+	// DefaultPort is used when the request names no port; 0 means 80.
+	DefaultPort uint32
+	// AllowedPorts and AllowedRanges list the ports that may be dialled; both empty allows nothing.
+	AllowedPorts  []uint32
+	AllowedRanges []PortRange
+	// Replace, if set, rewrites the name before resolution.
+	Replace *NameReplace
+}
+
+// PortRange is an inclusive range of ports.
+type PortRange struct{ From, To uint32 }
+
+// NameReplace replaces every occurrence of Pattern in a host name with Substitution.
+type NameReplace struct{ Pattern, Substitution string }

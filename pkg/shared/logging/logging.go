@@ -1,0 +1,191 @@
+// Package logging is the one seam between kedge/winch and logrus: a narrow structured Logger interface, field-name
+// constants, and adapters for libraries that want their own logger type (grpclog, http.Server.ErrorLog).
+package logging
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Logger is the structured logger every component receives in its constructor. kv is a list of alternating keys
+// (strings) and values.
+type Logger interface {
+	Debug(msg string, kv ...any)
+	Info(msg string, kv ...any)
+	Warn(msg string, kv ...any)
+	Error(msg string, kv ...any)
+	// With returns a logger that adds kv to every line.
+	With(kv ...any) Logger
+	// Enabled reports whether lines at level would be written, so hot paths can skip building fields.
+	Enabled(level Level) bool
+}
+
+// Level is a log severity.
+type Level uint8
+
+// Levels, from most to least verbose.
+const (
+	LevelDebug Level = iota
+	LevelInfo
+	LevelWarn
+	LevelError
+)
+
+// Field names shared by kedge and winch, so log queries work across both.
+const (
+	FieldRequestID = "request_id"
+	FieldMethod    = "method"
+	FieldHost      = "host"
+	FieldPath      = "path"
+	FieldGRPC      = "grpc_method"
+	FieldRoute     = "route"
+	FieldBackend   = "backend"
+	FieldEndpoint  = "endpoint"
+	FieldStatus    = "status"
+	FieldDuration  = "duration"
+	FieldBytes     = "bytes"
+	FieldError     = "error"
+	FieldErrorType = "error_type"
+	FieldIdentity  = "identity"
+	FieldComponent = "component"
+	FieldFile      = "file"
+	FieldAddr      = "addr"
+)
+
+// Options configures New.
+type Options struct {
+	// Level is one of debug, info, warn, error.
+	Level string
+	// Format is "text" or "json".
+	Format string
+	// Output receives the lines; nil means os.Stderr.
+	Output io.Writer
+}
+
+// New builds a Logger from opts, or reports why the options are invalid.
+func New(opts Options) (Logger, error) {
+	l := logrus.New()
+	if opts.Output != nil {
+		l.SetOutput(opts.Output)
+	}
+	lvl, err := ParseLevel(opts.Level)
+	if err != nil {
+		return nil, err
+	}
+	l.SetLevel(toLogrus(lvl))
+	switch strings.ToLower(opts.Format) {
+	case "", "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("logging: unknown format %q (want text or json)", opts.Format)
+	}
+	return &entry{e: logrus.NewEntry(l)}, nil
+}
+
+// ParseLevel parses a level name; "warning" is accepted for warn.
+func ParseLevel(s string) (Level, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "debug", "trace":
+		return LevelDebug, nil
+	case "", "info":
+		return LevelInfo, nil
+	case "warn", "warning":
+		return LevelWarn, nil
+	case "error", "fatal", "panic":
+		return LevelError, nil
+	}
+	return 0, fmt.Errorf("logging: unknown level %q (want debug, info, warn or error)", s)
+}
+
+// Discard returns a Logger that writes nothing; for tests and benchmarks.
+func Discard() Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	l.SetLevel(logrus.PanicLevel)
+	return &entry{e: logrus.NewEntry(l)}
+}
+
+type entry struct{ e *logrus.Entry }
+
+func (l *entry) Debug(msg string, kv ...any) { l.log(logrus.DebugLevel, msg, kv) }
+func (l *entry) Info(msg string, kv ...any)  { l.log(logrus.InfoLevel, msg, kv) }
+func (l *entry) Warn(msg string, kv ...any)  { l.log(logrus.WarnLevel, msg, kv) }
+func (l *entry) Error(msg string, kv ...any) { l.log(logrus.ErrorLevel, msg, kv) }
+
+func (l *entry) With(kv ...any) Logger { return &entry{e: l.e.WithFields(fields(kv))} }
+
+func (l *entry) Enabled(level Level) bool { return l.e.Logger.IsLevelEnabled(toLogrus(level)) }
+
+func (l *entry) log(level logrus.Level, msg string, kv []any) {
+	if !l.e.Logger.IsLevelEnabled(level) {
+		return
+	}
+	if len(kv) == 0 {
+		l.e.Log(level, msg)
+		return
+	}
+	l.e.WithFields(fields(kv)).Log(level, msg)
+}
+
+func fields(kv []any) logrus.Fields {
+	f := make(logrus.Fields, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		key, ok := kv[i].(string)
+		if !ok {
+			key = fmt.Sprint(kv[i])
+		}
+		if i+1 >= len(kv) {
+			f[key] = "(missing)"
+			break
+		}
+		v := kv[i+1]
+		if err, ok := v.(error); ok {
+			v = err.Error()
+		}
+		f[key] = v
+	}
+	return f
+}
+
+func toLogrus(l Level) logrus.Level {
+	switch l {
+	case LevelDebug:
+		return logrus.DebugLevel
+	case LevelWarn:
+		return logrus.WarnLevel
+	case LevelError:
+		return logrus.ErrorLevel
+	}
+	return logrus.InfoLevel
+}
+
+// StdLogger adapts l to a *log.Logger (for http.Server.ErrorLog): each line is written at level with component set.
+func StdLogger(l Logger, level Level, component string) *log.Logger {
+	return log.New(&lineWriter{l: l.With(FieldComponent, component), level: level}, "", 0)
+}
+
+type lineWriter struct {
+	l     Logger
+	level Level
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimRight(string(p), "\n")
+	switch w.level {
+	case LevelDebug:
+		w.l.Debug(msg)
+	case LevelInfo:
+		w.l.Info(msg)
+	case LevelWarn:
+		w.l.Warn(msg)
+	default:
+		w.l.Error(msg)
+	}
+	return len(p), nil
+}
