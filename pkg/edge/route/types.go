@@ -17,7 +17,8 @@ const (
 type HTTPRoute struct {
 	// Backend names the HTTP backend.
 	Backend string
-	// Host is "" (any), an exact lower-case host name, or "*.suffix" (any name ending in ".suffix").
+	// Host is "" or "*" (any), an exact lower-case host name or IP literal, or "*.suffix" (any name ending in
+	// ".suffix"). Matching ignores case and one trailing dot.
 	Host string
 	// Port is the required port; 0 means any.
 	Port uint32
@@ -39,7 +40,8 @@ type GRPCRoute struct {
 	// Service matches "pkg.Service/Method": "" or "*" any; trailing "*" prefix; otherwise the full method name or
 	// the service name.
 	Service string
-	// AuthorityHost is the required :authority host (lower case, no port, no brackets); "" means any.
+	// AuthorityHost is the required :authority host (lower case, no port, no brackets), or "*.suffix" like
+	// HTTPRoute.Host; "" means any. Matching ignores case and one trailing dot.
 	AuthorityHost string
 	// AuthorityPort is the required :authority port; 0 means any. A port-less authority counts as 443.
 	AuthorityPort uint32
@@ -51,7 +53,8 @@ type GRPCRoute struct {
 
 // Adhoc allows dialling a name that no route covers.
 type Adhoc struct {
-	// NamePattern is "*suffix" (names ending in suffix) or an exact lower-case name.
+	// NamePattern is "*suffix" (names ending in suffix) or an exact lower-case name. IP literals and names a
+	// resolver may read as an address or the local host ("127.1", "localhost") match only an exact pattern.
 	NamePattern string
 	// DefaultPort is used when the request names no port; 0 means 80.
 	DefaultPort uint32
