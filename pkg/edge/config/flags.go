@@ -1,0 +1,132 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is kedge's static configuration: everything set by flags at startup. Dynamic routing lives in the
+// documents named by Source and reloads live.
+type Config struct {
+	BindAddress  string
+	HTTPPort     int // plain debug listener
+	HTTPSPort    int // HTTPS: HTTP/1.1, h2, gRPC and CONNECT
+	GRPCPort     int // gRPC over TLS
+	MetricsPath  string
+	ReadTimeout  time.Duration // whole-request read limit on the HTTPS port; 0 = none (the default: it cuts uploads)
+	WriteTimeout time.Duration // whole-response write limit on the HTTPS port; 0 = none (the default: it cuts streams)
+	DrainTimeout time.Duration
+
+	TLSCertFile        string
+	TLSKeyFile         string
+	TLSClientCAFiles   []string
+	TLSClientCertReq   bool
+	FlushInterval      time.Duration
+	ProxyBufferSize    int
+	EjectionBackoff    time.Duration
+	ResolveInterval    time.Duration
+	BackendDialTimeout time.Duration
+
+	Documents Source
+
+	LogLevel  string
+	LogFormat string
+
+	// CheckConfig makes the binary validate the documents and exit.
+	CheckConfig bool
+
+	// ignored holds flags of the original that are accepted for compatibility but have no effect.
+	ignored ignoredFlags
+}
+
+type ignoredFlags struct {
+	tracing          bool
+	trialDialTimeout time.Duration
+	bufferCount      int
+	logResolution    bool
+}
+
+// RegisterFlags declares every flag on fs. Names are the original kedge's (snake_case); see NormalizeFlagName for the
+// kebab-case spellings and deprecated aliases that are accepted too.
+func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.BindAddress, "server_bind_address", "0.0.0.0", "IP address all listeners bind to")
+	fs.IntVar(&c.HTTPPort, "server_http_port", 8080, "plain-HTTP debug port: /_healthz, /readyz, /metrics, /debug/pprof/, /_version, /debug/config; never proxies. 0 disables it")
+	fs.IntVar(&c.HTTPSPort, "server_http_tls_port", 8443, "HTTPS proxy port: HTTP/1.1 and HTTP/2 (ALPN); gRPC requests on it go to the gRPC proxy. 0 disables it")
+	fs.IntVar(&c.GRPCPort, "server_grpc_tls_port", 8444, "gRPC-over-TLS proxy port. 0 disables it")
+	fs.StringVar(&c.MetricsPath, "server_metrics_path", "/metrics", "path of the Prometheus endpoint on the debug port")
+	fs.DurationVar(&c.ReadTimeout, "server_http_max_read_timeout", 0, "limit on reading a whole request (headers and body) on the HTTPS port; 0 = none. Headers always have 10s; slow bodies are the backend's concern")
+	fs.DurationVar(&c.WriteTimeout, "server_http_max_write_timeout", 0, "limit on writing a whole response on the HTTPS port; 0 = none. The original's 10s default cut long downloads and streams")
+	fs.DurationVar(&c.DrainTimeout, "server_shutdown_drain_timeout", 20*time.Second, "on SIGTERM: how long in-flight requests, streams and tunnels may take to finish before they are cut")
+
+	fs.StringVar(&c.TLSCertFile, "server_tls_cert_file", "", "PEM server certificate for the HTTPS and gRPC ports (required when either is enabled); reloaded when it changes")
+	fs.StringVar(&c.TLSKeyFile, "server_tls_key_file", "", "PEM private key of --server_tls_cert_file")
+	fs.StringSliceVar(&c.TLSClientCAFiles, "server_tls_client_ca_files", nil, "comma-separated PEM CA bundles that verify client certificates; empty = client certificates are not requested")
+	fs.BoolVar(&c.TLSClientCertReq, "server_tls_client_cert_required", true, "with --server_tls_client_ca_files: require a client certificate (false: verify one if given)")
+
+	fs.DurationVar(&c.FlushInterval, "http_reverseproxy_flushing_interval", 10*time.Millisecond, "how often buffered response data is flushed to the client; streamed responses (unknown length, event streams) are flushed immediately")
+	fs.IntVar(&c.ProxyBufferSize, "http_reverseproxy_buffer_size_bytes", 32*1024, "size of the pooled buffers that copy bodies")
+	fs.DurationVar(&c.EjectionBackoff, "lbtransport_failed_target_backoff_duration", 2*time.Second, "how long a backend endpoint that refused a connection is skipped")
+	fs.DurationVar(&c.ResolveInterval, "backend_resolve_interval", 5*time.Second, "how often host and srv resolvers look up their DNS names again")
+	fs.DurationVar(&c.BackendDialTimeout, "backend_dial_timeout", 2*time.Second, "connect timeout towards backend endpoints")
+
+	fs.StringVar(&c.Documents.DirectorPath, "kedge_config_director_config_path", "", "file with the director config (routes and adhoc rules), JSON or YAML; watched and reloaded on change or SIGHUP")
+	fs.StringVar(&c.Documents.DirectorInline, "kedge_config_director_config", "", "the director config inline (JSON or YAML); ignored when the _path flag is set")
+	fs.StringVar(&c.Documents.BackendpoolPath, "kedge_config_backendpool_config_path", "", "file with the backendpool config (backends), JSON or YAML; watched and reloaded on change or SIGHUP")
+	fs.StringVar(&c.Documents.BackendpoolInline, "kedge_config_backendpool_config", "", "the backendpool config inline (JSON or YAML); ignored when the _path flag is set")
+
+	fs.StringVar(&c.LogLevel, "log_level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log_format", "text", "log format: text or json")
+	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the director and backendpool documents, print every problem (file, field, reason) and exit: 0 if valid, 1 if not")
+
+	fs.BoolVar(&c.ignored.tracing, "server_tracing_grpc_enabled", true, "accepted for compatibility; no effect")
+	fs.DurationVar(&c.ignored.trialDialTimeout, "lbtransport_trial_dial_timeout", 500*time.Millisecond, "accepted for compatibility; no effect")
+	fs.IntVar(&c.ignored.bufferCount, "http_reverseproxy_buffer_count", 2048, "accepted for compatibility; buffers are pooled without a fixed count")
+	fs.BoolVar(&c.ignored.logResolution, "log_backend_resolution_on_addition", false, "accepted for compatibility; endpoint changes are always logged at debug level")
+	for _, n := range []string{"server_tracing_grpc_enabled", "lbtransport_trial_dial_timeout", "http_reverseproxy_buffer_count", "log_backend_resolution_on_addition"} {
+		_ = fs.MarkHidden(n)
+	}
+	fs.SetNormalizeFunc(NormalizeFlagName)
+}
+
+// NormalizeFlagName lets "--server-http-port" mean "--server_http_port" and resolves deprecated aliases.
+func NormalizeFlagName(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	n := strings.ReplaceAll(name, "-", "_")
+	switch n {
+	case "server_sigterm_timeout": // the original declared it but never used it
+		n = "server_shutdown_drain_timeout"
+	case "check_config":
+		n = "check-config"
+	}
+	return pflag.NormalizedName(n)
+}
+
+// Validate reports every problem with the flags at once.
+func (c *Config) Validate() error {
+	var errs []error
+	for name, p := range map[string]int{"server_http_port": c.HTTPPort, "server_http_tls_port": c.HTTPSPort, "server_grpc_tls_port": c.GRPCPort} {
+		if p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("--%s: %d is not a port (0-65535)", name, p))
+		}
+	}
+	if c.CheckConfig {
+		return errors.Join(errs...)
+	}
+	tlsNeeded := c.HTTPSPort != 0 || c.GRPCPort != 0
+	if tlsNeeded && (c.TLSCertFile == "" || c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--server_tls_cert_file and --server_tls_key_file are required while --server_http_tls_port or --server_grpc_tls_port is enabled"))
+	}
+	if !strings.HasPrefix(c.MetricsPath, "/") {
+		errs = append(errs, fmt.Errorf("--server_metrics_path: %q must start with /", c.MetricsPath))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, errors.New("--server_shutdown_drain_timeout must not be negative"))
+	}
+	if c.ProxyBufferSize < 1024 {
+		errs = append(errs, fmt.Errorf("--http_reverseproxy_buffer_size_bytes: %d is below 1024", c.ProxyBufferSize))
+	}
+	return errors.Join(errs...)
+}
