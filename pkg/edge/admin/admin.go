@@ -1,0 +1,158 @@
+// Package admin is kedge's plain-HTTP debug listener: health and readiness, Prometheus metrics, pprof, the build
+// version and the effective configuration. It never proxies: every other request, whatever its Host, method or
+// request-target form, gets 404.
+package admin
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+)
+
+// Paths served besides the metrics path.
+const (
+	PathHealth  = "/_healthz"
+	PathReady   = "/readyz"
+	PathVersion = "/_version"
+	PathConfig  = "/debug/config"
+	PathPprof   = "/debug/pprof/"
+
+	// DefaultMetricsPath is the metrics path when Deps.MetricsPath is empty (the original's --server_metrics_path
+	// default).
+	DefaultMetricsPath = "/metrics"
+)
+
+// Deps is what the debug handler shows.
+type Deps struct {
+	// Log receives errors of the handler itself (metrics gathering, config encoding). Nil discards them.
+	Log logging.Logger
+	// Gatherer is the registry whose metrics are served. Nil serves 404 on the metrics path.
+	Gatherer prometheus.Gatherer
+	// MetricsPath is where metrics are served; default /metrics. If it equals /_healthz or /readyz those win.
+	MetricsPath string
+	// Ready reports readiness: nil means ready, an error means not ready and its text is shown. A nil func means
+	// always ready.
+	Ready func() error
+	// Config returns the effective configuration for /debug/config, encoded as JSON. It must already be redacted
+	// (no tokens, no keys). A nil func serves 404.
+	Config func() any
+	// Protect, when set, wraps every path except /_healthz, /readyz and the metrics path (which load balancers and
+	// Prometheus must reach without credentials), e.g. with authentication.
+	Protect func(http.Handler) http.Handler
+}
+
+// New returns the debug listener's handler.
+func New(d Deps) http.Handler {
+	if d.Log == nil {
+		d.Log = logging.Discard()
+	}
+	log := d.Log.With(logging.FieldComponent, "admin")
+	metricsPath := d.MetricsPath
+	if metricsPath == "" {
+		metricsPath = DefaultMetricsPath
+	}
+	if !strings.HasPrefix(metricsPath, "/") {
+		metricsPath = "/" + metricsPath
+	}
+	var metrics http.Handler = http.NotFoundHandler()
+	if d.Gatherer != nil {
+		metrics = promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{
+			ErrorLog:      logging.StdLogger(log, logging.LevelWarn, "admin"),
+			ErrorHandling: promhttp.ContinueOnError,
+		})
+	}
+
+	// The protected mux is a new ServeMux with explicit registrations: never http.DefaultServeMux, which
+	// net/http/pprof's init fills for programs that serve it.
+	mux := http.NewServeMux()
+	mux.HandleFunc(PathPprof, pprof.Index)
+	mux.HandleFunc(PathPprof+"cmdline", pprof.Cmdline)
+	mux.HandleFunc(PathPprof+"profile", pprof.Profile)
+	mux.HandleFunc(PathPprof+"symbol", pprof.Symbol)
+	mux.HandleFunc(PathPprof+"trace", pprof.Trace)
+	mux.HandleFunc(PathVersion, version)
+	mux.Handle(PathConfig, configHandler(d.Config, log))
+	mux.Handle("/", http.NotFoundHandler())
+	var protected http.Handler = mux
+	if d.Protect != nil {
+		protected = d.Protect(mux)
+	}
+
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only origin-form requests: a CONNECT or an absolute-form (proxy) request is not for us.
+		if r.Method == http.MethodConnect || r.URL.IsAbs() || !strings.HasPrefix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		switch r.URL.Path {
+		case PathHealth:
+			text(w, http.StatusOK, "kedge isok")
+		case PathReady:
+			ready(w, d.Ready)
+		case metricsPath:
+			metrics.ServeHTTP(w, r)
+		default:
+			protected.ServeHTTP(w, r)
+		}
+	})
+}
+
+func ready(w http.ResponseWriter, check func() error) {
+	if check != nil {
+		if err := check(); err != nil {
+			text(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			return
+		}
+	}
+	text(w, http.StatusOK, "ready")
+}
+
+func version(w http.ResponseWriter, _ *http.Request) {
+	b, err := json.Marshal(buildinfo.Get())
+	if err != nil { // a struct of strings always encodes
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, b)
+}
+
+func configHandler(get func() any, log logging.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if get == nil {
+			http.NotFound(w, r)
+			return
+		}
+		b, err := json.MarshalIndent(get(), "", "  ")
+		if err != nil {
+			log.Error("admin: encoding the effective config", logging.FieldError, err)
+			http.Error(w, "cannot encode the config: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, append(b, '\n'))
+	})
+}
+
+func text(w http.ResponseWriter, status int, body string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+func writeJSON(w http.ResponseWriter, b []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(b)
+}

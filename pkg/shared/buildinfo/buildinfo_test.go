@@ -1,0 +1,80 @@
+package buildinfo_test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+)
+
+func TestGetDefaults(t *testing.T) {
+	t.Parallel()
+	info := buildinfo.Get()
+	if info.Version != "dev" {
+		t.Errorf("Version = %q, want dev (no -ldflags in go test)", info.Version)
+	}
+	if info.GoVersion != runtime.Version() {
+		t.Errorf("GoVersion = %q, want %q", info.GoVersion, runtime.Version())
+	}
+}
+
+func TestInfoJSONKeepsOriginalKey(t *testing.T) {
+	t.Parallel()
+	b, err := json.Marshal(buildinfo.Info{Version: "v1", GoVersion: "go1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), `{"build_version":"v1","go_version":"go1","revision":""}`; got != want {
+		t.Errorf("json = %s, want %s", got, want)
+	}
+}
+
+func TestInfoString(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		info buildinfo.Info
+		want string
+	}{
+		{buildinfo.Info{Version: "dev", GoVersion: "go1.26.8"}, "dev (go1.26.8)"},
+		{buildinfo.Info{Version: "v1", GoVersion: "go1", Revision: "abc"}, "v1 (go1, revision abc)"},
+		{buildinfo.Info{Version: "v1", GoVersion: "go1", Revision: "abc", Modified: true}, "v1 (go1, revision abc, modified)"},
+	}
+	for _, tt := range tests {
+		if got := tt.info.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+// TestLdflagsSetVersion builds a tiny binary the way the Makefile does and checks that the linker flag lands.
+func TestLdflagsSetVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	t.Parallel()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out := filepath.Join(t.TempDir(), "printversion")
+	build := exec.CommandContext(t.Context(), goBin, "build",
+		"-ldflags", "-X github.com/kedge-proxy/kedge/pkg/shared/buildinfo.Version=v9.8.7-test",
+		"-o", out, "./testdata/printversion")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	b, err := exec.CommandContext(t.Context(), out).Output()
+	if err != nil {
+		t.Fatalf("running %s: %v", out, err)
+	}
+	var info buildinfo.Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatalf("decoding %q: %v", b, err)
+	}
+	if info.Version != "v9.8.7-test" {
+		t.Errorf("Version = %q, want v9.8.7-test", info.Version)
+	}
+	if info.GoVersion != runtime.Version() {
+		t.Errorf("GoVersion = %q, want %q", info.GoVersion, runtime.Version())
+	}
+}

@@ -1,0 +1,124 @@
+// Package serve runs kedge's and winch's servers with the project's limits and a bounded, complete shutdown: serve
+// until the context is done, drain in-flight requests, streams and hijacked connections up to a deadline, then cut
+// whatever is left.
+package serve
+
+import (
+	"context"
+	"crypto/tls"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+)
+
+// Defaults applied by HTTPServer (reliability catalog §5). There is deliberately no default ReadTimeout or
+// WriteTimeout: they cap a whole request or response and so cut long downloads, streams and gRPC calls (the
+// original kedge's WriteTimeout bug).
+const (
+	DefaultReadHeaderTimeout    = 10 * time.Second
+	DefaultIdleTimeout          = 120 * time.Second
+	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultMaxConcurrentStreams = 100
+	DefaultMaxReadFrameSize     = 16 << 10
+)
+
+// HTTPOptions tunes HTTPServer. Zero values mean the defaults above; for the two timeouts with a default, a negative
+// value means none.
+type HTTPOptions struct {
+	// Name labels the server's log lines (component), e.g. "http_tls" or "http_debug".
+	Name string
+	// TLSConfig, when set, makes Serve speak TLS on its listener (HTTP/1.1 and h2 by ALPN).
+	TLSConfig *tls.Config
+	// ReadHeaderTimeout bounds reading a request's headers (and, in Go, the TLS handshake). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
+	IdleTimeout time.Duration
+	// ReadTimeout caps reading a whole request, body included. Default none.
+	ReadTimeout time.Duration
+	// WriteTimeout caps writing a whole response. Default none; setting it cuts streams.
+	WriteTimeout time.Duration
+	// MaxHeaderBytes bounds request headers (h2: MAX_HEADER_LIST_SIZE derives from it). Default 64 KiB.
+	MaxHeaderBytes int
+	// MaxConcurrentStreams bounds HTTP/2 streams per connection. Default 100.
+	MaxConcurrentStreams int
+	// MaxReadFrameSize bounds HTTP/2 frames read from clients. Default 16 KiB.
+	MaxReadFrameSize int
+	// Tracker receives the server's hijacked connections; nil means a new one. Handlers reach it with
+	// TrackerFrom(r.Context()) either way. One Tracker per server: the drain deadline of one closes its connections.
+	Tracker *Tracker
+}
+
+// HTTPServer returns an *http.Server for handler with the limits of opts, its error log going to log, and a Tracker
+// that Serve drains. Run it with Serve. It sets BaseContext, ConnContext and ConnState for the Tracker; replace them
+// only by wrapping.
+func HTTPServer(handler http.Handler, opts HTTPOptions, log logging.Logger) *http.Server {
+	if handler == nil {
+		handler = http.NotFoundHandler() // never fall back to http.DefaultServeMux
+	}
+	tr := opts.Tracker
+	if tr == nil {
+		tr = NewTracker()
+	}
+	name := opts.Name
+	if name == "" {
+		name = "http"
+	}
+	base := context.WithValue(context.Background(), trackerKey{}, tr)
+	srv := &http.Server{
+		Handler:           tr.wrap(handler),
+		TLSConfig:         opts.TLSConfig,
+		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		IdleTimeout:       orDefault(opts.IdleTimeout, DefaultIdleTimeout),
+		ReadTimeout:       max(opts.ReadTimeout, 0),
+		WriteTimeout:      max(opts.WriteTimeout, 0),
+		MaxHeaderBytes:    orDefault(opts.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: orDefault(opts.MaxConcurrentStreams, DefaultMaxConcurrentStreams),
+			MaxReadFrameSize:     orDefault(opts.MaxReadFrameSize, DefaultMaxReadFrameSize),
+		},
+		ErrorLog:    errorLog(log, name),
+		BaseContext: func(net.Listener) context.Context { return base },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
+		ConnState:   tr.connState,
+	}
+	return srv
+}
+
+// orDefault maps zero to def and negative values to zero ("none").
+func orDefault[T time.Duration | int](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// errorLog adapts log for http.Server.ErrorLog. TLS handshake failures are what every internet-facing port sees from
+// scanners all day, so they go to debug; everything else (panics in handlers, accept errors) is a warning.
+func errorLog(l logging.Logger, name string) *log.Logger {
+	if l == nil {
+		l = logging.Discard()
+	}
+	return log.New(&errorLogWriter{
+		debug: logging.StdLogger(l, logging.LevelDebug, name),
+		warn:  logging.StdLogger(l, logging.LevelWarn, name),
+	}, "", 0)
+}
+
+type errorLogWriter struct{ debug, warn *log.Logger }
+
+func (w *errorLogWriter) Write(p []byte) (int, error) {
+	line := string(p)
+	if strings.Contains(line, "TLS handshake error") {
+		w.debug.Print(line)
+	} else {
+		w.warn.Print(line)
+	}
+	return len(p), nil
+}
