@@ -4,7 +4,7 @@ BIN       := bin
 PKG       := github.com/kedge-proxy/kedge
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X $(PKG)/pkg/shared/buildinfo.Version=$(VERSION)
-PROTOS    := kedgeconfig/director.proto kedgeconfig/backendpool.proto
+PROTOS    := kedgeconfig/director.proto kedgeconfig/backendpool.proto winchconfig/mapper.proto winchconfig/auth.proto
 
 .PHONY: all build test vet unit e2e fuzz-seeds bench proto proto-check demo fmt clean
 

@@ -1,0 +1,155 @@
+// Package config reads winch's dynamic documents, the mapper config (which kedge serves which destination) and the
+// auth config (named credential sources), from JSON or YAML; validates them whole, reporting every problem with
+// file, field path and reason; checks that the mapper only names auth sources that exist; and converts them into
+// the domain types that the rest of winch uses (mapper.Route and AuthSource).
+//
+// Only this package imports the generated winch config protos.
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+
+	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
+)
+
+// Names under which inline documents are reported, after the flags that carry them.
+const (
+	MapperInlineName = "--server_mapper_config"
+	AuthInlineName   = "--server_auth_config"
+)
+
+// Source names where each document comes from: a file path and/or inline content (the original's
+// --server_mapper_config and --server_mapper_config_path flags, and the same pair for auth). The file wins when both
+// are set; neither set means an empty document, which is an error for the mapper (it needs routes) and fine for auth.
+type Source struct {
+	MapperPath, MapperInline string
+	AuthPath, AuthInline     string
+}
+
+// Dynamic is winch's complete, validated dynamic configuration: both documents, cross-checked.
+type Dynamic struct {
+	// Mapper holds the routes, in document order.
+	Mapper *Mapper
+	// Auth holds the auth sources, in document order.
+	Auth *Auth
+}
+
+// Mapper is a loaded mapper document.
+type Mapper struct {
+	// Name is the document's path or, for inline content, its flag.
+	Name string
+	// Routes are the document's routes in order, ready for mapper.New.
+	Routes []mapper.Route
+}
+
+// Auth is a loaded auth document.
+type Auth struct {
+	// Name is the document's path or, for inline content, its flag.
+	Name string
+	// Sources are the document's auth sources in order; names are unique.
+	Sources []AuthSource
+}
+
+// Source returns the auth source called name.
+func (a *Auth) Source(name string) (AuthSource, bool) {
+	for _, s := range a.Sources {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return AuthSource{}, false
+}
+
+// FieldError is one problem in a document. The loaders return errors.Join of *FieldError, so every problem is
+// listed; FieldErrors takes them apart again.
+type FieldError struct {
+	// File is the document's path ("winch_mapper.json") or, for inline content, its flag ("--server_mapper_config").
+	File string
+	// Field is the path of the offending value in JSON terms ("routes[2].proxy_auth"); "" for the whole file.
+	Field string
+	// Reason says what is wrong.
+	Reason string
+}
+
+// Error formats the problem like a compiler diagnostic: "file: field: reason".
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.File + ": " + e.Reason
+	}
+	return e.File + ": " + e.Field + ": " + e.Reason
+}
+
+// FieldErrors returns every *FieldError inside err (a tree of joined and wrapped errors), in order.
+func FieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(e error) {
+		if fe, ok := e.(*FieldError); ok {
+			out = append(out, fe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			if c := u.Unwrap(); c != nil {
+				walk(c)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}
+
+// Load reads, validates and converts both documents, then checks that every proxy_auth and backend_auth in the
+// mapper names a source of the auth document. It reports the problems of both documents together.
+func Load(src Source) (*Dynamic, error) {
+	m, mErr := LoadMapper(src.MapperPath, src.MapperInline)
+	a, aErr := LoadAuth(src.AuthPath, src.AuthInline)
+	if mErr != nil || aErr != nil {
+		return nil, errors.Join(mErr, aErr)
+	}
+	if err := CheckAuthReferences(m, a); err != nil {
+		return nil, err
+	}
+	return &Dynamic{Mapper: m, Auth: a}, nil
+}
+
+// CheckAuthReferences reports every mapper route whose proxy_auth or backend_auth names no source of a.
+func CheckAuthReferences(m *Mapper, a *Auth) error {
+	var errs []error
+	for i, r := range m.Routes {
+		for _, ref := range []struct{ field, name string }{{"proxy_auth", r.ProxyAuth}, {"backend_auth", r.BackendAuth}} {
+			if ref.name == "" {
+				continue
+			}
+			if _, ok := a.Source(ref.name); !ok {
+				errs = append(errs, &FieldError{File: m.Name, Field: indexed("routes", i) + "." + ref.field,
+					Reason: quote(ref.name) + ": no auth source with that name in " + a.Name})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// read returns the document's content and the name to report it under. The file wins over inline content.
+func read(path, inline, inlineName string) ([]byte, string, error) {
+	if path == "" {
+		return []byte(inline), inlineName, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, path, &FieldError{File: path, Reason: "reading the file: " + err.Error()}
+	}
+	return b, path, nil
+}
