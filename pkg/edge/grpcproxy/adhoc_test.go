@@ -1,0 +1,155 @@
+package grpcproxy
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+)
+
+// adhocEnv is a proxy with no routes and adhoc rules for *.adhoc.test, in front of backend "adhoc", which the fake
+// DNS gives the name svc.adhoc.test (127.0.0.1).
+func adhocEnv(t *testing.T, guard backend.DialGuard, idle time.Duration) (*env, *testBackend, string) {
+	t.Helper()
+	b, _ := startBackend(t, "adhoc")
+	_, port, _ := net.SplitHostPort(b.addr)
+	e := newEnv(t, envConfig{
+		adhoc: []route.Adhoc{
+			{NamePattern: "*.adhoc.test", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}}},
+			{NamePattern: "*.replace.test", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}},
+				Replace: &route.NameReplace{Pattern: "absent", Substitution: "x"}},
+		},
+		guard: guard,
+		dns:   fakeDNS{"svc.adhoc.test": {"127.0.0.1"}},
+		idle:  idle,
+	})
+	return e, b, port
+}
+
+func TestAdhoc(t *testing.T) {
+	t.Parallel()
+	allowLoopback := backend.DefaultDialGuard(netip.MustParsePrefix("127.0.0.0/8"))
+	tests := []struct {
+		name      string
+		guard     backend.DialGuard
+		authority func(port string) string
+		wantCode  codes.Code
+		wantMsg   string // substring
+		wantCalls int64
+		errType   wire.ErrorType
+	}{
+		{name: "loopback refused by default guard", authority: func(p string) string { return "svc.adhoc.test:" + p },
+			wantCode: codes.PermissionDenied, wantMsg: "adhoc: destination svc.adhoc.test:", errType: wire.ErrForbidden},
+		{name: "loopback allowed by prefix", guard: allowLoopback,
+			authority: func(p string) string { return "svc.adhoc.test:" + p }, wantCalls: 1},
+		{name: "port not allowed", guard: allowLoopback, authority: func(string) string { return "svc.adhoc.test:80" },
+			wantCode: codes.InvalidArgument, wantMsg: "adhoc: port 80 is not allowed", errType: wire.ErrUnknownRouteError},
+		{name: "replace fails", guard: allowLoopback, authority: func(p string) string { return "svc.replace.test:" + p },
+			wantCode: codes.NotFound, wantMsg: "replace pattern", errType: wire.ErrUnknownRouteError},
+		{name: "unresolvable", guard: allowLoopback, authority: func(p string) string { return "nxdomain.adhoc.test:" + p },
+			wantCode: codes.Unavailable, wantMsg: "cannot resolve nxdomain.adhoc.test"},
+		{name: "no rule", guard: allowLoopback, authority: func(p string) string { return "svc.other.test:" + p },
+			wantCode: codes.Unimplemented, wantMsg: "unknown route to service", errType: wire.ErrNoRoute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e, b, port := adhocEnv(t, tt.guard, 0)
+			authority := tt.authority(port)
+			resp, err := e.client(t, authority).UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+			st := status.Convert(err)
+			if st.Code() != tt.wantCode || !strings.Contains(st.Message(), tt.wantMsg) {
+				t.Fatalf("status = %v %q, want %v containing %q", st.Code(), st.Message(), tt.wantCode, tt.wantMsg)
+			}
+			if got := b.calls.Load(); got != tt.wantCalls {
+				t.Errorf("backend got %d calls, want %d", got, tt.wantCalls)
+			}
+			if tt.wantCode == codes.OK {
+				if resp.GetServerId() != "adhoc" {
+					t.Errorf("served by %q, want adhoc", resp.GetServerId())
+				}
+				// The adhoc backend sees the destination as :authority (the original sent the method name).
+				if got := waitSeen(t, b).md.Get(":authority"); len(got) != 1 || got[0] != authority {
+					t.Errorf("backend :authority = %q, want %q", got, authority)
+				}
+			}
+			if tt.errType != "" {
+				backendLabel := adhocBackend
+				if tt.errType == wire.ErrNoRoute {
+					backendLabel = ""
+				}
+				if got := testutil.ToFloat64(e.proxy.m.errors.WithLabelValues(backendLabel, string(tt.errType))); got != 1 {
+					t.Errorf("kedge_proxy_errors_total{%q,%s} = %v, want 1", backendLabel, tt.errType, got)
+				}
+			}
+		})
+	}
+}
+
+// TestAdhocConnCache checks that adhoc calls to one destination share a connection, that an idle connection is
+// closed, and that Close ends the pool.
+func TestAdhocConnCache(t *testing.T) {
+	t.Parallel()
+	e, b, port := adhocEnv(t, backend.DefaultDialGuard(netip.MustParsePrefix("127.0.0.1/32")), 200*time.Millisecond)
+	client := e.client(t, "svc.adhoc.test:"+port)
+	for i := range 3 {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if n := e.proxy.adhoc.len(); n != 1 {
+			t.Fatalf("after call %d: %d cached adhoc connections, want 1", i, n)
+		}
+	}
+	if got := b.calls.Load(); got != 3 {
+		t.Errorf("backend got %d calls, want 3", got)
+	}
+	pollUntil(t, "the idle adhoc connection to close", func() bool { return e.proxy.adhoc.len() == 0 })
+
+	// A stream in flight keeps its connection past the idle timeout.
+	stream, err := client.FullDuplexCall(callCtx(t))
+	if err != nil {
+		t.Fatalf("FullDuplexCall: %v", err)
+	}
+	if err := stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: payload("x")}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("Recv: %v", err)
+	}
+	if active, armed := e.proxy.adhoc.state("svc.adhoc.test:" + port); active != 1 || armed {
+		t.Fatalf("adhoc connection with a stream open: %d active calls, idle timer armed %v; want 1, false", active, armed)
+	}
+
+	e.proxy.Close()
+	if _, err := stream.Recv(); err == nil {
+		t.Error("stream on an adhoc connection survived Close")
+	}
+	_, err = client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+	if code := status.Code(err); code != codes.Unavailable {
+		t.Errorf("adhoc call after Close = %v, want Unavailable", err)
+	}
+	if n := e.proxy.adhoc.len(); n != 0 {
+		t.Errorf("%d cached adhoc connections after Close, want 0", n)
+	}
+}
+
+// state reports how many calls use the connection to target and whether its idle timer is armed.
+func (a *adhocPool) state(target string) (active int, armed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, ok := a.conns[target]
+	if !ok {
+		return 0, false
+	}
+	return e.active, e.timer != nil
+}

@@ -1,0 +1,154 @@
+package grpcproxy
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+)
+
+// adhocBackend is the backend label of calls sent to adhoc destinations: the destination itself is logged but never
+// used as a metric label, which would let clients create unbounded series.
+const adhocBackend = "_adhoc"
+
+type callKey struct{}
+
+// call is what one RPC leaves for its log line and metrics. The interceptor creates it; the director and the header
+// goroutine fill in where the call went.
+type call struct {
+	start     time.Time
+	method    string
+	authority string
+	requestID string
+
+	mu       sync.Mutex // guards the fields below
+	directed bool       // the director ran, so the proxy handler (not an interceptor) decided the outcome
+	route    string
+	backend  string
+	adhoc    string
+	endpoint string
+	identity string
+	errType  wire.ErrorType
+}
+
+// newCall starts the record of a call, keeping a valid incoming request ID or making a new one.
+func newCall(ctx context.Context, method string) *call {
+	md, _ := metadata.FromIncomingContext(ctx)
+	id := firstValue(md, wire.MetadataRequestID)
+	if !wire.ValidRequestID(id) {
+		id = wire.NewRequestID()
+	}
+	return &call{
+		start:     time.Now(),
+		method:    method,
+		authority: firstValue(md, ":authority"),
+		requestID: id,
+	}
+}
+
+func (c *call) update(f func(c *call)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f(c)
+}
+
+func (c *call) adhocTarget() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.adhoc
+}
+
+// callFrom returns the call ctx carries, or nil.
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// intercept is the outermost stream interceptor: it gives the call its request ID (returned to the client in the
+// response header metadata), then logs and counts the call when it ends.
+func (p *Proxy) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	c := newCall(ss.Context(), info.FullMethod)
+	// SetHeader only fails once headers were sent, which cannot have happened before the handler ran.
+	_ = ss.SetHeader(metadata.Pairs(wire.MetadataRequestID, c.requestID))
+	err := handler(srv, &ctxStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callKey{}, c)})
+	p.finish(c, err)
+	return err
+}
+
+// ctxStream replaces a server stream's context. Holding the context is the one way to pass values down a stream
+// handler chain; it lives exactly as long as the call.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// finish logs and counts a finished call.
+func (p *Proxy) finish(c *call, err error) {
+	elapsed := time.Since(c.start)
+	st := status.Convert(err)
+	code := st.Code()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	errType := c.errType
+	if !c.directed && errType == "" {
+		// An interceptor (authentication) ended the call before the proxy saw it.
+		switch code {
+		case codes.Unauthenticated:
+			errType = wire.ErrUnauthorized
+		case codes.PermissionDenied:
+			errType = wire.ErrForbidden
+		}
+	}
+
+	p.m.requests.WithLabelValues(c.backend, code.String()).Inc()
+	p.m.duration.WithLabelValues(c.backend).Observe(elapsed.Seconds())
+	if errType != "" {
+		p.m.errors.WithLabelValues(c.backend, string(errType)).Inc()
+	}
+
+	if !p.log.Enabled(logging.LevelInfo) {
+		return
+	}
+	kv := make([]any, 0, 26)
+	kv = append(kv,
+		logging.FieldRequestID, c.requestID,
+		logging.FieldGRPC, c.method,
+		"authority", c.authority,
+		"code", code.String(),
+		logging.FieldDuration, elapsed,
+	)
+	kv = appendNonEmpty(kv, logging.FieldRoute, c.route)
+	kv = appendNonEmpty(kv, logging.FieldBackend, c.backend)
+	kv = appendNonEmpty(kv, "adhoc", c.adhoc)
+	kv = appendNonEmpty(kv, logging.FieldEndpoint, c.endpoint)
+	kv = appendNonEmpty(kv, logging.FieldIdentity, c.identity)
+	kv = appendNonEmpty(kv, logging.FieldErrorType, string(errType))
+	if code != codes.OK {
+		kv = append(kv, logging.FieldError, st.Message())
+	}
+	p.log.Info("grpc call", kv...)
+}
+
+func appendNonEmpty(kv []any, key, value string) []any {
+	if value == "" {
+		return kv
+	}
+	return append(kv, key, value)
+}
+
+func firstValue(md metadata.MD, key string) string {
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

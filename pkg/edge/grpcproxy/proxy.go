@@ -1,0 +1,173 @@
+// Package grpcproxy is kedge's transparent gRPC proxy. A grpc.Server built with ServerOptions knows no services: every
+// call is routed by method, :authority and metadata to a named backend's long-lived grpc.ClientConn, or to an adhoc
+// destination, and its frames are pumped both ways unchanged by github.com/mwitkow/grpc-proxy. Every call is logged
+// once and counted.
+package grpcproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/mwitkow/grpc-proxy/proxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+)
+
+// Routes supplies the current gRPC routing table; it is read once per call, so a reload takes effect for new calls.
+type Routes interface {
+	// GRPCTable returns the current table; nil means "no routes and no adhoc rules".
+	GRPCTable() *route.GRPCTable
+}
+
+// Backends supplies the long-lived connection of a named gRPC backend.
+type Backends interface {
+	// GRPC returns the backend's connection, or false when no backend has that name.
+	GRPC(name string) (*grpc.ClientConn, bool)
+}
+
+// Resolver resolves adhoc host names; *net.Resolver implements it.
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) ([]string, error)
+}
+
+// DefaultAdhocIdleTimeout is how long an unused adhoc connection is kept when Deps.AdhocIdleTimeout is zero.
+const DefaultAdhocIdleTimeout = 5 * time.Minute
+
+// Deps are the collaborators of a Proxy.
+type Deps struct {
+	// Log receives one line per call. Required.
+	Log logging.Logger
+	// Registerer receives the proxy's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// Routes and Backends decide where calls go. Required.
+	Routes   Routes
+	Backends Backends
+	// AdhocGuard vets every IP an adhoc connection is about to dial (after Unmap); nil means
+	// backend.DefaultDialGuard(), which refuses loopback, link-local and unspecified addresses.
+	AdhocGuard backend.DialGuard
+	// DNS resolves adhoc names at dial time; nil means net.DefaultResolver.
+	DNS Resolver
+	// ProxyErrors, when set, is the kedge_proxy_errors_total{backend_name,type} counter to count kedge-made errors
+	// in. The HTTP proxy registers a counter with that name, so the root should create it once and pass it to both
+	// proxies; registering a second one with different help text would fail. When nil, the proxy creates the counter
+	// and registers it with Registerer, reusing an identical one that is already registered.
+	ProxyErrors *prometheus.CounterVec
+	// Identity, when set, names the caller for the log line. It is called in the director, after every server
+	// interceptor (so after authentication) has run.
+	Identity func(ctx context.Context) string
+	// AdhocIdleTimeout is how long an adhoc connection with no call in flight is kept; 0 means
+	// DefaultAdhocIdleTimeout.
+	AdhocIdleTimeout time.Duration
+}
+
+// Proxy is the transparent gRPC proxy. It is safe for concurrent use; Close releases its adhoc connections.
+type Proxy struct {
+	log         logging.Logger
+	routes      Routes
+	backends    Backends
+	identity    func(context.Context) string
+	adhoc       *adhocPool
+	m           metrics
+	transparent grpc.StreamHandler
+}
+
+// New builds a Proxy from d.
+func New(d Deps) *Proxy {
+	if d.Log == nil {
+		d.Log = logging.Discard()
+	}
+	guard := d.AdhocGuard
+	if guard == nil {
+		guard = backend.DefaultDialGuard()
+	}
+	var dns Resolver = net.DefaultResolver
+	if d.DNS != nil {
+		dns = d.DNS
+	}
+	idle := d.AdhocIdleTimeout
+	if idle <= 0 {
+		idle = DefaultAdhocIdleTimeout
+	}
+	p := &Proxy{
+		log:      d.Log,
+		routes:   d.Routes,
+		backends: d.Backends,
+		identity: d.Identity,
+		adhoc:    newAdhocPool(guard, dns, idle),
+		m:        newMetrics(d.Log, d.Registerer, d.ProxyErrors),
+	}
+	p.transparent = proxy.TransparentHandler(p.direct)
+	return p
+}
+
+// ServerOptions returns what a grpc.Server needs to proxy every call: an UnknownServiceHandler that proxies, and a
+// stream interceptor that assigns the request ID, logs and counts. Add them before any authentication interceptor
+// (grpc.ChainStreamInterceptor runs interceptors in the order they are given), so rejected calls are logged and
+// counted too. The caller adds TLS credentials and keepalive options.
+func (p *Proxy) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.UnknownServiceHandler(p.handle),
+		grpc.ChainStreamInterceptor(p.intercept),
+	}
+}
+
+// Close closes every cached adhoc connection, ending calls still using them; later adhoc calls fail with
+// Unavailable. Pool backends' connections belong to Backends and are left alone.
+func (p *Proxy) Close() {
+	p.adhoc.close()
+}
+
+// metrics are the proxy's Prometheus collectors.
+type metrics struct {
+	requests *prometheus.CounterVec   // kedge_grpc_requests_total{backend,code}
+	duration *prometheus.HistogramVec // kedge_grpc_request_duration_seconds{backend}
+	errors   *prometheus.CounterVec   // kedge_proxy_errors_total{backend_name,type}
+}
+
+func newMetrics(log logging.Logger, reg prometheus.Registerer, proxyErrors *prometheus.CounterVec) metrics {
+	m := metrics{
+		requests: register(log, reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_grpc_requests_total",
+			Help: "gRPC calls handled by the proxy, by backend and status code.",
+		}, []string{"backend", "code"})),
+		duration: register(log, reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kedge_grpc_request_duration_seconds",
+			Help:    "Duration of gRPC calls handled by the proxy, including streams, by backend.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"backend"})),
+		errors: proxyErrors,
+	}
+	if m.errors == nil {
+		m.errors = register(log, reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_proxy_errors_total",
+			Help: "Requests that ended with an error made by kedge itself, by backend and error type.",
+		}, []string{"backend_name", "type"}))
+	}
+	return m
+}
+
+// register registers c with reg, reusing an identical collector that is already registered. A collector that cannot
+// be registered still counts, so the proxy works; the problem is logged.
+func register[C prometheus.Collector](log logging.Logger, reg prometheus.Registerer, c C) C {
+	if reg == nil {
+		return c
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	log.Warn("grpcproxy: metric not registered", logging.FieldError, err)
+	return c
+}
