@@ -1,0 +1,133 @@
+package httpproxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+)
+
+// metrics are the handler's Prometheus collectors. The backend label is the backend name, "_adhoc" for adhoc
+// destinations, or "" for requests that were not routed.
+type metrics struct {
+	requests    *prometheus.CounterVec   // kedge_http_requests_total{backend,code}
+	duration    *prometheus.HistogramVec // kedge_http_request_duration_seconds{backend}
+	proxyErrors *prometheus.CounterVec   // kedge_proxy_errors_total{backend_name,type}
+	// codes holds the decimal status codes 100-599, so counting a request does not format one.
+	codes [500]string
+}
+
+func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, log logging.Logger) *metrics {
+	m := &metrics{
+		requests: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_http_requests_total",
+			Help: "HTTP requests handled by the proxy on the HTTPS port, by backend and status code.",
+		}, []string{"backend", "code"})),
+		duration: register(reg, log, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kedge_http_request_duration_seconds",
+			Help:    "Time from receiving an HTTP request to the end of its response, by backend.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"backend"})),
+		proxyErrors: proxyErrors,
+	}
+	if m.proxyErrors == nil {
+		m.proxyErrors = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_proxy_errors_total",
+			Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
+		}, []string{"backend_name", "type"}))
+	}
+	for i := range m.codes {
+		m.codes[i] = strconv.Itoa(i + 100)
+	}
+	return m
+}
+
+// register registers c, or returns the equal collector registered before (two handlers on one registry share their
+// metrics). Any other registration error is logged: the handler then counts into an unexported collector.
+func register[C prometheus.Collector](reg prometheus.Registerer, log logging.Logger, c C) C {
+	if reg == nil {
+		return c
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	log.Error("httpproxy: registering metrics", logging.FieldError, err)
+	return c
+}
+
+func (m *metrics) code(status int) string {
+	if status >= 100 && status < 600 {
+		return m.codes[status-100]
+	}
+	return strconv.Itoa(status)
+}
+
+// finish logs and counts a request handled by this handler. It runs deferred: a panic (http.ErrAbortHandler, with
+// which ReverseProxy aborts a response whose body copy failed) is recorded and then continues, so net/http still
+// aborts the connection and the client sees a truncated response as an error.
+func (h *Handler) finish(c *call, r *http.Request) {
+	p := recover()
+	status := c.w.status
+	if status == 0 {
+		status = http.StatusOK // what net/http sends for a handler that wrote nothing
+	}
+	if p != nil {
+		c.errMsg = "response aborted"
+		if err, ok := p.(error); ok && !errors.Is(err, http.ErrAbortHandler) {
+			c.errMsg = "panic: " + err.Error()
+		}
+	}
+	d := time.Since(c.start)
+	h.metrics.requests.WithLabelValues(c.label, h.metrics.code(status)).Inc()
+	h.metrics.duration.WithLabelValues(c.label).Observe(d.Seconds())
+	if h.log.Enabled(logging.LevelInfo) {
+		h.logRequest(c, r, status, d)
+	}
+	if p != nil {
+		panic(p)
+	}
+}
+
+func (h *Handler) logRequest(c *call, r *http.Request, status int, d time.Duration) {
+	endpoint, backendName := "", c.label
+	if c.endpoint != nil {
+		endpoint = c.endpoint.Addr
+	}
+	if c.label == adhocLabel {
+		backendName = c.target
+	}
+	host, path := c.host, c.path
+	if host == "" {
+		host = r.Host
+	}
+	if path == "" {
+		path = r.URL.Path
+	}
+	kv := []any{
+		logging.FieldRequestID, c.reqID,
+		logging.FieldMethod, r.Method,
+		logging.FieldHost, host,
+		logging.FieldPath, path,
+		logging.FieldRoute, c.label,
+		logging.FieldBackend, backendName,
+		logging.FieldEndpoint, endpoint,
+		logging.FieldStatus, status,
+		logging.FieldDuration, d,
+		logging.FieldBytes, c.w.bytes,
+	}
+	if c.errMsg != "" {
+		kv = append(kv, logging.FieldErrorType, string(c.errType), logging.FieldError, c.errMsg)
+	}
+	h.log.Info("http request", kv...)
+}

@@ -1,0 +1,105 @@
+package httpproxy
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
+)
+
+// counterValue sums the counter (or histogram sample count) series of family name whose labels include labels.
+func counterValue(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "b", nil)
+	e := newEnv(t, envConfig{
+		routes:   []route.HTTPRoute{{Backend: "b", Host: "b.example.com"}, {Backend: "ghost", Host: "ghost.example.com"}},
+		backends: []*testBackend{b},
+	})
+	for range 3 {
+		readSeen(t, e.do(t, http.MethodGet, "b.example.com", "/", nil, nil))
+	}
+	expectKedgeError(t, e.do(t, http.MethodGet, "nothing.example.com", "/", nil, nil), 502, "no-route")
+	expectKedgeError(t, e.do(t, http.MethodGet, "ghost.example.com", "/", nil, nil), 502, "no-backend")
+	expectKedgeError(t, e.do(t, http.MethodGet, "b.example.com", "/%2F", nil, nil), 400, "bad-request")
+
+	// The handler counts after the response is written; wait for the last one.
+	waitFor(t, "6 requests counted", func() bool {
+		return counterValue(t, e.reg, "kedge_http_requests_total", nil) == 6
+	})
+	tests := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"kedge_http_requests_total", map[string]string{"backend": "b", "code": "200"}, 3},
+		{"kedge_http_requests_total", map[string]string{"backend": "", "code": "502"}, 1},
+		{"kedge_http_requests_total", map[string]string{"backend": "ghost", "code": "502"}, 1},
+		{"kedge_http_requests_total", map[string]string{"backend": "", "code": "400"}, 1},
+		{"kedge_http_request_duration_seconds", map[string]string{"backend": "b"}, 3},
+		{"kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": "no-route"}, 1},
+		{"kedge_proxy_errors_total", map[string]string{"backend_name": "ghost", "type": "no-backend"}, 1},
+		{"kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": "bad-request"}, 1},
+		{"kedge_proxy_errors_total", nil, 3},
+	}
+	for _, tc := range tests {
+		if got := counterValue(t, e.reg, tc.name, tc.labels); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+}
+
+func TestMetricsShared(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	shared := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_proxy_errors_total", Help: "h"},
+		[]string{"backend_name", "type"})
+	reg.MustRegister(shared)
+	table, _ := route.NewHTTPTable(nil, nil)
+	h1 := New(Deps{Registerer: reg, ProxyErrors: shared, Routes: staticRoutes{table}, Backends: backendMap{}})
+	if h1.metrics.proxyErrors != shared {
+		t.Error("ProxyErrors not used")
+	}
+	// A second handler on the same registry reuses the first one's collectors instead of panicking.
+	reg2 := prometheus.NewRegistry()
+	h2 := New(Deps{Registerer: reg2, Routes: staticRoutes{table}, Backends: backendMap{}})
+	h3 := New(Deps{Registerer: reg2, Routes: staticRoutes{table}, Backends: backendMap{}})
+	if h2.metrics.proxyErrors != h3.metrics.proxyErrors || h2.metrics.requests != h3.metrics.requests ||
+		h2.metrics.duration != h3.metrics.duration {
+		t.Error("collectors not shared")
+	}
+}

@@ -1,0 +1,229 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+)
+
+// adhocLabel is the backend label (metrics, logs) of requests proxied through an adhoc rule; the original's handler
+// name for them.
+const adhocLabel = "_adhoc"
+
+var errNoDecision = errors.New("httpproxy: request reached the transport without a route decision")
+
+// call is the state of one request, from ServeHTTP to the log line. It is allocated once per request and reaches
+// the ReverseProxy callbacks through the request context.
+type call struct {
+	w     responseWriter
+	start time.Time
+	reqID string
+
+	// Facts, set as they are established.
+	host    string // host[:port] as received
+	path    string // canonical escaped path: what is routed (decoded) and forwarded
+	decoded string
+
+	// Route decision.
+	label     string // backend name, adhocLabel, or "" (metrics label and log field)
+	target    string // URL.Host of the outgoing request: the backend name or the adhoc "name:port"
+	transport http.RoundTripper
+	endpoint  *backend.EndpointRecord
+
+	// Outcome.
+	errType wire.ErrorType
+	errMsg  string
+}
+
+type callKey struct{}
+
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// serve canonicalises, routes and proxies a request that passed the header checks.
+func (h *Handler) serve(c *call, r *http.Request) {
+	w := &c.w
+	if r.Method == http.MethodConnect {
+		h.fail(c, http.StatusMethodNotAllowed, wire.ErrBadRequest, "CONNECT tunnels are not supported on this listener")
+		return
+	}
+	u := r.URL
+	forward := u.Scheme != "" || u.Host != ""
+	if u.Opaque != "" || u.User != nil || forward && (u.Host == "" || u.Scheme != "http" && u.Scheme != "https") {
+		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "malformed request target")
+		return
+	}
+	canon, decoded, err := route.CanonicalPath(u.EscapedPath())
+	if err != nil {
+		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "ambiguous or malformed request path")
+		return
+	}
+	c.path, c.decoded = canon, decoded
+
+	// Facts for routing. For absolute-form requests net/http has already set r.Host to the URL's host.
+	req := route.HTTPRequest{Path: decoded, Header: r.Header, Mode: route.ModeReverse}
+	c.host = r.Host
+	if forward {
+		c.host, req.Mode = u.Host, route.ModeForward
+	}
+	table := h.routes.HTTPTable()
+	host, port, hasPort, err := route.SplitHostPort(c.host)
+	if err != nil {
+		if _, aerr := table.AdhocHostPort(c.host); errors.As(aerr, new(*route.AdhocError)) {
+			err = aerr
+		}
+		h.routeError(c, err)
+		return
+	}
+	req.Host, req.Port = host, port
+	if !hasPort {
+		req.Port = defaultPort(r, forward)
+	}
+
+	if rt, ok := table.Match(&req); ok {
+		c.label, c.target = rt.Backend, rt.Backend
+		w.Header().Set(wire.HeaderKedgeBackendName, rt.Backend)
+		if c.transport, ok = h.backends.HTTP(rt.Backend); !ok {
+			h.fail(c, http.StatusBadGateway, wire.ErrNoBackend, "unknown backend")
+			return
+		}
+	} else {
+		if h.adhoc == nil {
+			h.routeError(c, route.ErrNoRoute)
+			return
+		}
+		t, err := table.Adhoc(host, port, hasPort)
+		if err != nil {
+			h.routeError(c, err)
+			return
+		}
+		c.label, c.transport = adhocLabel, h.adhoc
+		c.target = net.JoinHostPort(t.Host, strconv.FormatUint(uint64(t.Port), 10))
+	}
+
+	ctx := context.WithValue(r.Context(), callKey{}, c)
+	ctx, c.endpoint = backend.WithEndpointRecorder(ctx)
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// A backend may answer (or stream its answer) before the request body has been read to the end; without
+		// full duplex net/http's HTTP/1 server would discard the unread body at the first response write.
+		_ = http.NewResponseController(w.rw).EnableFullDuplex()
+	}
+	h.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// defaultPort is the port of a request that names none: this handler serves the TLS port, so 443, except for
+// requests that say they are plain HTTP (an http:// absolute-form URL, or X-Forwarded-Proto: http, which winch sends
+// for plain-HTTP destinations).
+func defaultPort(r *http.Request, forward bool) uint32 {
+	if forward && r.URL.Scheme == "http" {
+		return 80
+	}
+	if xfp := r.Header["X-Forwarded-Proto"]; len(xfp) > 0 && equalFoldASCII(strings.TrimSpace(xfp[0]), "http") {
+		return 80
+	}
+	return 443
+}
+
+// routeError answers a request that could not be routed.
+func (h *Handler) routeError(c *call, err error) {
+	var ae *route.AdhocError
+	switch {
+	case errors.Is(err, route.ErrNoRoute):
+		h.fail(c, http.StatusBadGateway, wire.ErrNoRoute, route.ErrNoRoute.Error())
+	case errors.As(err, &ae) && ae.BadRequest:
+		h.fail(c, http.StatusBadRequest, wire.ErrUnknownRouteError, ae.Msg)
+	case ae != nil:
+		h.fail(c, http.StatusBadGateway, wire.ErrUnknownRouteError, ae.Msg)
+	case errors.Is(err, route.ErrBadHostPort):
+		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "malformed host")
+	default:
+		h.fail(c, http.StatusBadGateway, wire.ErrUnknownRouteError, err.Error())
+	}
+}
+
+// rewrite builds the outgoing request (ReverseProxy.Rewrite; Director is never used). ReverseProxy has already
+// removed hop-by-hop headers (Proxy-Authorization among them) and the inbound Forwarded / X-Forwarded-* ones.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	c := callFrom(pr.In.Context())
+	out := pr.Out
+	// The transport replaces scheme and host with the endpoint it picks; the backend name is kept for its logs.
+	out.URL.Scheme = "http"
+	out.URL.Host = c.target
+	out.URL.User = nil
+	out.URL.Opaque = ""
+	out.URL.Fragment, out.URL.RawFragment = "", ""
+	// Forward exactly the path that was routed.
+	out.URL.Path, out.URL.RawPath = c.decoded, c.path
+	out.Host = pr.In.Host
+	pr.SetXForwarded()
+	sanitizeOutbound(out.Header, c.reqID)
+	if up := out.Header["Upgrade"]; len(up) > 0 && equalFoldASCII(up[0], "h2c") {
+		// An h2c upgrade would turn the connection into an HTTP/2 one straight to the backend, whose requests
+		// kedge would then splice without routing or checking them (h2c smuggling).
+		delete(out.Header, "Upgrade")
+		delete(out.Header, "Connection")
+	}
+}
+
+// proxyError is the ReverseProxy's ErrorHandler: it classifies a failure to get a response from the backend.
+func (h *Handler) proxyError(_ http.ResponseWriter, r *http.Request, err error) {
+	c := callFrom(r.Context())
+	if c == nil { // cannot happen: every proxied request carries its call
+		return
+	}
+	ctxErr := r.Context().Err()
+	var be *backend.Error
+	switch {
+	case errors.Is(ctxErr, context.DeadlineExceeded):
+		// The request's own deadline passed, whatever the transport made of it.
+		h.fail(c, http.StatusGatewayTimeout, wire.ErrBackendTimeout, "backend did not answer in time")
+	case ctxErr != nil:
+		// The client went away: nobody to answer. Logged and counted with status 499 (client closed request).
+		c.w.status, c.errMsg = statusClientClosed, "client closed the request"
+	case errors.As(err, &be) && be.Type != "":
+		status := http.StatusBadGateway
+		switch be.Type {
+		case wire.ErrBackendTimeout:
+			status = http.StatusGatewayTimeout
+		case wire.ErrForbidden:
+			status = http.StatusForbidden
+		}
+		h.fail(c, status, be.Type, be.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		h.fail(c, http.StatusGatewayTimeout, wire.ErrBackendTimeout, "backend did not answer in time")
+	default:
+		h.fail(c, http.StatusBadGateway, wire.ErrTransportUnknown, err.Error())
+	}
+}
+
+// statusClientClosed is logged and counted for requests whose client left before a response was written.
+const statusClientClosed = 499
+
+// fail writes a kedge-made error response and counts it.
+func (h *Handler) fail(c *call, status int, typ wire.ErrorType, msg string) {
+	c.errType, c.errMsg = typ, msg
+	wire.WriteKedgeError(&c.w, status, typ, msg)
+	h.metrics.proxyErrors.WithLabelValues(c.label, string(typ)).Inc()
+}
+
+// modifyResponse removes the headers by which kedge speaks to clients from a backend's response, so that a backend
+// cannot pose as kedge (winch acts on X-Kedge-Error-Type) or override the request ID and backend name kedge set.
+func modifyResponse(res *http.Response) error {
+	h := res.Header
+	delete(h, wire.HeaderKedgeError)
+	delete(h, wire.HeaderKedgeErrorType)
+	delete(h, wire.HeaderKedgeBackendName)
+	delete(h, wire.HeaderRequestID)
+	return nil
+}
