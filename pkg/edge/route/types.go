@@ -16,57 +16,80 @@ const (
 // loader: Host is lower case, header names are canonical (textproto.CanonicalMIMEHeaderKey).
 type HTTPRoute struct {
 	// Backend names the HTTP backend.
-	Backend string
+	Backend string `json:"backend"`
 	// Host is "" or "*" (any), an exact lower-case host name or IP literal, or "*.suffix" (any name ending in
 	// ".suffix"). Matching ignores case and one trailing dot.
-	Host string
+	Host string `json:"host,omitempty"`
 	// Port is the required port; 0 means any.
-	Port uint32
+	Port uint32 `json:"port,omitempty"`
 	// Paths are path rules: "/prefix*" is a prefix match, anything else exact. Empty means any path.
-	Paths []string
+	Paths []string `json:"paths,omitempty"`
 	// Headers maps canonical header names to a required value (any of the header's values may match).
-	Headers map[string]string
+	Headers map[string]string `json:"headers,omitempty"`
 	// Mode restricts the request form.
-	Mode Mode
+	Mode Mode `json:"mode"`
 	// Discovered marks routes generated from Kubernetes Services.
-	Discovered bool
+	Discovered bool `json:"discovered,omitempty"`
+	// RequiredPermissions are permissions of which the caller must hold at least one to use the route, on top of
+	// the global requirement; empty asks nothing more. Discovered routes take them from the Service's
+	// <prefix>required-permissions annotation.
+	RequiredPermissions []string `json:"required_permissions,omitempty"`
 }
 
 // GRPCRoute is one gRPC routing rule. Every condition that is set must hold. AuthorityHost is lower case and
 // metadata keys are lower case.
 type GRPCRoute struct {
 	// Backend names the gRPC backend.
-	Backend string
+	Backend string `json:"backend"`
 	// Service matches "pkg.Service/Method": "" or "*" any; trailing "*" prefix; otherwise the full method name or
 	// the service name.
-	Service string
+	Service string `json:"service,omitempty"`
 	// AuthorityHost is the required :authority host (lower case, no port, no brackets), or "*.suffix" like
 	// HTTPRoute.Host; "" means any. Matching ignores case and one trailing dot.
-	AuthorityHost string
+	AuthorityHost string `json:"authority_host,omitempty"`
 	// AuthorityPort is the required :authority port; 0 means any. A port-less authority counts as 443.
-	AuthorityPort uint32
+	AuthorityPort uint32 `json:"authority_port,omitempty"`
 	// Metadata maps lower-case keys to a required value (any of the key's values may match).
-	Metadata map[string]string
+	Metadata map[string]string `json:"metadata,omitempty"`
 	// Discovered marks routes generated from Kubernetes Services.
-	Discovered bool
+	Discovered bool `json:"discovered,omitempty"`
+	// RequiredPermissions are as for HTTPRoute.
+	RequiredPermissions []string `json:"required_permissions,omitempty"`
 }
 
 // Adhoc allows dialling a name that no route covers.
 type Adhoc struct {
 	// NamePattern is "*suffix" (names ending in suffix) or an exact lower-case name. IP literals and names a
 	// resolver may read as an address or the local host ("127.1", "localhost") match only an exact pattern.
-	NamePattern string
+	NamePattern string `json:"name_pattern"`
 	// DefaultPort is used when the request names no port; 0 means 80.
-	DefaultPort uint32
+	DefaultPort uint32 `json:"default_port,omitempty"`
 	// AllowedPorts and AllowedRanges list the ports that may be dialled; both empty allows nothing.
-	AllowedPorts  []uint32
-	AllowedRanges []PortRange
+	AllowedPorts  []uint32    `json:"allowed_ports,omitempty"`
+	AllowedRanges []PortRange `json:"allowed_ranges,omitempty"`
 	// Replace, if set, rewrites the name before resolution.
-	Replace *NameReplace
+	Replace *NameReplace `json:"replace,omitempty"`
 }
 
 // PortRange is an inclusive range of ports.
-type PortRange struct{ From, To uint32 }
+type PortRange struct {
+	From uint32 `json:"from"`
+	To   uint32 `json:"to"`
+}
 
 // NameReplace replaces every occurrence of Pattern in a host name with Substitution.
-type NameReplace struct{ Pattern, Substitution string }
+type NameReplace struct {
+	Pattern      string `json:"pattern"`
+	Substitution string `json:"substitution"`
+}
+
+// MarshalText makes modes readable in /debug/config.
+func (m Mode) MarshalText() ([]byte, error) {
+	switch m {
+	case ModeReverse:
+		return []byte("REVERSE_PROXY"), nil
+	case ModeForward:
+		return []byte("FORWARD_PROXY"), nil
+	}
+	return []byte("ANY"), nil
+}

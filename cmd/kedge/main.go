@@ -1,0 +1,110 @@
+// Command kedge is the edge proxy: it terminates TLS, authenticates callers and routes HTTP/1.1, HTTP/2, gRPC
+// and CONNECT traffic to backends inside the cluster. See docs/kedge.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc/grpclog"
+
+	"github.com/kedge-proxy/kedge/pkg/edge"
+	"github.com/kedge-proxy/kedge/pkg/edge/config"
+	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run returns the exit code: 0 success, 1 runtime or config error, 2 usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	var cfg config.Config
+	fs := pflag.NewFlagSet("kedge", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.RegisterFlags(fs)
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "kedge %s: edge proxy for HTTP, gRPC and CONNECT into a private cluster.\n\nUsage: kedge [flags]\n\nFlags (snake_case or kebab-case):\n", buildinfo.Get().Version)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		fmt.Fprintf(stderr, "kedge: %v (see --help)\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kedge: unexpected arguments %q (see --help)\n", fs.Args())
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Get().String())
+		return 0
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "kedge: invalid flags:\n%v\n", err)
+		return 2
+	}
+	if cfg.CheckConfig {
+		return checkConfig(cfg, stdout, stderr)
+	}
+
+	log, err := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat, Output: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "kedge: %v\n", err)
+		return 2
+	}
+	grpclog.SetLoggerV2(logging.GRPCLogger(log))
+
+	srv, err := edge.New(cfg, log)
+	if err != nil {
+		log.Error("kedge cannot start", "error", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading config documents")
+				srv.Reload()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	if err := srv.Run(ctx); err != nil {
+		log.Error("kedge failed", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func checkConfig(cfg config.Config, stdout, stderr io.Writer) int {
+	dyn, err := config.Load(cfg.Documents)
+	if err != nil {
+		fmt.Fprintf(stderr, "config is invalid:\n%v\n", err)
+		return 1
+	}
+	for _, w := range dyn.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "config is valid: %d HTTP routes, %d HTTP adhoc rules, %d gRPC routes, %d gRPC adhoc rules, %d backends\n",
+		len(dyn.HTTPRoutes), len(dyn.HTTPAdhoc), len(dyn.GRPCRoutes), len(dyn.GRPCAdhoc), len(dyn.Backends))
+	return 0
+}

@@ -1,0 +1,291 @@
+// Package edge is kedge's composition root: it builds the listeners, the proxies, the backend pool and the live
+// configuration from a static config.Config, and runs them until the context ends. It is the only package that
+// wires the parts together.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/admin"
+	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/config"
+	"github.com/kedge-proxy/kedge/pkg/edge/grpcproxy"
+	"github.com/kedge-proxy/kedge/pkg/edge/httpproxy"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/serve"
+	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
+)
+
+// Server is a configured kedge, ready to Run.
+type Server struct {
+	cfg      config.Config
+	log      logging.Logger
+	registry *prometheus.Registry
+	state    *state
+	pool     *backend.Pool
+	watcher  *config.Watcher
+	tls      *tlsconfig.Server // nil when no TLS listener is enabled
+
+	httpProxy *httpproxy.Handler
+	grpcProxy *grpcproxy.Proxy
+	grpcTLS   *grpc.Server // the gRPC TLS port
+	grpcHTTPS *grpc.Server // gRPC requests arriving on the HTTPS port (served through net/http)
+
+	listeners listeners
+	ready     atomic.Bool
+	shutting  atomic.Bool
+}
+
+type listeners struct{ debug, https, grpc net.Listener }
+
+// New loads the dynamic config, builds every part and binds the listeners, so that errors (bad config, port in
+// use, unreadable certificates) surface before Run.
+func New(cfg config.Config, log logging.Logger) (*Server, error) {
+	dyn, err := config.Load(cfg.Documents)
+	if err != nil {
+		return nil, fmt.Errorf("loading config documents:\n%w", err)
+	}
+	for _, w := range dyn.Warnings {
+		log.Warn("config warning", "warning", w)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	s := &Server{cfg: cfg, log: log, registry: reg}
+	s.pool = backend.NewPool(backend.Deps{
+		Log:        log.With(logging.FieldComponent, "backend"),
+		Registerer: reg,
+		DNS:        net.DefaultResolver,
+		Options: backend.Options{
+			ResolveInterval: cfg.ResolveInterval,
+			EjectionBackoff: cfg.EjectionBackoff,
+			DialTimeout:     cfg.BackendDialTimeout,
+		},
+	})
+	s.state, err = newState(dyn)
+	if err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	if err := s.pool.Update(dyn.Backends); err != nil {
+		s.pool.Close()
+		return nil, fmt.Errorf("building backends: %w", err)
+	}
+	s.watcher = config.NewWatcher(cfg.Documents, s.apply, log.With(logging.FieldComponent, "config"), reg)
+
+	if cfg.HTTPSPort != 0 || cfg.GRPCPort != 0 {
+		s.tls, err = tlsconfig.NewServer(tlsconfig.ServerConfig{
+			CertFile:           cfg.TLSCertFile,
+			KeyFile:            cfg.TLSKeyFile,
+			ClientCAFiles:      cfg.TLSClientCAFiles,
+			ClientCertRequired: cfg.TLSClientCertReq,
+		}, log.With(logging.FieldComponent, "tls"))
+		if err != nil {
+			s.pool.Close()
+			return nil, err
+		}
+	}
+
+	proxyErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kedge_proxy_errors_total",
+		Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
+	}, []string{"backend_name", "type"})
+	reg.MustRegister(proxyErrors)
+
+	s.grpcProxy = grpcproxy.New(grpcproxy.Deps{
+		Log:         log.With(logging.FieldComponent, "grpcproxy"),
+		Registerer:  reg,
+		Routes:      s.state,
+		Backends:    s.pool,
+		AdhocGuard:  backend.DefaultDialGuard(),
+		DNS:         net.DefaultResolver,
+		ProxyErrors: proxyErrors,
+	})
+	grpcOpts := append(s.grpcProxy.ServerOptions(),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(100),
+	)
+	if s.tls != nil {
+		s.grpcTLS = grpc.NewServer(append(grpcOpts, grpc.Creds(credentials.NewTLS(s.tls.TLSConfig())))...)
+	}
+	s.grpcHTTPS = grpc.NewServer(grpcOpts...)
+
+	s.httpProxy = httpproxy.New(httpproxy.Deps{
+		Log:         log.With(logging.FieldComponent, "httpproxy"),
+		Registerer:  reg,
+		Routes:      s.state,
+		Backends:    s.pool,
+		Adhoc:       backend.NewAdhocTransport(backend.Deps{Log: log, Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}, backend.DefaultDialGuard()),
+		GRPC:        s.grpcHTTPS,
+		ProxyErrors: proxyErrors,
+		Options:     httpproxy.Options{FlushInterval: cfg.FlushInterval, BufferSize: cfg.ProxyBufferSize},
+	})
+
+	if err := s.listen(); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) listen() error {
+	bind := func(port int, name string) (net.Listener, error) {
+		if port == 0 {
+			return nil, nil
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("%s listener: %w", name, err)
+		}
+		return ln, nil
+	}
+	var err error
+	if s.listeners.debug, err = bind(s.cfg.HTTPPort, "debug"); err != nil {
+		return err
+	}
+	if s.listeners.https, err = bind(s.cfg.HTTPSPort, "https"); err != nil {
+		return err
+	}
+	s.listeners.grpc, err = bind(s.cfg.GRPCPort, "grpc")
+	return err
+}
+
+// Addrs reports the bound listener addresses ("" for a disabled one); useful with port 0 in tests.
+func (s *Server) Addrs() (debug, https, grpc string) {
+	addr := func(ln net.Listener) string {
+		if ln == nil {
+			return ""
+		}
+		return ln.Addr().String()
+	}
+	return addr(s.listeners.debug), addr(s.listeners.https), addr(s.listeners.grpc)
+}
+
+// Reload re-reads the config documents now (as SIGHUP does).
+func (s *Server) Reload() { s.watcher.Trigger() }
+
+// Run serves until ctx is done, then drains: readiness turns false, listeners stop accepting, in-flight requests,
+// streams and tunnels get up to the drain timeout, and everything is closed.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+
+	// Serving stops when the parent ctx ends (SIGTERM) or any server fails.
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	stopAll := func() { stopOnce.Do(func() { s.shutting.Store(true); s.ready.Store(false); close(stop) }) }
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done():
+		}
+		stopAll()
+	}()
+	serveCtx, cancelServe := context.WithCancel(context.Background())
+	go func() { <-stop; cancelServe() }()
+
+	g.Go(func() error { return s.watcher.Run(serveCtx) })
+	if ln := s.listeners.debug; ln != nil {
+		h := admin.New(admin.Deps{
+			Log:         s.log.With(logging.FieldComponent, "admin"),
+			Gatherer:    s.registry,
+			MetricsPath: s.cfg.MetricsPath,
+			Ready:       s.readiness,
+			Config:      s.effectiveConfig,
+		})
+		srv := serve.HTTPServer(h, serve.HTTPOptions{Name: "http_debug"}, s.log)
+		// The debug port keeps answering until the proxies have drained, so probes see "not ready" meanwhile.
+		g.Go(func() error { return ignoreDrainTimeout(serve.Serve(serveCtx, srv, ln, time.Second)) })
+	}
+	if ln := s.listeners.https; ln != nil {
+		srv := serve.HTTPServer(s.httpProxy, serve.HTTPOptions{
+			Name:         "http_tls",
+			ReadTimeout:  s.cfg.ReadTimeout,
+			WriteTimeout: s.cfg.WriteTimeout,
+			TLSConfig:    s.tls.TLSConfig(),
+		}, s.log)
+		g.Go(func() error { return s.drained("https", serve.Serve(serveCtx, srv, ln, s.cfg.DrainTimeout)) })
+	}
+	if ln := s.listeners.grpc; ln != nil {
+		g.Go(func() error { return s.drained("grpc", serve.GRPC(serveCtx, s.grpcTLS, ln, s.cfg.DrainTimeout)) })
+	}
+	g.Go(func() error {
+		<-serveCtx.Done()
+		// gRPC calls bounced from the HTTPS port live inside net/http handlers, which the HTTPS drain waits for.
+		s.grpcHTTPS.GracefulStop()
+		return nil
+	})
+
+	s.ready.Store(true)
+	s.log.Info("kedge serving", "debug", addrOf(s.listeners.debug), "https", addrOf(s.listeners.https), "grpc", addrOf(s.listeners.grpc))
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	s.log.Info("kedge stopped")
+	return err
+}
+
+// drained turns a drain that hit its deadline into a log line: cutting what is left is the promised behaviour, not
+// a failure of the process.
+func (s *Server) drained(listener string, err error) error {
+	if errors.Is(err, serve.ErrDrainTimeout) {
+		s.log.Warn("drain deadline reached; remaining requests were cut", "listener", listener, "error", err)
+		return nil
+	}
+	return err
+}
+
+func ignoreDrainTimeout(err error) error {
+	if errors.Is(err, serve.ErrDrainTimeout) {
+		return nil
+	}
+	return err
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return "disabled"
+	}
+	return ln.Addr().String()
+}
+
+func (s *Server) readiness() error {
+	switch {
+	case s.shutting.Load():
+		return errors.New("shutting down")
+	case !s.ready.Load():
+		return errors.New("starting")
+	}
+	return nil
+}
+
+func (s *Server) close() {
+	for _, ln := range []net.Listener{s.listeners.debug, s.listeners.https, s.listeners.grpc} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if s.grpcProxy != nil {
+		s.grpcProxy.Close()
+	}
+	s.pool.Close()
+}
