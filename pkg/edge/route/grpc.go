@@ -87,7 +87,8 @@ func compileGRPCRoute(r GRPCRoute) (grpcMatcher, GRPCRoute, error) {
 	m.authPort = r.AuthorityPort
 	norm := GRPCRoute{
 		Backend: r.Backend, Service: svc, AuthorityHost: hostNorm, AuthorityPort: r.AuthorityPort,
-		Discovered: r.Discovered,
+		Discovered: r.Discovered, RequiredPermissions: slices.Clone(r.RequiredPermissions),
+		AllowedIdentities: slices.Clone(r.AllowedIdentities),
 	}
 	if len(r.Metadata) > 0 {
 		norm.Metadata = make(map[string]string, len(r.Metadata))

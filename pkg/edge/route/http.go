@@ -21,7 +21,7 @@ type HTTPRequest struct {
 	Path string
 	// Header is the request's header.
 	Header http.Header
-	// Mode is ModeReverse or ModeForward.
+	// Mode is ModeReverse, ModeForward or ModeConnect.
 	Mode Mode
 }
 
@@ -95,7 +95,7 @@ func compileHTTPRoute(r HTTPRoute) (httpMatcher, HTTPRoute, error) {
 	if r.Port > 65535 {
 		return m, r, fmt.Errorf("port %d > 65535", r.Port)
 	}
-	if r.Mode > ModeForward {
+	if r.Mode > ModeConnect {
 		return m, r, fmt.Errorf("unknown proxy mode %d", r.Mode)
 	}
 	m.host, m.port, m.mode = host, r.Port, r.Mode
@@ -108,7 +108,8 @@ func compileHTTPRoute(r HTTPRoute) (httpMatcher, HTTPRoute, error) {
 	}
 	norm := HTTPRoute{
 		Backend: r.Backend, Host: hostNorm, Port: r.Port, Paths: slices.Clone(r.Paths), Mode: r.Mode,
-		Discovered: r.Discovered,
+		Discovered: r.Discovered, RequiredPermissions: slices.Clone(r.RequiredPermissions),
+		AllowedIdentities: slices.Clone(r.AllowedIdentities),
 	}
 	if len(r.Headers) > 0 {
 		norm.Headers = make(map[string]string, len(r.Headers))
@@ -210,8 +211,8 @@ func (m *httpMatcher) match(host string, req *HTTPRequest) bool {
 	if m.port != 0 && m.port != req.Port {
 		return false
 	}
-	if m.mode != ModeAny && m.mode != req.Mode {
-		return false
+	if m.mode != req.Mode && (m.mode != ModeAny || req.Mode == ModeConnect) {
+		return false // ANY covers reverse and forward requests; tunnels need an explicit CONNECT route
 	}
 	if !m.host.match(host) {
 		return false

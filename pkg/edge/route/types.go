@@ -10,6 +10,7 @@ const (
 	ModeAny     Mode = iota
 	ModeReverse      // origin-form: "GET /path" with Host
 	ModeForward      // absolute-form: "GET http://host/path"
+	ModeConnect      // CONNECT tunnels; only routes with this mode match CONNECT requests
 )
 
 // HTTPRoute is one HTTP routing rule. Every condition that is set must hold. Values are normalised by the config
@@ -34,6 +35,9 @@ type HTTPRoute struct {
 	// the global requirement; empty asks nothing more. Discovered routes take them from the Service's
 	// <prefix>required-permissions annotation.
 	RequiredPermissions []string `json:"required_permissions,omitempty"`
+	// AllowedIdentities lets a caller through whose verified client certificate names one of these (subject CN or a
+	// SAN). With RequiredPermissions also set, either suffices.
+	AllowedIdentities []string `json:"allowed_client_identities,omitempty"`
 }
 
 // GRPCRoute is one gRPC routing rule. Every condition that is set must hold. AuthorityHost is lower case and
@@ -53,8 +57,9 @@ type GRPCRoute struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// Discovered marks routes generated from Kubernetes Services.
 	Discovered bool `json:"discovered,omitempty"`
-	// RequiredPermissions are as for HTTPRoute.
+	// RequiredPermissions and AllowedIdentities are as for HTTPRoute.
 	RequiredPermissions []string `json:"required_permissions,omitempty"`
+	AllowedIdentities   []string `json:"allowed_client_identities,omitempty"`
 }
 
 // Adhoc allows dialling a name that no route covers.
@@ -69,6 +74,9 @@ type Adhoc struct {
 	AllowedRanges []PortRange `json:"allowed_ranges,omitempty"`
 	// Replace, if set, rewrites the name before resolution.
 	Replace *NameReplace `json:"replace,omitempty"`
+	// RequiredPermissions and AllowedIdentities are as for HTTPRoute, for destinations this rule allows.
+	RequiredPermissions []string `json:"required_permissions,omitempty"`
+	AllowedIdentities   []string `json:"allowed_client_identities,omitempty"`
 }
 
 // PortRange is an inclusive range of ports.
@@ -90,6 +98,8 @@ func (m Mode) MarshalText() ([]byte, error) {
 		return []byte("REVERSE_PROXY"), nil
 	case ModeForward:
 		return []byte("FORWARD_PROXY"), nil
+	case ModeConnect:
+		return []byte("CONNECT"), nil
 	}
 	return []byte("ANY"), nil
 }
