@@ -1,0 +1,275 @@
+// Package credentials turns winch's auth document into named token sources: static tokens, kubeconfig users
+// (through client-go's own machinery), interactive OIDC logins with a cached refresh token, the device-code flow, and
+// service-account exchanges. Every source caches its token until shortly before expiry and refreshes it once, even
+// under concurrent callers.
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/winch/config"
+)
+
+// Timing of token handling.
+const (
+	// expiryMargin is how long before its expiry a cached token is considered stale, so that a token never expires
+	// on its way to kedge.
+	expiryMargin = 30 * time.Second
+	// requestTimeout bounds every call to an OIDC provider (discovery, token and device endpoints).
+	requestTimeout = 30 * time.Second
+	// loginTimeout is how long an interactive login waits for the browser to come back to the callback.
+	loginTimeout = 5 * time.Minute
+	// browserTimeout bounds the command that opens the browser (xdg-open returns once the browser was asked).
+	browserTimeout = 10 * time.Second
+)
+
+// Source produces bearer tokens for one named auth source. Its methods are safe for concurrent use.
+type Source interface {
+	// Name is the source's name in the auth document.
+	Name() string
+	// Token returns a valid token, refreshing it (once, even under concurrent callers) when the cached one is
+	// missing or expires within 30 s. Errors are *Error and say what the user should do.
+	Token(ctx context.Context) (string, error)
+	// Invalidate drops the cached token if it is still token, so that the next Token call refreshes; winch calls it
+	// when kedge answered 401 to a request carrying token.
+	Invalidate(token string)
+}
+
+// CallbackRegistrar is the part of winch's HTTP mux that OIDC sources register their login callback paths on.
+// *http.ServeMux satisfies it.
+type CallbackRegistrar interface {
+	Handle(path string, h http.Handler)
+}
+
+// Deps are the collaborators of a Set. Zero fields get the defaults described on each.
+type Deps struct {
+	// Log receives login instructions and refresh failures; never tokens. Default: discard.
+	Log logging.Logger
+	// HTTPClient makes the OIDC discovery, token and device calls. Default: a client that never uses HTTP(S)_PROXY.
+	HTTPClient *http.Client
+	// StateDir holds winch's state; OIDC tokens are cached in StateDir/tokens (created 0700). Default:
+	// $XDG_CONFIG_HOME/winch, or ~/.config/winch.
+	StateDir string
+	// OpenBrowser shows url to the user. It must not wait for the user (the login waits for the callback). Default:
+	// xdg-open (open on macOS).
+	OpenBrowser func(url string) error
+	// Callback is where OIDC sources register their login callbacks. Nil disables interactive logins.
+	Callback CallbackRegistrar
+	// CallbackBaseURL is the URL winch's HTTP listener is reachable on from the browser, e.g.
+	// "http://127.0.0.1:8070"; the OIDC redirect URL is CallbackBaseURL + the source's callback path.
+	CallbackBaseURL string
+	// DeviceFlow makes OIDC logins use the device authorization grant (--oidc_device_flow) instead of the browser.
+	DeviceFlow bool
+	// Now is the clock used for token expiry. Default: time.Now.
+	Now func() time.Time
+}
+
+// withDefaults fills in the zero fields of d.
+func (d Deps) withDefaults() (Deps, error) {
+	if d.Log == nil {
+		d.Log = logging.Discard()
+	}
+	if d.HTTPClient == nil {
+		d.HTTPClient = defaultHTTPClient()
+	}
+	if d.StateDir == "" {
+		dir, err := defaultStateDir()
+		if err != nil {
+			return d, err
+		}
+		d.StateDir = dir
+	}
+	if d.OpenBrowser == nil {
+		d.OpenBrowser = openBrowser
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	d.CallbackBaseURL = strings.TrimSuffix(d.CallbackBaseURL, "/")
+	return d, nil
+}
+
+// Error is a failure to produce a token. Its message names the source and says what to do, e.g.
+// `auth source "corp": refresh token expired; run "winch login corp"`.
+type Error struct {
+	// Source is the name of the auth source.
+	Source string
+	// Err is what went wrong.
+	Err error
+	// Hint tells the user how to fix it; may be empty.
+	Hint string
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("auth source %q: %v", e.Source, e.Err)
+	if e.Hint != "" {
+		msg += "; " + e.Hint
+	}
+	return msg
+}
+
+// Unwrap returns Err.
+func (e *Error) Unwrap() error { return e.Err }
+
+// loginHint is the hint of every error that a new login fixes.
+func loginHint(name string) string { return fmt.Sprintf("run %q", "winch login "+name) }
+
+// source is what every kind implements beyond Source, for the login and logout subcommands.
+type source interface {
+	Source
+	// login forces a new login (oidc) or a refresh (the others).
+	login(ctx context.Context) error
+	// logout forgets every cached token, on disk too.
+	logout() error
+}
+
+// Set holds the sources of one auth document by name. It is immutable once built and safe for concurrent use.
+type Set struct {
+	sources map[string]source
+}
+
+// New builds every source of srcs. It does no network I/O: kube sources parse their kubeconfig, service-account
+// sources read their key file. Once all were built, the OIDC sources' login callbacks (login_callback_path, by
+// default /winch/login/NAME) are registered on d.Callback; nothing is registered when New fails.
+func New(srcs []config.AuthSource, d Deps) (*Set, error) {
+	d, err := d.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
+	s := &Set{sources: make(map[string]source, len(srcs))}
+	var errs []error
+	for _, c := range srcs {
+		if _, dup := s.sources[c.Name]; dup {
+			errs = append(errs, &Error{Source: c.Name, Err: errors.New("defined twice")})
+			continue
+		}
+		src, err := newSource(c, d)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.sources[c.Name] = src
+	}
+	callbacks := map[string]string{} // path -> source name
+	for name, src := range s.sources {
+		if cb, ok := src.(callbackSource); ok {
+			path, _ := cb.callback()
+			if other, dup := callbacks[path]; dup {
+				first, second := min(name, other), max(name, other) // map order is random; the message is not
+				errs = append(errs, &Error{Source: second, Err: fmt.Errorf("login callback path %q is also used by %q", path, first)})
+			}
+			callbacks[path] = name
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("credentials: %w", errors.Join(errs...))
+	}
+	if d.Callback != nil {
+		for _, src := range s.sources {
+			if cb, ok := src.(callbackSource); ok {
+				d.Callback.Handle(cb.callback())
+			}
+		}
+	}
+	return s, nil
+}
+
+// callbackSource is a source with a login callback on winch's HTTP listener.
+type callbackSource interface {
+	callback() (path string, h http.Handler)
+}
+
+func newSource(c config.AuthSource, d Deps) (source, error) {
+	log := d.Log.With("auth_source", c.Name)
+	switch c.Kind {
+	case config.KindToken:
+		return &staticSource{name: c.Name, token: c.Token}, nil
+	case config.KindDummy:
+		return &staticSource{name: c.Name, token: c.Token, dummy: true}, nil
+	case config.KindKube:
+		return newKubeSource(c, log)
+	case config.KindOIDC:
+		return newOIDCSource(c, d, log), nil
+	case config.KindServiceAccountOIDC:
+		return newServiceAccountSource(c, d, log)
+	}
+	return nil, &Error{Source: c.Name, Err: fmt.Errorf("unknown kind %q", c.Kind)}
+}
+
+// Get returns the source called name.
+func (s *Set) Get(name string) (Source, bool) {
+	src, ok := s.sources[name]
+	if !ok {
+		return nil, false
+	}
+	return src, true
+}
+
+// Login makes source name obtain fresh credentials: an interactive (or device-flow) login for oidc sources, a
+// refresh for the others. It is what `winch login NAME` runs.
+func (s *Set) Login(ctx context.Context, name string) error {
+	src, ok := s.sources[name]
+	if !ok {
+		return fmt.Errorf("credentials: no auth source called %q", name)
+	}
+	return src.login(ctx)
+}
+
+// Logout deletes the cached tokens of source name, in memory and on disk. It is what `winch logout NAME` runs.
+func (s *Set) Logout(name string) error {
+	src, ok := s.sources[name]
+	if !ok {
+		return fmt.Errorf("credentials: no auth source called %q", name)
+	}
+	return src.logout()
+}
+
+// defaultHTTPClient talks to OIDC providers directly: winch never routes its own traffic through HTTP(S)_PROXY,
+// which might point at winch itself.
+func defaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	return &http.Client{Transport: t, Timeout: requestTimeout}
+}
+
+// defaultStateDir is $XDG_CONFIG_HOME/winch, or ~/.config/winch.
+func defaultStateDir() (string, error) {
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "winch"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("finding the state directory: %w", err)
+	}
+	return filepath.Join(home, ".config", "winch"), nil
+}
+
+// openBrowser asks the desktop to open url.
+func openBrowser(url string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
+	defer cancel()
+	var cmd *exec.Cmd
+	switch runtime.GOOS {
+	case "darwin":
+		cmd = exec.CommandContext(ctx, "open", url)
+	case "windows":
+		cmd = exec.CommandContext(ctx, "rundll32", "url.dll,FileProtocolHandler", url)
+	default:
+		cmd = exec.CommandContext(ctx, "xdg-open", url)
+	}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("opening a browser: %w", err)
+	}
+	return nil
+}
