@@ -1,0 +1,46 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestDocsExamplesAreValid keeps docs/examples loadable by the real binary.
+func TestDocsExamplesAreValid(t *testing.T) {
+	out, err := exec.Command(filepath.Join(binDir, "kedge"), "--check-config",
+		"--kedge_config_director_config_path=../docs/examples/director.yaml",
+		"--kedge_config_backendpool_config_path=../docs/examples/backendpool.yaml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docs/examples do not validate: %v\n%s", err, out)
+	}
+}
+
+// TestDocsListEveryKedgeFlag fails when a flag shown by `kedge --help` is documented nowhere in docs/.
+func TestDocsListEveryKedgeFlag(t *testing.T) {
+	out, err := exec.Command(filepath.Join(binDir, "kedge"), "--help").Output()
+	if err != nil {
+		t.Fatalf("kedge --help: %v", err)
+	}
+	var docs strings.Builder
+	files, _ := filepath.Glob("../docs/*.md")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs.Write(b)
+	}
+	flags := regexp.MustCompile(`(?m)^\s+(--[a-z0-9_-]+)`).FindAllStringSubmatch(string(out), -1)
+	if len(flags) < 20 {
+		t.Fatalf("found only %d flags in --help output:\n%s", len(flags), out)
+	}
+	for _, f := range flags {
+		if !strings.Contains(docs.String(), "`"+f[1]) {
+			t.Errorf("flag %s is not documented in docs/*.md", f[1])
+		}
+	}
+}
