@@ -1,0 +1,184 @@
+// Command winch is the laptop-side proxy: point HTTP_PROXY/HTTPS_PROXY (or a browser's PAC URL) at it and it sends
+// traffic for private clusters through the right kedge with the right credentials. See docs/winch.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc/grpclog"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/winch"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// command describes a subcommand: its argument and what it does.
+type command struct {
+	arg, summary string
+}
+
+// commandOrder lists the subcommands as usage shows them.
+var commandOrder = [...]string{"run", "login", "logout", "route", "ca"}
+
+// lookupCommand returns the subcommand called name.
+func lookupCommand(name string) (command, bool) {
+	switch name {
+	case "run":
+		return command{"", "run the proxy (the default)"}, true
+	case "login":
+		return command{"NAME", "log in to auth source NAME (OIDC: opens the browser, or the device flow with --oidc_device_flow)"}, true
+	case "logout":
+		return command{"NAME", "forget the cached tokens of auth source NAME"}, true
+	case "route":
+		return command{"HOST[:PORT]", "print which route, kedge and auth sources winch would use for a destination; sends nothing"}, true
+	case "ca":
+		return command{"", "print the MITM CA certificate (PEM) to trust for routes with mitm: true, creating it if needed"}, true
+	}
+	return command{}, false
+}
+
+// run returns the exit code: 0 success, 1 runtime error (or, for route, no kedge destination), 2 usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	name := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if name == "help" {
+		target := "run"
+		if len(args) > 0 {
+			target = args[0]
+		}
+		name, args = target, []string{"--help"}
+	}
+	cmd, ok := lookupCommand(name)
+	if !ok {
+		fmt.Fprintf(stderr, "winch: unknown command %q (see winch --help)\n", name)
+		return 2
+	}
+
+	var cfg winch.Config
+	fs := pflag.NewFlagSet("winch", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.RegisterFlags(fs)
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() { usage(fs, name, cmd) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		fmt.Fprintf(stderr, "winch: %v (see --help)\n", err)
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Get().String())
+		return 0
+	}
+	want := 0
+	if cmd.arg != "" {
+		want = 1
+	}
+	if fs.NArg() != want {
+		if want == 0 {
+			fmt.Fprintf(stderr, "winch %s: unexpected arguments %q (see --help)\n", name, fs.Args())
+		} else {
+			fmt.Fprintf(stderr, "winch %s: want exactly one %s (see winch %s --help)\n", name, cmd.arg, name)
+		}
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "winch: invalid flags:\n%v\n", err)
+		return 2
+	}
+	log, err := logging.New(logging.Options{Level: cfg.EffectiveLogLevel(), Format: cfg.LogFormat, Output: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "winch: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	switch name {
+	case "login":
+		err = winch.Login(ctx, cfg, log, fs.Arg(0), stdout)
+	case "logout":
+		err = winch.Logout(ctx, cfg, log, fs.Arg(0), stdout)
+	case "route":
+		var matched bool
+		matched, err = winch.Explain(cfg, fs.Arg(0), stdout)
+		if err == nil && !matched {
+			return 1
+		}
+	case "ca":
+		var pem []byte
+		if pem, err = winch.CAPEM(cfg); err == nil {
+			_, err = stdout.Write(pem)
+		}
+	default:
+		return serveProxy(ctx, cfg, log)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "winch %s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+func serveProxy(ctx context.Context, cfg winch.Config, log logging.Logger) int {
+	grpclog.SetLoggerV2(logging.GRPCLogger(log))
+	w, err := winch.New(cfg, log)
+	if err != nil {
+		log.Error("winch cannot start", logging.FieldError, err)
+		return 1
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading config documents")
+				w.Reload()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	if err := w.Run(ctx); err != nil {
+		log.Error("winch failed", logging.FieldError, err)
+		return 1
+	}
+	return 0
+}
+
+func usage(fs *pflag.FlagSet, name string, cmd command) {
+	out := fs.Output()
+	v := buildinfo.Get().Version
+	if name == "run" {
+		fmt.Fprintf(out, "winch %s: local proxy that sends HTTP, HTTPS (CONNECT) and gRPC traffic for private clusters through kedge.\n\n", v)
+		fmt.Fprintf(out, "Usage: winch [command] [flags]\n\nCommands:\n")
+		for _, n := range commandOrder {
+			c, _ := lookupCommand(n)
+			fmt.Fprintf(out, "  %-20s %s\n", strings.TrimSpace(n+" "+c.arg), c.summary)
+		}
+		fmt.Fprintf(out, "\nEach command takes the flags below (snake_case or kebab-case); \"winch COMMAND --help\" describes it.\n\nFlags:\n")
+	} else {
+		fmt.Fprintf(out, "Usage: winch %s %s [flags]\n\n%s.\n\nFlags (the same as for running the proxy):\n",
+			name, cmd.arg, strings.ToUpper(cmd.summary[:1])+cmd.summary[1:])
+	}
+	fs.PrintDefaults()
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// os/signal's watcher goroutine lives for the rest of the process once run has called signal.NotifyContext.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("os/signal.signal_recv"), goleak.IgnoreTopFunction("os/signal.loop"))
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	mapper := `--server_mapper_config={"routes": [{"direct": {"key": "svc.example.com:443", "url": "https://kedge.example.com"}, "proxy_auth": "p"}]}`
+	auth := `--server_auth_config={"auth_sources": [{"name": "p", "token": {"token": "t"}}]}`
+	state := "--state_dir=" + filepath.Join(t.TempDir(), "state")
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{name: "help", args: []string{"--help"}, code: 0, stdout: "login NAME"},
+		{name: "help for a command", args: []string{"route", "--help"}, code: 0, stdout: "Usage: winch route HOST[:PORT]"},
+		{name: "help command", args: []string{"help", "ca"}, code: 0, stdout: "Usage: winch ca"},
+		{name: "version", args: []string{"--version"}, code: 0, stdout: "go1."},
+		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: `unknown command "frobnicate"`},
+		{name: "unknown flag", args: []string{"--no-such-flag"}, code: 2, stderr: "unknown flag"},
+		{name: "missing argument", args: []string{"login"}, code: 2, stderr: "want exactly one NAME"},
+		{name: "invalid flags", args: []string{"route", "x", "--unmatched=maybe"}, code: 2, stderr: "--unmatched"},
+		{name: "route matched", args: []string{"route", "svc.example.com:443", mapper}, code: 0, stdout: `proxy_auth:   "p"`},
+		{name: "route kebab-case flags", args: []string{"route", "svc.example.com:443", strings.Replace(mapper, "server_mapper_config", "server-mapper-config", 1)}, code: 0, stdout: "https://kedge.example.com"},
+		{name: "route unmatched", args: []string{"route", "other.example.com", mapper}, code: 1, stdout: "not a kedge destination"},
+		{name: "ca", args: []string{"ca", state}, code: 0, stdout: "-----BEGIN CERTIFICATE-----"},
+		{name: "logout unknown source", args: []string{"logout", "nope", auth, state, "--server_http_port=1"}, code: 1, stderr: `"nope"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Fatalf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) {
+				t.Errorf("stdout lacks %q:\n%s", tt.stdout, stdout.String())
+			}
+			if !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("stderr lacks %q:\n%s", tt.stderr, stderr.String())
+			}
+		})
+	}
+}

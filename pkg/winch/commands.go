@@ -1,0 +1,193 @@
+package winch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/serve"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+	"github.com/kedge-proxy/kedge/pkg/winch/config"
+	"github.com/kedge-proxy/kedge/pkg/winch/credentials"
+	"github.com/kedge-proxy/kedge/pkg/winch/httpforward"
+	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
+)
+
+// Explain writes what winch would do with destination hostport ("host" or "host:port", as a client would write
+// it) for HTTP/CONNECT and for gRPC: the matching route, the kedge URL, the auth sources and MITM. It sends
+// nothing. matched reports whether either proxy maps the destination to a kedge.
+func Explain(cfg Config, hostport string, out io.Writer) (matched bool, err error) {
+	m, err := config.LoadMapper(cfg.Documents.MapperPath, cfg.Documents.MapperInline)
+	if err != nil {
+		return false, err
+	}
+	mp := mapper.New(m.Routes)
+	fmt.Fprintf(out, "%s (routes from %s)\n", hostport, m.Name)
+	for _, p := range []struct {
+		label string
+		proto mapper.Protocol
+	}{{"HTTP and CONNECT", mapper.ProtocolHTTP}, {"gRPC", mapper.ProtocolGRPC}} {
+		d, err := mp.Map(hostport, p.proto)
+		if err != nil {
+			fmt.Fprintf(out, "  %s: %s\n", p.label, unmatchedText(err, p.proto, cfg.Unmatched))
+			continue
+		}
+		matched = true
+		r := m.Routes[d.Route]
+		rule := "direct " + fmt.Sprintf("%q", r.Direct)
+		if r.Regexp != nil {
+			rule = "regexp " + fmt.Sprintf("%q", r.Regexp.String())
+		}
+		fmt.Fprintf(out, "  %s: route %d (%s, protocol %s)\n", p.label, d.Route, rule, r.Protocol)
+		fmt.Fprintf(out, "    kedge:        %s\n", d.KedgeURL)
+		fmt.Fprintf(out, "    proxy_auth:   %s\n", orNone(d.ProxyAuth))
+		fmt.Fprintf(out, "    backend_auth: %s\n", orNone(d.BackendAuth))
+		if p.proto == mapper.ProtocolHTTP {
+			fmt.Fprintf(out, "    mitm:         %v\n", d.MITM)
+		}
+	}
+	return matched, nil
+}
+
+func unmatchedText(err error, proto mapper.Protocol, unmatched string) string {
+	switch {
+	case errors.Is(err, mapper.ErrNotKedgeDestination), errors.Is(err, mapper.ErrIPLiteral):
+		if proto == mapper.ProtocolGRPC {
+			return err.Error() + "; refused (Unimplemented)"
+		}
+		if unmatched == string(httpforward.UnmatchedReject) {
+			return err.Error() + "; refused with 403 (--unmatched=reject)"
+		}
+		return err.Error() + "; sent directly, without tokens (--unmatched=direct)"
+	}
+	return "error: " + err.Error()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// CAPEM returns the MITM CA certificate in PEM form, creating the CA in the state directory if needed.
+func CAPEM(cfg Config) ([]byte, error) {
+	dir, err := cfg.ResolvedStateDir()
+	if err != nil {
+		return nil, err
+	}
+	return httpforward.NewCA(dir).PEM()
+}
+
+// Login makes auth source name obtain fresh credentials (an OIDC login; a refresh for the other kinds). The login
+// callback needs winch's HTTP port: when it is free, Login serves the callback there itself; when a winch is
+// running on it, Login asks that winch to log in (POST /winch/login/NAME), so its cached tokens are renewed too.
+func Login(ctx context.Context, cfg Config, log logging.Logger, name string, out io.Writer) error {
+	auth, err := config.LoadAuth(cfg.Documents.AuthPath, cfg.Documents.AuthInline)
+	if err != nil {
+		return err
+	}
+	if _, ok := auth.Source(name); !ok {
+		return fmt.Errorf("winch: no auth source called %q in %s", name, auth.Name)
+	}
+	stateDir, err := cfg.ResolvedStateDir()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr())
+	if errors.Is(err, syscall.EADDRINUSE) {
+		fmt.Fprintf(out, "winch is running on %s; asking it to log in to %q\n", cfg.HTTPAddr(), name)
+		return askRunning(ctx, cfg, "login", name, loginTimeout, out)
+	}
+	if err != nil {
+		return fmt.Errorf("winch: listening for the login callback: %w", err)
+	}
+	callbacks := newCallbackMux()
+	set, err := credentials.New(auth.Sources, credentials.Deps{
+		Log:             log,
+		StateDir:        stateDir,
+		Callback:        callbacks,
+		CallbackBaseURL: "http://" + localAddr(ln.Addr()),
+		DeviceFlow:      cfg.OIDCDeviceFlow,
+	})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	srvCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	srv := serve.HTTPServer(httpforward.GuardLocal(callbacks), serve.HTTPOptions{Name: "winch_login"}, log)
+	done := make(chan error, 1)
+	go func() { done <- serve.Serve(srvCtx, srv, ln, time.Second) }()
+	err = set.Login(ctx, name)
+	stop()
+	<-done
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "logged in to %q\n", name)
+	return nil
+}
+
+// Logout deletes the cached tokens of auth source name, and tells a running winch to forget them too.
+func Logout(ctx context.Context, cfg Config, log logging.Logger, name string, out io.Writer) error {
+	auth, err := config.LoadAuth(cfg.Documents.AuthPath, cfg.Documents.AuthInline)
+	if err != nil {
+		return err
+	}
+	stateDir, err := cfg.ResolvedStateDir()
+	if err != nil {
+		return err
+	}
+	set, err := credentials.New(auth.Sources, credentials.Deps{Log: log, StateDir: stateDir})
+	if err != nil {
+		return err
+	}
+	if err := set.Logout(name); err != nil {
+		return err
+	}
+	if err := askRunning(ctx, cfg, "logout", name, 5*time.Second, io.Discard); err != nil && !isConnRefused(err) {
+		fmt.Fprintf(out, "note: the running winch did not forget its tokens: %v\n", err)
+	}
+	fmt.Fprintf(out, "logged out of %q\n", name)
+	return nil
+}
+
+// askRunning sends POST /winch/ACTION/NAME to the winch running on cfg's HTTP address.
+func askRunning(ctx context.Context, cfg Config, action, name string, timeout time.Duration, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := cfg.HTTPAddr()
+	if ip := net.ParseIP(cfg.BindAddress); ip != nil && ip.IsUnspecified() {
+		addr = net.JoinHostPort("127.0.0.1", fmt.Sprint(cfg.HTTPPort))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/winch/"+action+"/"+name, nil)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		msg := resp.Header.Get(wire.HeaderWinchError)
+		if msg == "" {
+			msg = strings.TrimSpace(string(body))
+		}
+		return fmt.Errorf("winch: %s %q: %s", action, name, msg)
+	}
+	_, _ = out.Write(body)
+	return nil
+}
+
+func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

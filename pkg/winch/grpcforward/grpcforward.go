@@ -1,0 +1,235 @@
+// Package grpcforward is winch's plaintext gRPC port: a transparent proxy (github.com/mwitkow/grpc-proxy) whose
+// director maps each call's :authority to a kedge and forwards the call over one long-lived TLS connection per
+// kedge, with the proxy and backend tokens as per-RPC metadata. TLS is verified against the kedge's host name while
+// the :authority sent to kedge stays the target, which is what kedge routes by.
+package grpcforward
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mwitkow/grpc-proxy/proxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
+)
+
+// Routes maps a destination (the call's :authority as the client wrote it) to its kedge. *mapper.Mapper
+// implements it; winch passes one that follows config reloads.
+type Routes interface {
+	Map(hostport string, proto mapper.Protocol) (mapper.Destination, error)
+}
+
+// TokenSource produces the bearer token of one auth source; Invalidate drops a token that kedge rejected.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+	Invalidate(token string)
+}
+
+// Sources looks an auth source up by name.
+type Sources func(name string) (TokenSource, bool)
+
+// Deps are the proxy's collaborators.
+type Deps struct {
+	// Log receives one debug line per call and a warning per failure. nil discards.
+	Log logging.Logger
+	// Registerer receives winch_grpc_calls_total and winch_grpc_kedge_connections. nil keeps them unexported.
+	Registerer prometheus.Registerer
+	// Routes maps :authority values to kedges (the GRPC protocol list).
+	Routes Routes
+	// Sources gives the auth sources that routes name.
+	Sources Sources
+	// KedgeTLS is the client TLS config towards kedges (root CAs, client certificate); nil means system roots.
+	// ServerName is set per kedge.
+	KedgeTLS *tls.Config
+	// InfoLogs, when not empty, is sent to kedges as x-kedge-info-logs metadata (debug mode).
+	InfoLogs string
+	// RetryWait bounds how long a call that kedge rejected as unauthenticated waits for the client to finish
+	// sending its request, to find out whether it can be replayed (default 2s).
+	RetryWait time.Duration
+}
+
+// DefaultRetryWait is the default of Deps.RetryWait.
+const DefaultRetryWait = 2 * time.Second
+
+// Proxy is winch's gRPC forwarder. Build it with New, register it with ServerOptions, and Close it after the
+// server stopped.
+type Proxy struct {
+	log       logging.Logger
+	routes    Routes
+	sources   Sources
+	infoLogs  string
+	retryWait time.Duration
+	conns     *connCache
+	calls     *prometheus.CounterVec
+	retries   prometheus.Counter
+}
+
+// New builds the proxy. It dials nothing until the first call.
+func New(d Deps) *Proxy {
+	lg := d.Log
+	if lg == nil {
+		lg = logging.Discard()
+	}
+	wait := d.RetryWait
+	if wait <= 0 {
+		wait = DefaultRetryWait
+	}
+	p := &Proxy{
+		log:       lg,
+		routes:    d.Routes,
+		sources:   d.Sources,
+		infoLogs:  d.InfoLogs,
+		retryWait: wait,
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "winch_grpc_calls_total",
+			Help: "Calls on winch's gRPC port, by destination (kedge, refused).",
+		}, []string{"destination"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "winch_grpc_token_retries_total",
+			Help: "gRPC calls sent again with a fresh proxy token after kedge rejected the cached one.",
+		}),
+	}
+	p.conns = newConnCache(d.KedgeTLS, lg)
+	if d.Registerer != nil {
+		d.Registerer.MustRegister(p.calls, p.retries, p.conns.gauge)
+	}
+	return p
+}
+
+// ServerOptions returns the options that make a grpc.Server proxy every call to a kedge: grpc-proxy's transparent
+// handler for unknown services. The server should register no services of its own.
+func (p *Proxy) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.UnknownServiceHandler(proxy.TransparentHandler(p.direct))}
+}
+
+// Close closes the connections to kedges. Calls still running on them fail.
+func (p *Proxy) Close() error { return p.conns.close() }
+
+// direct is the grpc-proxy director: it maps the call's :authority, picks the kedge connection and builds the
+// outgoing metadata. Token errors are Internal "transport: cannot get token: <err>" as in the original winch, the
+// error carrying the hint of what to do.
+func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context, grpc.ClientConnInterface, error) {
+	in, _ := metadata.FromIncomingContext(ctx)
+	authority := first(in[":authority"])
+	if authority == "" {
+		p.calls.WithLabelValues("refused").Inc()
+		return nil, nil, status.Error(codes.InvalidArgument, "no :authority header: winch cannot tell which destination the call is for")
+	}
+	dest, err := p.routes.Map(authority, mapper.ProtocolGRPC)
+	if err != nil {
+		p.calls.WithLabelValues("refused").Inc()
+		var notDest *mapper.NotDestinationError
+		switch {
+		case errors.As(err, &notDest):
+			return nil, nil, status.Error(codes.Unimplemented, notDest.Error())
+		case errors.Is(err, mapper.ErrIPLiteral), errors.Is(err, mapper.ErrInvalidDestination):
+			return nil, nil, status.Error(codes.InvalidArgument, err.Error())
+		default:
+			return nil, nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	p.calls.WithLabelValues("kedge").Inc()
+	cc, err := p.conns.get(dest.KedgeURL)
+	if err != nil {
+		return nil, nil, status.Error(codes.Unavailable, err.Error())
+	}
+	c := &call{
+		p:         p,
+		cc:        cc,
+		authority: authority,
+		method:    fullMethod,
+		kedge:     dest.KedgeURL.Host,
+		md:        p.outgoingMetadata(in),
+		proxyAuth: dest.ProxyAuth,
+	}
+	if dest.BackendAuth != "" {
+		tok, err := p.token(ctx, dest.BackendAuth)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.md.Set(wire.MetadataAuthz, "bearer "+tok)
+	}
+	if dest.ProxyAuth != "" {
+		tok, err := p.token(ctx, dest.ProxyAuth)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.proxyToken = tok
+	}
+	return metadata.NewOutgoingContext(ctx, c.metadata()), c, nil
+}
+
+// outgoingMetadata is what winch sends to kedge: the client's metadata minus pseudo headers, gRPC's transport
+// headers and any proxy-authorization (meant for winch, not kedge), plus a request ID and, in debug mode,
+// x-kedge-info-logs.
+func (p *Proxy) outgoingMetadata(in metadata.MD) metadata.MD {
+	out := make(metadata.MD, len(in)+2)
+	for k, v := range in {
+		if strings.HasPrefix(k, ":") {
+			continue
+		}
+		switch k {
+		case wire.MetadataProxyAuthz, "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding",
+			"upgrade", "host", "content-type", "content-length", "user-agent", "grpc-accept-encoding", "grpc-encoding",
+			"grpc-timeout", "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-message-type":
+			continue
+		}
+		out[k] = slices.Clone(v)
+	}
+	if id := first(out[wire.MetadataRequestID]); !wire.ValidRequestID(id) {
+		out.Set(wire.MetadataRequestID, "winch-"+wire.NewRequestID())
+	}
+	if p.infoLogs != "" {
+		out.Set(strings.ToLower(wire.HeaderInfoLogs), p.infoLogs)
+	}
+	return out
+}
+
+// token gets a token from the named source, or the Internal status the original winch returned.
+func (p *Proxy) token(ctx context.Context, name string) (string, error) {
+	var src TokenSource
+	ok := false
+	if p.sources != nil {
+		src, ok = p.sources(name)
+	}
+	if !ok {
+		return "", status.Error(codes.Internal, "transport: cannot get token: auth source "+strconv.Quote(name)+" is not configured")
+	}
+	tok, err := src.Token(ctx)
+	if err == nil && tok == "" {
+		err = errors.New("auth source " + strconv.Quote(name) + " returned an empty token")
+	}
+	if err != nil {
+		p.log.Warn("cannot get a token for a gRPC call", "auth_source", name, logging.FieldError, err)
+		return "", status.Error(codes.Internal, "transport: cannot get token: "+err.Error())
+	}
+	return tok, nil
+}
+
+func (p *Proxy) invalidate(name, tok string) {
+	if p.sources == nil {
+		return
+	}
+	if src, ok := p.sources(name); ok {
+		src.Invalidate(tok)
+	}
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}

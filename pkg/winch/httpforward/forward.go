@@ -1,0 +1,346 @@
+package httpforward
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
+)
+
+// kind is what winch does with a destination.
+type kind uint8
+
+const (
+	toKedge kind = iota
+	toDirect
+	refused // a winch error response; status, errType and msg say which
+)
+
+// decision is the outcome of mapping one destination.
+type decision struct {
+	kind    kind
+	dest    mapper.Destination
+	status  int
+	errType wire.ErrorType
+	msg     string
+}
+
+// decide maps hostport and applies the unmatched policy. IP addresses follow the policy too: they never go to a
+// kedge (kedge routes by name).
+func (h *Handler) decide(hostport string) decision {
+	dest, err := h.routes.Map(hostport, mapper.ProtocolHTTP)
+	switch {
+	case err == nil:
+		return decision{kind: toKedge, dest: dest}
+	case errors.Is(err, mapper.ErrNotKedgeDestination) || errors.Is(err, mapper.ErrIPLiteral):
+		if h.opts.Unmatched == UnmatchedReject {
+			return decision{kind: refused, status: http.StatusForbidden, errType: ErrNotKedgeDestination,
+				msg: err.Error() + " (winch runs with --unmatched=reject)"}
+		}
+		return decision{kind: toDirect}
+	case errors.Is(err, mapper.ErrInvalidDestination):
+		return decision{kind: refused, status: http.StatusBadRequest, errType: wire.ErrBadRequest, msg: err.Error()}
+	default:
+		return decision{kind: refused, status: http.StatusBadGateway, errType: wire.ErrTransportUnknown, msg: err.Error()}
+	}
+}
+
+// forward sends one absolute-form request (plain HTTP, or HTTPS inside a MITM tunnel) to its kedge or directly.
+// It never fails: every failure becomes a winch error response.
+func (h *Handler) forward(req *http.Request) *http.Response {
+	start := time.Now()
+	hostport := req.URL.Host
+	d := h.decide(hostport)
+	switch d.kind {
+	case refused:
+		h.metrics.requests.WithLabelValues("http", "refused").Inc()
+		return h.winchError(req, d.status, d.errType, d.msg)
+	case toDirect:
+		h.metrics.requests.WithLabelValues("http", "direct").Inc()
+		return h.forwardDirect(req, start)
+	}
+	h.metrics.requests.WithLabelValues("http", "kedge").Inc()
+	return h.forwardKedge(req, d.dest, start)
+}
+
+// forwardDirect sends req to its destination as it is: no token, no request ID.
+func (h *Handler) forwardDirect(req *http.Request, start time.Time) *http.Response {
+	out := req.Clone(req.Context())
+	out.RequestURI = ""
+	out.Header.Del(wire.HeaderProxyAuthz)
+	resp, err := h.direct.RoundTrip(out)
+	if err != nil {
+		return h.winchError(req, http.StatusBadGateway, wire.ErrTransportUnknown,
+			fmt.Sprintf("direct to %s: %v", req.URL.Host, err))
+	}
+	h.logDone(req, "direct", resp.StatusCode, start, "")
+	return resp
+}
+
+// forwardKedge sends req to dest's kedge in reverse-proxy form, with tokens, and retries once when kedge rejects
+// the proxy token as stale.
+func (h *Handler) forwardKedge(req *http.Request, dest mapper.Destination, start time.Time) *http.Response {
+	requestID := req.Header.Get(wire.HeaderRequestID)
+	if !wire.ValidRequestID(requestID) {
+		requestID = "winch-" + wire.NewRequestID()
+	}
+	tr := h.kedge
+	if isUpgrade(req.Header) {
+		tr = h.kedgeH1
+	}
+	for attempt := 0; ; attempt++ {
+		out, proxyTok, errResp := h.kedgeRequest(req, dest, requestID)
+		if errResp != nil {
+			return errResp
+		}
+		resp, err := tr.RoundTrip(out)
+		if err != nil {
+			return h.winchError(req, http.StatusBadGateway, wire.ErrTransportUnknown,
+				fmt.Sprintf("kedge %s for %s: %v", dest.KedgeURL.Host, req.URL.Host, err))
+		}
+		if attempt == 0 && staleToken(resp, proxyTok) && replayable(req) {
+			discard(resp)
+			h.invalidate(dest.ProxyAuth, proxyTok)
+			h.metrics.retries.WithLabelValues("http").Inc()
+			h.log.Info("kedge rejected the proxy token; retrying with a fresh one",
+				"auth_source", dest.ProxyAuth, logging.FieldHost, req.URL.Host, logging.FieldRequestID, requestID)
+			continue
+		}
+		if resp.StatusCode == http.StatusUnauthorized && proxyTok != "" && isKedgeUnauthorized(resp) {
+			h.invalidate(dest.ProxyAuth, proxyTok) // not retried, but the next request gets a fresh token
+		}
+		if msg := resp.Header.Get(wire.HeaderKedgeError); msg != "" {
+			h.log.Warn("kedge was unable to proxy the request", logging.FieldHost, req.URL.Host,
+				"kedge", dest.KedgeURL.Host, logging.FieldStatus, resp.StatusCode, logging.FieldError, msg,
+				logging.FieldErrorType, resp.Header.Get(wire.HeaderKedgeErrorType), logging.FieldRequestID, requestID)
+		}
+		h.logDone(req, dest.KedgeURL.Host, resp.StatusCode, start, requestID)
+		return resp
+	}
+}
+
+// kedgeRequest builds the request to the kedge: URL = kedge scheme and host, Host = the destination exactly as the
+// client wrote it, X-Forwarded-Proto = the client's scheme (so kedge applies port 80 to a port-less plain-HTTP
+// Host), the tokens, the request ID and (debug mode) X-Kedge-Info-Logs. It returns the proxy token it used.
+func (h *Handler) kedgeRequest(req *http.Request, dest mapper.Destination, requestID string) (*http.Request, string, *http.Response) {
+	ctx := req.Context()
+	var proxyTok, backendTok string
+	if dest.ProxyAuth != "" {
+		tok, errResp := h.token(ctx, req, dest.ProxyAuth)
+		if errResp != nil {
+			return nil, "", errResp
+		}
+		proxyTok = tok
+	}
+	if dest.BackendAuth != "" {
+		tok, errResp := h.token(ctx, req, dest.BackendAuth)
+		if errResp != nil {
+			return nil, "", errResp
+		}
+		backendTok = tok
+	}
+	out := req.Clone(ctx)
+	out.RequestURI = ""
+	out.URL = &url.URL{
+		Scheme:   dest.KedgeURL.Scheme,
+		Host:     dest.KedgeURL.Host,
+		Path:     req.URL.Path,
+		RawPath:  req.URL.RawPath,
+		RawQuery: req.URL.RawQuery,
+	}
+	out.Host = req.URL.Host
+	hdr := out.Header
+	scheme := req.URL.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	hdr.Del("Forwarded")
+	hdr.Del("X-Forwarded-For")
+	hdr.Del("X-Forwarded-Host")
+	hdr.Set(wire.HeaderForwardedProto, scheme)
+	hdr.Set(wire.HeaderRequestID, requestID)
+	if h.opts.InfoLogs != "" {
+		hdr.Set(wire.HeaderInfoLogs, h.opts.InfoLogs)
+	}
+	hdr.Del(wire.HeaderProxyAuthz)
+	if proxyTok != "" {
+		hdr.Set(wire.HeaderProxyAuthz, "Bearer "+proxyTok)
+	}
+	if backendTok != "" {
+		hdr.Set("Authorization", "Bearer "+backendTok)
+	}
+	return out, proxyTok, nil
+}
+
+// token gets a token from the named source; on failure it returns the 502 auth-source-error response.
+func (h *Handler) token(ctx context.Context, req *http.Request, name string) (string, *http.Response) {
+	tok, err := h.sourceToken(ctx, name)
+	if err != nil {
+		return "", h.winchError(req, http.StatusBadGateway, ErrAuthSource, err.Error())
+	}
+	return tok, nil
+}
+
+// sourceToken gets a token from the named source. Errors name the source.
+func (h *Handler) sourceToken(ctx context.Context, name string) (string, error) {
+	src, ok := h.lookup(name)
+	if !ok {
+		return "", fmt.Errorf("auth source %q is not configured", name)
+	}
+	tok, err := src.Token(ctx)
+	if err != nil {
+		if strings.Contains(err.Error(), strconv.Quote(name)) {
+			return "", err // the source's own errors name it (and say what to do)
+		}
+		return "", fmt.Errorf("auth source %q: %w", name, err)
+	}
+	if tok == "" {
+		return "", fmt.Errorf("auth source %q returned an empty token", name)
+	}
+	return tok, nil
+}
+
+func (h *Handler) lookup(name string) (TokenSource, bool) {
+	if h.sources == nil {
+		return nil, false
+	}
+	return h.sources(name)
+}
+
+// invalidate tells the named source that kedge rejected tok.
+func (h *Handler) invalidate(name, tok string) {
+	if src, ok := h.lookup(name); ok {
+		src.Invalidate(tok)
+	}
+}
+
+// staleToken reports whether kedge rejected a request that carried proxy token tok: 401 with X-Kedge-Error-Type
+// unauthorized. A 401 without that header comes from the backend and is passed on.
+func staleToken(resp *http.Response, tok string) bool {
+	return tok != "" && resp.StatusCode == http.StatusUnauthorized && isKedgeUnauthorized(resp)
+}
+
+func isKedgeUnauthorized(resp *http.Response) bool {
+	return resp.Header.Get(wire.HeaderKedgeErrorType) == string(wire.ErrUnauthorized)
+}
+
+// replayable reports whether req can be sent again after kedge refused it. kedge checks the proxy token before it
+// forwards anything, so a refused request never reached the backend; what can prevent a replay is a body that the
+// first attempt consumed. Requests without a body (GET, HEAD, OPTIONS and bodiless requests of any method) are
+// replayed; others are not, and the next request gets the fresh token.
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody
+}
+
+// discard drains a little of resp's body (so the connection can be reused) and closes it.
+func discard(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+}
+
+// winchError builds a winch-made error response (X-Winch-Error, X-Winch-Error-Type, text body), logs and counts it.
+func (h *Handler) winchError(req *http.Request, status int, typ wire.ErrorType, msg string) *http.Response {
+	h.metrics.errors.WithLabelValues(proxyLabel(req), string(typ)).Inc()
+	h.log.Warn("winch could not proxy the request", logging.FieldMethod, req.Method, logging.FieldHost, req.URL.Host,
+		logging.FieldStatus, status, logging.FieldErrorType, string(typ), logging.FieldError, msg)
+	return errorResponse(req, status, typ, msg)
+}
+
+// errorResponse renders wire.WriteWinchError into an *http.Response.
+func errorResponse(req *http.Request, status int, typ wire.ErrorType, msg string) *http.Response {
+	rec := &recorder{header: http.Header{}}
+	wire.WriteWinchError(rec, status, typ, msg)
+	body := rec.body.Bytes()
+	rec.header.Set("Content-Length", strconv.Itoa(len(body)))
+	return &http.Response{
+		Status:        strconv.Itoa(rec.code) + " " + http.StatusText(rec.code),
+		StatusCode:    rec.code,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        rec.header,
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// recorder is the minimal http.ResponseWriter that errorResponse renders into.
+type recorder struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *recorder) WriteHeader(code int)        { r.code = code }
+
+func proxyLabel(req *http.Request) string {
+	if req.Method == http.MethodConnect {
+		return "connect"
+	}
+	return "http"
+}
+
+func (h *Handler) logDone(req *http.Request, upstream string, status int, start time.Time, requestID string) {
+	if !h.log.Enabled(logging.LevelDebug) {
+		return
+	}
+	h.log.Debug("proxied", logging.FieldMethod, req.Method, logging.FieldHost, req.URL.Host, "upstream", upstream,
+		logging.FieldStatus, status, logging.FieldDuration, time.Since(start), logging.FieldRequestID, requestID)
+}
+
+// removeHopHeaders strips hop-by-hop headers (RFC 9110 §7.6.1) from a request that goproxy is about to forward:
+// the fixed list and those that Connection names. Connection and Upgrade stay on Upgrade requests, which need them.
+func removeHopHeaders(h http.Header) {
+	if !isUpgrade(h) {
+		for _, v := range h.Values("Connection") {
+			for _, name := range strings.Split(v, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					h.Del(name)
+				}
+			}
+		}
+		h.Del("Connection")
+		h.Del("Upgrade")
+	}
+	for _, name := range [...]string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Te", "Trailer", "Transfer-Encoding"} {
+		h.Del(name)
+	}
+}
+
+// isUpgrade reports whether a request asks to switch protocols (WebSocket, SPDY).
+func isUpgrade(h http.Header) bool {
+	if h.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// InfoLogsValue returns the X-Kedge-Info-Logs value winch sends in debug mode: "winch-$USER".
+func InfoLogsValue() string {
+	user := os.Getenv("USER")
+	if user == "" {
+		user = os.Getenv("USERNAME")
+	}
+	return "winch-" + user
+}
