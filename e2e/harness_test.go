@@ -35,7 +35,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, name := range []string{"kedge"} {
+	for _, name := range []string{"kedge", "winch"} {
 		args := []string{"build", "-o", filepath.Join(dir, name)}
 		if raceEnabled {
 			args = append(args, "-race")
