@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,10 +23,13 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/admin"
+	"github.com/kedge-proxy/kedge/pkg/edge/authn"
+	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
 	"github.com/kedge-proxy/kedge/pkg/edge/grpcproxy"
 	"github.com/kedge-proxy/kedge/pkg/edge/httpproxy"
+	"github.com/kedge-proxy/kedge/pkg/edge/tunnel"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
@@ -36,10 +40,13 @@ type Server struct {
 	cfg      config.Config
 	log      logging.Logger
 	registry *prometheus.Registry
+	kube     *kube // Kubernetes client, EndpointSlice sources and Service discovery (inactive without an API)
 	state    *state
 	pool     *backend.Pool
 	watcher  *config.Watcher
 	tls      *tlsconfig.Server // nil when no TLS listener is enabled
+	auth     *authn.Authenticator
+	gate     *authz.Gate
 
 	httpProxy *httpproxy.Handler
 	grpcProxy *grpcproxy.Proxy
@@ -60,7 +67,7 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading config documents:\n%w", err)
 	}
-	for _, w := range dyn.Warnings {
+	for _, w := range slices.Concat(dyn.Warnings, authWarnings(dyn, cfg.Auth)) {
 		log.Warn("config warning", "warning", w)
 	}
 
@@ -68,7 +75,11 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	s := &Server{cfg: cfg, log: log, registry: reg}
+	if s.kube, err = newKube(cfg.K8s, log.With(logging.FieldComponent, "kubernetes"), reg); err != nil {
+		return nil, err
+	}
 	s.pool = backend.NewPool(backend.Deps{
+		K8s:        s.kube.sourceFactory(),
 		Log:        log.With(logging.FieldComponent, "backend"),
 		Registerer: reg,
 		DNS:        net.DefaultResolver,
@@ -87,7 +98,7 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 		s.pool.Close()
 		return nil, fmt.Errorf("building backends: %w", err)
 	}
-	s.watcher = config.NewWatcher(cfg.Documents, s.apply, log.With(logging.FieldComponent, "config"), reg)
+	s.watcher = config.NewWatcher(cfg.Documents, s.kube.fileApplier(dyn, s.apply), log.With(logging.FieldComponent, "config"), reg)
 
 	if cfg.HTTPSPort != 0 || cfg.GRPCPort != 0 {
 		s.tls, err = tlsconfig.NewServer(tlsconfig.ServerConfig{
@@ -100,6 +111,17 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 			s.pool.Close()
 			return nil, err
 		}
+	}
+
+	// Authentication: OIDC discovery happens in Run (retried until the issuer answers; /readyz says why meanwhile).
+	s.auth, err = authn.New(cfg.Auth.Authn(), log.With(logging.FieldComponent, "authn"), reg)
+	if err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	if s.gate, err = authz.NewGate(s.auth, reg); err != nil {
+		s.pool.Close()
+		return nil, err
 	}
 
 	proxyErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -116,6 +138,7 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 		AdhocGuard:  backend.DefaultDialGuard(),
 		DNS:         net.DefaultResolver,
 		ProxyErrors: proxyErrors,
+		Gate:        s.gate,
 	})
 	grpcOpts := append(s.grpcProxy.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -126,13 +149,28 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 	}
 	s.grpcHTTPS = grpc.NewServer(grpcOpts...)
 
+	adhocDeps := backend.Deps{Log: log, Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
+	tunnels := tunnel.New(tunnel.Deps{
+		Log:         log.With(logging.FieldComponent, "tunnel"),
+		Registerer:  reg,
+		ProxyErrors: proxyErrors,
+		Routes:      s.state,
+		Backends:    s.pool,
+		Adhoc:       backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard()),
+		Gate:        s.gate,
+		IdleTimeout: cfg.TunnelIdleTimeout,
+		DialTimeout: cfg.BackendDialTimeout,
+		BufferSize:  cfg.ProxyBufferSize,
+	})
 	s.httpProxy = httpproxy.New(httpproxy.Deps{
 		Log:         log.With(logging.FieldComponent, "httpproxy"),
 		Registerer:  reg,
 		Routes:      s.state,
 		Backends:    s.pool,
-		Adhoc:       backend.NewAdhocTransport(backend.Deps{Log: log, Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}, backend.DefaultDialGuard()),
+		Adhoc:       backend.NewAdhocTransport(adhocDeps, backend.DefaultDialGuard()),
 		GRPC:        s.grpcHTTPS,
+		Connect:     tunnels,
+		Gate:        s.gate,
 		ProxyErrors: proxyErrors,
 		Options:     httpproxy.Options{FlushInterval: cfg.FlushInterval, BufferSize: cfg.ProxyBufferSize},
 	})
@@ -203,14 +241,20 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { <-stop; cancelServe() }()
 
 	g.Go(func() error { return s.watcher.Run(serveCtx) })
+	g.Go(func() error { return s.kube.run(serveCtx) })
+	g.Go(func() error { return s.auth.Run(serveCtx) })
 	if ln := s.listeners.debug; ln != nil {
-		h := admin.New(admin.Deps{
+		deps := admin.Deps{
 			Log:         s.log.With(logging.FieldComponent, "admin"),
 			Gatherer:    s.registry,
 			MetricsPath: s.cfg.MetricsPath,
 			Ready:       s.readiness,
 			Config:      s.effectiveConfig,
-		})
+		}
+		if s.cfg.Auth.OIDCForDebugEndpoints {
+			deps.Protect = protectDebug(s.gate)
+		}
+		h := admin.New(deps)
 		srv := serve.HTTPServer(h, serve.HTTPOptions{Name: "http_debug"}, s.log)
 		// The debug port keeps answering until the proxies have drained, so probes see "not ready" meanwhile.
 		g.Go(func() error { return ignoreDrainTimeout(serve.Serve(serveCtx, srv, ln, time.Second)) })
@@ -275,7 +319,10 @@ func (s *Server) readiness() error {
 	case !s.ready.Load():
 		return errors.New("starting")
 	}
-	return nil
+	if err := s.kube.ready(); err != nil { // informer caches not synced yet, with the reason
+		return err
+	}
+	return s.auth.Ready() // e.g. "OIDC issuer https://... unreachable: ..."
 }
 
 func (s *Server) close() {

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -70,7 +71,7 @@ func (s *Server) apply(dyn *config.Dynamic) error {
 		// Cannot happen for specs the first Update accepted; keep serving and say so.
 		s.log.Error("removing old backends", "error", err)
 	}
-	for _, w := range dyn.Warnings {
+	for _, w := range slices.Concat(dyn.Warnings, authWarnings(dyn, s.cfg.Auth)) {
 		s.log.Warn("config warning", "warning", w)
 	}
 	s.log.Info("config applied", "http_routes", len(dyn.HTTPRoutes), "grpc_routes", len(dyn.GRPCRoutes), "backends", len(dyn.Backends))

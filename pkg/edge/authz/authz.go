@@ -1,6 +1,7 @@
 // Package authz decides whether an authenticated caller may use a route: the route's required_permissions (any-of,
 // against the token's permissions claim) and allowed_client_identities (exact names of the verified client
-// certificate). It is pure: no I/O, no state.
+// certificate). Check and Authorize are pure (no I/O, no state); Gate applies them to the requests of every proxy,
+// after authenticating the caller, and counts the decisions.
 package authz
 
 import (

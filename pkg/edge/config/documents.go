@@ -130,6 +130,7 @@ func parse(director, backendpool []byte, directorName, backendpoolName string, c
 	v := &validator{checkFiles: checkFiles}
 	names := v.backendpool(backendpoolName, pool)
 	v.director(directorName, dir, names)
+	v.authRules(directorName, dir, pool)
 	if len(v.errs) > 0 {
 		return nil, errors.Join(v.errs...)
 	}

@@ -31,6 +31,13 @@ type Config struct {
 	ResolveInterval    time.Duration
 	BackendDialTimeout time.Duration
 
+	// Auth is the proxy authentication (OIDC or the static token); see flags_auth.go.
+	Auth AuthConfig
+	// K8s is the Kubernetes API client and discovery configuration; see k8s.go.
+	K8s K8sConfig
+	// TunnelIdleTimeout closes CONNECT tunnels idle this long in both directions.
+	TunnelIdleTimeout time.Duration
+
 	Documents Source
 
 	LogLevel  string
@@ -82,6 +89,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log_format", "text", "log format: text or json")
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the director and backendpool documents, print every problem (file, field, reason) and exit: 0 if valid, 1 if not")
 
+	c.registerAuthFlags(fs)
+
 	fs.BoolVar(&c.ignored.tracing, "server_tracing_grpc_enabled", true, "accepted for compatibility; no effect")
 	fs.DurationVar(&c.ignored.trialDialTimeout, "lbtransport_trial_dial_timeout", 500*time.Millisecond, "accepted for compatibility; no effect")
 	fs.IntVar(&c.ignored.bufferCount, "http_reverseproxy_buffer_count", 2048, "accepted for compatibility; buffers are pooled without a fixed count")
@@ -89,6 +98,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	for _, n := range []string{"server_tracing_grpc_enabled", "lbtransport_trial_dial_timeout", "http_reverseproxy_buffer_count", "log_backend_resolution_on_addition"} {
 		_ = fs.MarkHidden(n)
 	}
+	c.K8s.RegisterFlags(fs)
 	fs.SetNormalizeFunc(NormalizeFlagName)
 }
 
@@ -100,6 +110,10 @@ func NormalizeFlagName(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		n = "server_shutdown_drain_timeout"
 	case "check_config":
 		n = "check-config"
+	case "k8client_token_file": // the original's misspelling
+		n = "k8sclient_token_file"
+	case "discovery_resync_timouet", "k8sresolver_first_update_timouet", "k8sresolver_resync_timouet": // ditto
+		n = strings.TrimSuffix(n, "timouet") + "timeout"
 	}
 	return pflag.NormalizedName(n)
 }
@@ -127,6 +141,10 @@ func (c *Config) Validate() error {
 	}
 	if c.ProxyBufferSize < 1024 {
 		errs = append(errs, fmt.Errorf("--http_reverseproxy_buffer_size_bytes: %d is below 1024", c.ProxyBufferSize))
+	}
+	errs = append(errs, c.validateAuth()...)
+	if err := c.K8s.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

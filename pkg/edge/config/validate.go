@@ -10,9 +10,6 @@ import (
 	"github.com/kedge-proxy/kedge/proto/kedgeconfig"
 )
 
-// errK8sUnavailable is reported for every k8s resolver until Kubernetes support is built in.
-const errK8sUnavailable = "the k8s resolver is not available in this build (Kubernetes support comes with the k8s resolver)"
-
 // validator collects every problem of a pair of documents. Field paths use the documents' snake_case names.
 type validator struct {
 	errs       []error
@@ -117,10 +114,9 @@ func (v *validator) resolver(file, field string, b backendDoc) {
 		}
 	case b.GetK8S() != nil:
 		target := b.GetK8S().GetDnsPortName()
+		// Syntax only: whether the Service exists, and whether kedge can reach the API, is known at run time.
 		if r := checkK8sTarget(target); r != "" {
 			v.fail(file, field+".k8s.dns_port_name", "%q %s", target, r)
-		} else {
-			v.fail(file, field+".k8s", errK8sUnavailable)
 		}
 	default:
 		v.fail(file, field, "exactly one resolver (srv, k8s or host) is required")

@@ -34,7 +34,9 @@ type call struct {
 	backend  string
 	adhoc    string
 	endpoint string
-	identity string
+	identity string // authn.Identity.String()
+	decision string // allowed, unauthenticated, forbidden; "" when nothing was authorized
+	reason   string
 	errType  wire.ErrorType
 }
 
@@ -132,6 +134,9 @@ func (p *Proxy) finish(c *call, err error) {
 	kv = appendNonEmpty(kv, "adhoc", c.adhoc)
 	kv = appendNonEmpty(kv, logging.FieldEndpoint, c.endpoint)
 	kv = appendNonEmpty(kv, logging.FieldIdentity, c.identity)
+	if c.decision != "" {
+		kv = append(kv, "decision", c.decision, "reason", c.reason)
+	}
 	kv = appendNonEmpty(kv, logging.FieldErrorType, string(errType))
 	if code != codes.OK {
 		kv = append(kv, logging.FieldError, st.Message())

@@ -2,6 +2,7 @@ package grpcproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,15 +12,20 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/authn"
+	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
-// direct is the grpc-proxy director: it picks the connection a call goes to and builds the outgoing metadata. It runs
-// after every server interceptor, on the stream wrapped by handle.
+// direct is the grpc-proxy director: it routes the call, authenticates the caller and checks the route's requirement
+// (in that order, before any backend connection is used), picks the connection the call goes to and builds the
+// outgoing metadata. It runs after every server interceptor, on the stream wrapped by handle.
 func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context, grpc.ClientConnInterface, error) {
 	f, ok := ctx.Value(forwardKey{}).(*forward)
 	if !ok {
@@ -27,21 +33,33 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	}
 	c := f.call
 	in, _ := metadata.FromIncomingContext(ctx)
-	var identity string
-	if p.identity != nil {
-		identity = p.identity(ctx)
-	}
-	c.update(func(c *call) {
-		c.directed = true
-		c.identity = identity
-	})
+	c.update(func(c *call) { c.directed = true })
 
 	var table *route.GRPCTable // a nil table matches nothing and has no adhoc rules
 	if p.routes != nil {
 		table = p.routes.GRPCTable()
 	}
+	r, routed := table.Match(&route.GRPCRequest{FullMethod: fullMethod, Authority: c.authority, Metadata: in})
+	var (
+		target   route.Target
+		routeErr error
+		label    string
+		need     authz.Requirement
+	)
+	if routed {
+		label = r.Backend
+		need = authz.Requirement{Permissions: r.RequiredPermissions, Identities: r.AllowedIdentities}
+	} else if target, routeErr = table.Adhoc(c.authority); routeErr == nil {
+		label = adhocBackend
+		need = authz.Requirement{Permissions: target.RequiredPermissions, Identities: target.AllowedIdentities}
+	}
+	if err := p.admit(ctx, c, in, label, routeErr == nil, need); err != nil {
+		return nil, nil, err
+	}
+
 	var cc *backendConn
-	if r, ok := table.Match(&route.GRPCRequest{FullMethod: fullMethod, Authority: c.authority, Metadata: in}); ok {
+	switch {
+	case routed:
 		desc := describeRoute(r)
 		conn, ok := p.backendConn(r.Backend)
 		c.update(func(c *call) {
@@ -55,8 +73,10 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 			return nil, nil, status.Error(codes.Unimplemented, "unknown backend")
 		}
 		cc = &backendConn{ClientConnInterface: conn, f: f}
-	} else {
-		conn, release, err := p.directAdhoc(table, c)
+	case routeErr != nil:
+		return nil, nil, adhocError(c, routeErr)
+	default:
+		conn, release, err := p.directAdhoc(target, c)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -65,6 +85,47 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	}
 	out := metadata.NewOutgoingContext(ctx, outgoingMetadata(in, c.requestID))
 	return out, cc, nil
+}
+
+// admit authenticates the caller (proxy-authorization metadata, client certificate) and checks need, the
+// requirement of the route the call matched (routed false: authentication only, so an unauthenticated caller cannot
+// probe the routes). It records the decision for the log line and returns the Unauthenticated or PermissionDenied
+// status of a refusal.
+func (p *Proxy) admit(ctx context.Context, c *call, in metadata.MD, label string, routed bool, need authz.Requirement) error {
+	d := p.gate.Admit(ctx, authz.Request{
+		Route:       label,
+		Routed:      routed,
+		Requirement: need,
+		Credentials: in.Get(wire.MetadataProxyAuthz),
+		Peer:        peerTLS(ctx),
+	})
+	c.update(func(c *call) {
+		c.identity = d.Identity.String()
+		if routed || !d.Allowed() {
+			c.decision, c.reason = d.Result(), d.Reason()
+		}
+		if !d.Allowed() {
+			c.backend = label
+			_, c.errType = authn.HTTPStatus(d.Err)
+		}
+	})
+	if d.Allowed() {
+		return nil
+	}
+	return authn.StatusOf(d.Err).Err()
+}
+
+// peerTLS returns the TLS state of the call's client connection. grpc-go provides it on the gRPC port and also for
+// calls served through grpc.Server.ServeHTTP on the HTTPS port (from the http.Request's TLS state).
+func peerTLS(ctx context.Context) *tls.ConnectionState {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	if info, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+		return &info.State
+	}
+	return nil
 }
 
 // backendConn returns the named backend's connection.
@@ -76,30 +137,31 @@ func (p *Proxy) backendConn(name string) (*grpc.ClientConn, bool) {
 	return conn, ok && conn != nil
 }
 
-// directAdhoc applies the adhoc rules to the call's :authority and returns the cached connection to the destination
-// and the function that ends the call's use of it.
-func (p *Proxy) directAdhoc(table *route.GRPCTable, c *call) (*adhocConn, func(), error) {
-	target, err := table.Adhoc(c.authority)
-	if err != nil {
-		var adhocErr *route.AdhocError
-		switch {
-		case errors.Is(err, route.ErrNoRoute):
-			c.update(func(c *call) { c.errType = wire.ErrNoRoute })
-			return nil, nil, status.Error(codes.Unimplemented, "unknown route to service")
-		case errors.As(err, &adhocErr):
-			c.update(func(c *call) {
-				c.backend = adhocBackend
-				c.errType = wire.ErrUnknownRouteError
-			})
-			if adhocErr.BadRequest {
-				return nil, nil, status.Error(codes.InvalidArgument, adhocErr.Msg)
-			}
-			return nil, nil, status.Error(codes.NotFound, adhocErr.Msg)
-		default:
-			c.update(func(c *call) { c.errType = wire.ErrUnknownRouteError })
-			return nil, nil, status.Error(codes.Internal, fmt.Sprintf("grpcproxy: adhoc: %v", err))
+// adhocError turns a failure of the adhoc rules (or ErrNoRoute) into the call's status.
+func adhocError(c *call, err error) error {
+	var adhocErr *route.AdhocError
+	switch {
+	case errors.Is(err, route.ErrNoRoute):
+		c.update(func(c *call) { c.errType = wire.ErrNoRoute })
+		return status.Error(codes.Unimplemented, "unknown route to service")
+	case errors.As(err, &adhocErr):
+		c.update(func(c *call) {
+			c.backend = adhocBackend
+			c.errType = wire.ErrUnknownRouteError
+		})
+		if adhocErr.BadRequest {
+			return status.Error(codes.InvalidArgument, adhocErr.Msg)
 		}
+		return status.Error(codes.NotFound, adhocErr.Msg)
+	default:
+		c.update(func(c *call) { c.errType = wire.ErrUnknownRouteError })
+		return status.Error(codes.Internal, fmt.Sprintf("grpcproxy: adhoc: %v", err))
 	}
+}
+
+// directAdhoc returns the cached connection to an adhoc destination and the function that ends the call's use of
+// it.
+func (p *Proxy) directAdhoc(target route.Target, c *call) (*adhocConn, func(), error) {
 	addr := net.JoinHostPort(target.Host, strconv.FormatUint(uint64(target.Port), 10))
 	c.update(func(c *call) {
 		c.backend = adhocBackend

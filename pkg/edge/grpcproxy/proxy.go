@@ -1,7 +1,8 @@
 // Package grpcproxy is kedge's transparent gRPC proxy. A grpc.Server built with ServerOptions knows no services: every
 // call is routed by method, :authority and metadata to a named backend's long-lived grpc.ClientConn, or to an adhoc
-// destination, and its frames are pumped both ways unchanged by github.com/mwitkow/grpc-proxy. Every call is logged
-// once and counted.
+// destination, and its frames are pumped both ways unchanged by github.com/mwitkow/grpc-proxy. Between routing and
+// the backend, the caller is authenticated and checked against the route's requirement. Every call is logged once
+// (with the audit fields) and counted.
 package grpcproxy
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
@@ -58,9 +60,10 @@ type Deps struct {
 	// proxies; registering a second one with different help text would fail. When nil, the proxy creates the counter
 	// and registers it with Registerer, reusing an identical one that is already registered.
 	ProxyErrors *prometheus.CounterVec
-	// Identity, when set, names the caller for the log line. It is called in the director, after every server
-	// interceptor (so after authentication) has run.
-	Identity func(ctx context.Context) string
+	// Gate authenticates callers (proxy-authorization metadata, client certificate) and checks route requirements,
+	// after routing and before any backend connection is used. nil means a Gate without token authentication
+	// (registered with Registerer): routes with requirements still refuse callers who do not meet them.
+	Gate *authz.Gate
 	// AdhocIdleTimeout is how long an adhoc connection with no call in flight is kept; 0 means
 	// DefaultAdhocIdleTimeout.
 	AdhocIdleTimeout time.Duration
@@ -71,7 +74,7 @@ type Proxy struct {
 	log         logging.Logger
 	routes      Routes
 	backends    Backends
-	identity    func(context.Context) string
+	gate        *authz.Gate
 	adhoc       *adhocPool
 	m           metrics
 	transparent grpc.StreamHandler
@@ -98,18 +101,26 @@ func New(d Deps) *Proxy {
 		log:      d.Log,
 		routes:   d.Routes,
 		backends: d.Backends,
-		identity: d.Identity,
+		gate:     d.Gate,
 		adhoc:    newAdhocPool(guard, dns, idle),
 		m:        newMetrics(d.Log, d.Registerer, d.ProxyErrors),
+	}
+	if p.gate == nil {
+		var err error
+		if p.gate, err = authz.NewGate(nil, d.Registerer); err != nil {
+			d.Log.Warn("grpcproxy: authorization metrics not registered", logging.FieldError, err)
+			p.gate, _ = authz.NewGate(nil, nil)
+		}
 	}
 	p.transparent = proxy.TransparentHandler(p.direct)
 	return p
 }
 
-// ServerOptions returns what a grpc.Server needs to proxy every call: an UnknownServiceHandler that proxies, and a
-// stream interceptor that assigns the request ID, logs and counts. Add them before any authentication interceptor
-// (grpc.ChainStreamInterceptor runs interceptors in the order they are given), so rejected calls are logged and
-// counted too. The caller adds TLS credentials and keepalive options.
+// ServerOptions returns what a grpc.Server needs to proxy every call: an UnknownServiceHandler that routes,
+// authorizes (Deps.Gate) and proxies, and a stream interceptor that assigns the request ID, logs and counts. Add
+// them before any other interceptor (grpc.ChainStreamInterceptor runs interceptors in the order they are given), so
+// calls such an interceptor rejects are logged and counted too. The caller adds TLS credentials and keepalive
+// options.
 func (p *Proxy) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.UnknownServiceHandler(p.handle),

@@ -1,8 +1,9 @@
 // Package httpproxy is kedge's HTTP reverse proxy for the HTTPS port: it checks each request (header count and
 // names, framing, one canonical path), routes it by host, port, path, headers and proxy mode (or through an adhoc
 // rule), and proxies it to the chosen backend with httputil.ReverseProxy, answering kedge-made failures with
-// X-Kedge-Error / X-Kedge-Error-Type. gRPC and CONNECT requests arriving on the same port are handed to the
-// handlers given in Deps.
+// X-Kedge-Error / X-Kedge-Error-Type. Between routing and the backend, every request is authenticated and checked
+// against its route's requirement (Deps.Gate). gRPC and CONNECT requests arriving on the same port are handed to the
+// handlers given in Deps, which do their own checks.
 package httpproxy
 
 import (
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
@@ -51,6 +53,10 @@ type Deps struct {
 	GRPC http.Handler
 	// Connect, if set, serves CONNECT requests (tunnels). nil answers them 405 with X-Kedge-Error-Type bad-request.
 	Connect http.Handler
+	// Gate authenticates callers (Proxy-Authorization, client certificate) and checks route requirements. nil means
+	// a Gate without token authentication (registered with Registerer): routes with requirements still refuse
+	// callers who do not meet them.
+	Gate *authz.Gate
 	// Options tunes the proxy.
 	Options Options
 }
@@ -96,6 +102,7 @@ type Handler struct {
 	adhoc    http.RoundTripper
 	grpc     http.Handler
 	connect  http.Handler
+	gate     *authz.Gate
 	opts     Options
 	metrics  *metrics
 	// proxy is the one ReverseProxy for every request; its transport dispatches on the route decision that
@@ -117,7 +124,15 @@ func New(d Deps) *Handler {
 		adhoc:    d.Adhoc,
 		grpc:     d.GRPC,
 		connect:  d.Connect,
+		gate:     d.Gate,
 		opts:     d.Options.withDefaults(),
+	}
+	if h.gate == nil {
+		var err error
+		if h.gate, err = authz.NewGate(nil, d.Registerer); err != nil {
+			d.Log.Error("httpproxy: authorization metrics not registered", logging.FieldError, err)
+			h.gate, _ = authz.NewGate(nil, nil)
+		}
 	}
 	h.metrics = newMetrics(d.Registerer, d.ProxyErrors, d.Log)
 	h.proxy = &httputil.ReverseProxy{
@@ -133,7 +148,8 @@ func New(d Deps) *Handler {
 }
 
 // ServeHTTP checks, routes and proxies one request. The steps, in order: request ID; header sanity; hand-off of
-// gRPC and CONNECT requests; canonical path; routing; proxying; one log line and the metrics.
+// gRPC and CONNECT requests; canonical path; routing; authentication and authorization; proxying; one log line (with
+// the audit fields) and the metrics.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{start: time.Now(), w: responseWriter{rw: w}}
 	c.reqID = r.Header.Get(wire.HeaderRequestID)

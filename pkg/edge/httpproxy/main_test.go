@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
@@ -143,7 +145,9 @@ type envConfig struct {
 	connect  http.Handler
 	opts     Options
 	tls      bool                            // serve TLS with h2
+	tlsCfg   *tls.Config                     // with tls: the server's config (client certificates)
 	wrap     func(http.Handler) http.Handler // middleware around the handler
+	gate     *authz.Gate
 }
 
 func newEnv(t testing.TB, cfg envConfig) *env {
@@ -170,7 +174,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	e := &env{reg: prometheus.NewRegistry(), logs: logs}
 	e.h = New(Deps{
 		Log: log, Registerer: e.reg, Routes: staticRoutes{table}, Backends: backends,
-		Adhoc: cfg.adhocRT, GRPC: cfg.grpc, Connect: cfg.connect, Options: cfg.opts,
+		Adhoc: cfg.adhocRT, GRPC: cfg.grpc, Connect: cfg.connect, Options: cfg.opts, Gate: cfg.gate,
 	})
 	var h http.Handler = e.h
 	if cfg.wrap != nil {
@@ -179,6 +183,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	e.proxy = httptest.NewUnstartedServer(h)
 	if cfg.tls {
 		e.proxy.EnableHTTP2 = true
+		e.proxy.TLS = cfg.tlsCfg
 		e.proxy.StartTLS()
 		e.client = e.proxy.Client()
 	} else {

@@ -99,6 +99,12 @@ func (h *Handler) finish(c *call, r *http.Request) {
 	}
 }
 
+// Audit fields of the log line, besides logging.FieldIdentity and logging.FieldRoute.
+const (
+	fieldDecision = "decision" // allowed, unauthenticated, forbidden
+	fieldReason   = "reason"   // why: "permission deploy", "token expired", ...
+)
+
 func (h *Handler) logRequest(c *call, r *http.Request, status int, d time.Duration) {
 	endpoint, backendName := "", c.label
 	if c.endpoint != nil {
@@ -125,6 +131,12 @@ func (h *Handler) logRequest(c *call, r *http.Request, status int, d time.Durati
 		logging.FieldStatus, status,
 		logging.FieldDuration, d,
 		logging.FieldBytes, c.w.bytes,
+	}
+	if c.identity != "" {
+		kv = append(kv, logging.FieldIdentity, c.identity)
+	}
+	if c.decision != "" {
+		kv = append(kv, fieldDecision, c.decision, fieldReason, c.reason)
 	}
 	if c.errMsg != "" {
 		kv = append(kv, logging.FieldErrorType, string(c.errType), logging.FieldError, c.errMsg)

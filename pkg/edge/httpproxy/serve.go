@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/authn"
+	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
@@ -32,6 +34,11 @@ type call struct {
 	host    string // host[:port] as received
 	path    string // canonical escaped path: what is routed (decoded) and forwarded
 	decoded string
+
+	// Authentication and authorization, for the audit fields of the log line.
+	identity string // authn.Identity.String()
+	decision string // authz result: allowed, unauthenticated, forbidden; "" when nothing was authorized
+	reason   string
 
 	// Route decision.
 	label     string // backend name, adhocLabel, or "" (metrics label and log field)
@@ -77,39 +84,27 @@ func (h *Handler) serve(c *call, r *http.Request) {
 	if forward {
 		c.host, req.Mode = u.Host, route.ModeForward
 	}
+	// Routing first, then authentication and the route's requirement, and only then a backend: a request that may not
+	// pass never reaches a transport, and one that cannot authenticate learns nothing about the routes.
 	table := h.routes.HTTPTable()
-	host, port, hasPort, err := route.SplitHostPort(c.host)
-	if err != nil {
-		if _, aerr := table.AdhocHostPort(c.host); errors.As(aerr, new(*route.AdhocError)) {
-			err = aerr
-		}
-		h.routeError(c, err)
+	var need authz.Requirement
+	routeErr := h.routeRequest(c, r, table, &req, forward, &need)
+	if !h.admit(c, r, routeErr == nil, need) {
 		return
 	}
-	req.Host, req.Port = host, port
-	if !hasPort {
-		req.Port = defaultPort(r, forward)
+	if routeErr != nil {
+		h.routeError(c, routeErr)
+		return
 	}
-
-	if rt, ok := table.Match(&req); ok {
-		c.label, c.target = rt.Backend, rt.Backend
-		w.Header().Set(wire.HeaderKedgeBackendName, rt.Backend)
-		if c.transport, ok = h.backends.HTTP(rt.Backend); !ok {
+	if c.label == adhocLabel {
+		c.transport = h.adhoc
+	} else {
+		w.Header().Set(wire.HeaderKedgeBackendName, c.label)
+		var ok bool
+		if c.transport, ok = h.backends.HTTP(c.label); !ok {
 			h.fail(c, http.StatusBadGateway, wire.ErrNoBackend, "unknown backend")
 			return
 		}
-	} else {
-		if h.adhoc == nil {
-			h.routeError(c, route.ErrNoRoute)
-			return
-		}
-		t, err := table.Adhoc(host, port, hasPort)
-		if err != nil {
-			h.routeError(c, err)
-			return
-		}
-		c.label, c.transport = adhocLabel, h.adhoc
-		c.target = net.JoinHostPort(t.Host, strconv.FormatUint(uint64(t.Port), 10))
 	}
 
 	ctx := context.WithValue(r.Context(), callKey{}, c)
@@ -120,6 +115,62 @@ func (h *Handler) serve(c *call, r *http.Request) {
 		_ = http.NewResponseController(w.rw).EnableFullDuplex()
 	}
 	h.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// routeRequest finds the backend (c.label, c.target) or adhoc destination of a request and the requirement of the route
+// that matched, or returns why there is none.
+func (h *Handler) routeRequest(c *call, r *http.Request, table *route.HTTPTable, req *route.HTTPRequest, forward bool, need *authz.Requirement) error {
+	host, port, hasPort, err := route.SplitHostPort(c.host)
+	if err != nil {
+		if _, aerr := table.AdhocHostPort(c.host); errors.As(aerr, new(*route.AdhocError)) {
+			err = aerr
+		}
+		return err
+	}
+	req.Host, req.Port = host, port
+	if !hasPort {
+		req.Port = defaultPort(r, forward)
+	}
+	if rt, ok := table.Match(req); ok {
+		c.label, c.target = rt.Backend, rt.Backend
+		*need = authz.Requirement{Permissions: rt.RequiredPermissions, Identities: rt.AllowedIdentities}
+		return nil
+	}
+	if h.adhoc == nil {
+		return route.ErrNoRoute
+	}
+	t, err := table.Adhoc(host, port, hasPort)
+	if err != nil {
+		return err
+	}
+	c.label = adhocLabel
+	c.target = net.JoinHostPort(t.Host, strconv.FormatUint(uint64(t.Port), 10))
+	*need = authz.Requirement{Permissions: t.RequiredPermissions, Identities: t.AllowedIdentities}
+	return nil
+}
+
+// admit authenticates the caller and checks the route's requirement (routed false: authentication only), records
+// the decision for the log line, and answers 401 or 403 when the request may not pass.
+func (h *Handler) admit(c *call, r *http.Request, routed bool, need authz.Requirement) bool {
+	d := h.gate.Admit(r.Context(), authz.Request{
+		Route:       c.label,
+		Routed:      routed,
+		Requirement: need,
+		Credentials: r.Header[wire.HeaderProxyAuthz],
+		Peer:        r.TLS,
+	})
+	c.identity = d.Identity.String()
+	if routed || !d.Allowed() {
+		c.decision, c.reason = d.Result(), d.Reason()
+	}
+	if d.Allowed() {
+		return true
+	}
+	_, typ := authn.HTTPStatus(d.Err)
+	c.errType, c.errMsg = typ, d.Reason()
+	authn.WriteHTTPError(&c.w, d.Err)
+	h.metrics.proxyErrors.WithLabelValues(c.label, string(typ)).Inc()
+	return false
 }
 
 // defaultPort is the port of a request that names none: this handler serves the TLS port, so 443, except for

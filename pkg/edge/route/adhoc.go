@@ -14,6 +14,10 @@ import (
 type Target struct {
 	Host string
 	Port uint32
+	// RequiredPermissions and AllowedIdentities are the requirement of the rule that allowed the destination (as
+	// Adhoc's). They are shared with the table: read-only.
+	RequiredPermissions []string
+	AllowedIdentities   []string
 }
 
 // ErrNoRoute means that no route and no adhoc rule matched. The message is the original kedge's.
@@ -43,6 +47,8 @@ type adhocRule struct {
 	ports    []uint32
 	ranges   []PortRange
 	replace  *NameReplace // lower case
+	perms    []string     // required permissions (any-of)
+	idents   []string     // allowed client-certificate names
 }
 
 // adhocRules is an ordered, immutable list of compiled rules.
@@ -122,7 +128,9 @@ func compileAdhocRule(a Adhoc) (adhocRule, Adhoc, error) {
 		}
 		r.replace = &rep
 	}
-	norm := Adhoc{NamePattern: pat, DefaultPort: a.DefaultPort, AllowedPorts: r.ports, AllowedRanges: r.ranges}
+	r.perms, r.idents = slices.Clone(a.RequiredPermissions), slices.Clone(a.AllowedIdentities)
+	norm := Adhoc{NamePattern: pat, DefaultPort: a.DefaultPort, AllowedPorts: r.ports, AllowedRanges: r.ranges,
+		RequiredPermissions: r.perms, AllowedIdentities: r.idents}
 	if r.wildcard {
 		norm.NamePattern = "*" + r.suffix
 	}
@@ -212,7 +220,7 @@ func (a *adhocRules) target(host string, port uint32, hasPort bool) (Target, err
 				return Target{}, &AdhocError{Msg: fmt.Sprintf("adhoc: host %q rewritten to %q, which is not a DNS name", host, name)}
 			}
 		}
-		return Target{Host: name, Port: port}, nil
+		return Target{Host: name, Port: port, RequiredPermissions: r.perms, AllowedIdentities: r.idents}, nil
 	}
 	return Target{}, ErrNoRoute
 }

@@ -2,6 +2,7 @@ package route
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -32,23 +33,23 @@ func TestAdhoc(t *testing.T) {
 		wantErr  string // exact message; "" for success
 		badReq   bool
 	}{
-		{"default port 80", "pod-0.namespace.pods.cluster.local", Target{"pod-0.namespace.pods.cluster.local", 80}, "", false},
-		{"range lower bound", "pod-0.namespace.pods.cluster.local:11000", Target{"pod-0.namespace.pods.cluster.local", 11000}, "", false},
-		{"range upper bound", "pod-0.namespace.pods.cluster.local:11200", Target{"pod-0.namespace.pods.cluster.local", 11200}, "", false},
+		{"default port 80", "pod-0.namespace.pods.cluster.local", Target{Host: "pod-0.namespace.pods.cluster.local", Port: 80}, "", false},
+		{"range lower bound", "pod-0.namespace.pods.cluster.local:11000", Target{Host: "pod-0.namespace.pods.cluster.local", Port: 11000}, "", false},
+		{"range upper bound", "pod-0.namespace.pods.cluster.local:11200", Target{Host: "pod-0.namespace.pods.cluster.local", Port: 11200}, "", false},
 		{"outside range", "pod-0.namespace.pods.cluster.local:11201", Target{}, "adhoc: port 11201 is not allowed", true},
-		{"allowed list", "pod-0.namespace.pods.cluster.local:8080", Target{"pod-0.namespace.pods.cluster.local", 8080}, "", false},
-		{"case and trailing dot", "Pod-0.Namespace.PODS.cluster.local.:8080", Target{"pod-0.namespace.pods.cluster.local", 8080}, "", false},
+		{"allowed list", "pod-0.namespace.pods.cluster.local:8080", Target{Host: "pod-0.namespace.pods.cluster.local", Port: 8080}, "", false},
+		{"case and trailing dot", "Pod-0.Namespace.PODS.cluster.local.:8080", Target{Host: "pod-0.namespace.pods.cluster.local", Port: 8080}, "", false},
 		{"first matching rule decides", "x.pods.cluster.local:9999", Target{}, "adhoc: port 9999 is not allowed", true},
-		{"rule default port", "a.default.port", Target{"a.default.port", 8080}, "", false},
-		{"suffix without dot matches the name itself", "nonsecure.backends.test:2000", Target{"nonsecure.backends.test", 2000}, "", false},
-		{"replace", "pod-0.namespace.pods.cluster.local.with.replace", Target{"pod-0.namespace.pods.cluster.replaced", 80}, "", false},
+		{"rule default port", "a.default.port", Target{Host: "a.default.port", Port: 8080}, "", false},
+		{"suffix without dot matches the name itself", "nonsecure.backends.test:2000", Target{Host: "nonsecure.backends.test", Port: 2000}, "", false},
+		{"replace", "pod-0.namespace.pods.cluster.local.with.replace", Target{Host: "pod-0.namespace.pods.cluster.replaced", Port: 80}, "", false},
 		{"replace failure", "a.failing.replace", Target{}, `adhoc: replace pattern "not-there" does not match host "a.failing.replace": configuration error`, false},
-		{"exact", "EXACT.example.com:443", Target{"exact.example.com", 443}, "", false},
-		{"catch-all", "anything.org:9999", Target{"anything.org", 9999}, "", false},
+		{"exact", "EXACT.example.com:443", Target{Host: "exact.example.com", Port: 443}, "", false},
+		{"catch-all", "anything.org:9999", Target{Host: "anything.org", Port: 9999}, "", false},
 		{"catch-all port", "anything.org:80", Target{}, "adhoc: port 80 is not allowed", true},
-		{"ip literal named exactly", "10.0.0.7", Target{"10.0.0.7", 80}, "", false},
-		{"ipv6 literal named exactly", "[2001:db8:0::7]:80", Target{"2001:db8::7", 80}, "", false},
-		{"numeric name named exactly", "127.1", Target{"127.1", 80}, "", false},
+		{"ip literal named exactly", "10.0.0.7", Target{Host: "10.0.0.7", Port: 80}, "", false},
+		{"ipv6 literal named exactly", "[2001:db8:0::7]:80", Target{Host: "2001:db8::7", Port: 80}, "", false},
+		{"numeric name named exactly", "127.1", Target{Host: "127.1", Port: 80}, "", false},
 		{"ip literal not named", "10.0.0.8:9999", Target{}, ErrNoRoute.Error(), false},
 		{"loopback", "127.0.0.1:9999", Target{}, ErrNoRoute.Error(), false},
 		{"numeric name", "2130706433:9999", Target{}, ErrNoRoute.Error(), false},
@@ -69,7 +70,7 @@ func TestAdhoc(t *testing.T) {
 			for proto, adhoc := range map[string]func(string) (Target, error){"http": h.AdhocHostPort, "grpc": g.Adhoc} {
 				got, err := adhoc(tt.hostport)
 				if tt.wantErr == "" {
-					if err != nil || got != tt.want {
+					if err != nil || !sameDest(got, tt.want) {
 						t.Errorf("%s adhoc(%q) = %+v, %v; want %+v", proto, tt.hostport, got, err, tt.want)
 					}
 					continue
@@ -94,11 +95,11 @@ func TestAdhocSplitArguments(t *testing.T) {
 	t.Parallel()
 	h := mustHTTPTable(t, nil, originalAdhocRules)
 	got, err := h.Adhoc("pod-1.ns.pods.cluster.local", 0, false)
-	if err != nil || got != (Target{"pod-1.ns.pods.cluster.local", 80}) {
+	if err != nil || !sameDest(got, Target{Host: "pod-1.ns.pods.cluster.local", Port: 80}) {
 		t.Errorf("Adhoc without port = %+v, %v", got, err)
 	}
 	got, err = h.Adhoc("pod-1.ns.pods.cluster.local", 11100, true)
-	if err != nil || got != (Target{"pod-1.ns.pods.cluster.local", 11100}) {
+	if err != nil || !sameDest(got, Target{Host: "pod-1.ns.pods.cluster.local", Port: 11100}) {
 		t.Errorf("Adhoc with port = %+v, %v", got, err)
 	}
 	empty := mustHTTPTable(t, nil, nil)
@@ -120,5 +121,46 @@ func TestAdhocReplaceToAddressRefused(t *testing.T) {
 	}
 	if got, err := h.AdhocHostPort("127.0.0.1.x"); err == nil {
 		t.Errorf("AdhocHostPort(127.0.0.1.x) = %+v, want an error (rewritten to an address)", got)
+	}
+}
+
+// sameDest compares the destination of two targets (not the requirement, which TestAdhocRequirement covers).
+func sameDest(a, b Target) bool { return a.Host == b.Host && a.Port == b.Port }
+
+func TestAdhocRequirement(t *testing.T) {
+	t.Parallel()
+	rules := []Adhoc{
+		{NamePattern: "*.secure.test", AllowedPorts: []uint32{443}, RequiredPermissions: []string{"ops"},
+			AllowedIdentities: []string{"robot.example.com"}},
+		{NamePattern: "*.test", AllowedPorts: []uint32{443}},
+	}
+	h := mustHTTPTable(t, nil, rules)
+	g := mustGRPCTable(t, nil, rules)
+	rules[0].RequiredPermissions[0] = "changed" // the tables keep their own copies
+	for proto, adhoc := range map[string]func(string) (Target, error){"http": h.AdhocHostPort, "grpc": g.Adhoc} {
+		got, err := adhoc("a.secure.test:443")
+		if err != nil || !slices.Equal(got.RequiredPermissions, []string{"ops"}) ||
+			!slices.Equal(got.AllowedIdentities, []string{"robot.example.com"}) {
+			t.Errorf("%s: secure target = %+v, %v; want the rule's requirement", proto, got, err)
+		}
+		got, err = adhoc("a.test:443")
+		if err != nil || got.RequiredPermissions != nil || got.AllowedIdentities != nil {
+			t.Errorf("%s: plain target = %+v, %v; want no requirement", proto, got, err)
+		}
+	}
+	if src := h.AdhocRules(); !slices.Equal(src[0].RequiredPermissions, []string{"ops"}) ||
+		!slices.Equal(src[0].AllowedIdentities, []string{"robot.example.com"}) {
+		t.Errorf("AdhocRules() lost the requirement: %+v", src[0])
+	}
+}
+
+func TestAdhocRequirementAllocs(t *testing.T) {
+	// Carrying the requirement must not cost an allocation: the target shares the rule's slices.
+	plain := mustHTTPTable(t, nil, []Adhoc{{NamePattern: "*.secure.test", AllowedPorts: []uint32{443}}})
+	withReq := mustHTTPTable(t, nil, []Adhoc{{NamePattern: "*.secure.test", AllowedPorts: []uint32{443},
+		RequiredPermissions: []string{"ops"}, AllowedIdentities: []string{"robot.example.com"}}})
+	base := testing.AllocsPerRun(100, func() { _, _ = plain.Adhoc("a.secure.test", 443, true) })
+	if n := testing.AllocsPerRun(100, func() { _, _ = withReq.Adhoc("a.secure.test", 443, true) }); n != base {
+		t.Errorf("Adhoc with a requirement allocates %v times per call, without %v", n, base)
 	}
 }

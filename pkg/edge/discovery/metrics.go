@@ -1,0 +1,93 @@
+package discovery
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the k8s resolver's collectors, created once per Cluster.
+type metrics struct {
+	endpoints      *prometheus.GaugeVec   // backend
+	resolverErrors *prometheus.CounterVec // backend
+
+	mu    sync.Mutex     // guards users
+	users map[string]int // backend -> running sources (a replaced backend's old and new source overlap)
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	return &metrics{
+		endpoints: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kedge_k8s_endpoints",
+			Help: "Endpoints the k8s resolver currently gives a backend (from the Service's EndpointSlices).",
+		}, []string{"backend"})),
+		resolverErrors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_k8s_resolver_errors_total",
+			Help: "Times the k8s resolver could not use a Service's EndpointSlices (unknown or ambiguous port); the last endpoints stay.",
+		}, []string{"backend"})),
+		users: map[string]int{},
+	}
+}
+
+func (m *metrics) acquire(backend string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.users[backend]++
+}
+
+// release forgets backend's series when its last source stops.
+func (m *metrics) release(backend string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.users[backend]--
+	if m.users[backend] > 0 {
+		return
+	}
+	delete(m.users, backend)
+	m.endpoints.DeleteLabelValues(backend)
+	m.resolverErrors.DeleteLabelValues(backend)
+}
+
+// discoveryMetrics are the Discoverer's collectors.
+type discoveryMetrics struct {
+	services   *prometheus.GaugeVec   // state: exposed, rejected
+	rejections prometheus.Counter     // new or changed problems with a Service
+	applies    *prometheus.CounterVec // result: success, failure
+}
+
+func newDiscoveryMetrics(reg prometheus.Registerer) *discoveryMetrics {
+	m := &discoveryMetrics{
+		services: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kedge_discovery_services",
+			Help: "Services labelled for exposure, by state: exposed (routes generated) or rejected (skipped, see the logs and the Service's events).",
+		}, []string{"state"})),
+		rejections: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kedge_discovery_rejections_total",
+			Help: "Times a Service labelled for exposure was found unusable (counted once per new or changed problem).",
+		})),
+		applies: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_discovery_applies_total",
+			Help: "Discovered configurations handed to kedge, by result (success, failure).",
+		}, []string{"result"})),
+	}
+	m.applies.WithLabelValues("success")
+	m.applies.WithLabelValues("failure")
+	return m
+}
+
+// register registers c on reg (if not nil), or returns the equal collector registered before.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}

@@ -1,0 +1,116 @@
+package tunnel
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+)
+
+// metrics are the handler's collectors. Labels are bounded: direction is upstream or downstream, result is
+// "established", "client-closed" or an X-Kedge-Error-Type, backend_name a configured backend, "_adhoc" or "".
+type metrics struct {
+	open        prometheus.Gauge         // kedge_tunnels_open
+	tunnels     *prometheus.CounterVec   // kedge_tunnels_total{result}
+	bytes       *prometheus.CounterVec   // kedge_tunnel_bytes_total{direction}
+	bytesUp     prometheus.Counter       // direction="upstream": client to backend
+	bytesDown   prometheus.Counter       // direction="downstream": backend to client
+	duration    *prometheus.HistogramVec // kedge_tunnel_duration_seconds{route}
+	proxyErrors *prometheus.CounterVec   // kedge_proxy_errors_total{backend_name,type}
+}
+
+func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, log logging.Logger) *metrics {
+	m := &metrics{
+		open: register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kedge_tunnels_open",
+			Help: "CONNECT tunnels currently established.",
+		})),
+		tunnels: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_tunnels_total",
+			Help: "CONNECT requests by result: established, client-closed, or the X-Kedge-Error-Type they were refused with.",
+		}, []string{"result"})),
+		bytes: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_tunnel_bytes_total",
+			Help: "Bytes carried by CONNECT tunnels, by direction: upstream (client to backend) or downstream.",
+		}, []string{"direction"})),
+		duration: register(reg, log, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kedge_tunnel_duration_seconds",
+			Help:    "Lifetime of established CONNECT tunnels, by route (backend name or _adhoc).",
+			Buckets: []float64{.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
+		}, []string{"route"})),
+		proxyErrors: proxyErrors,
+	}
+	if m.proxyErrors == nil {
+		m.proxyErrors = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kedge_proxy_errors_total",
+			Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
+		}, []string{"backend_name", "type"}))
+	}
+	m.bytesUp = m.bytes.WithLabelValues("upstream")
+	m.bytesDown = m.bytes.WithLabelValues("downstream")
+	return m
+}
+
+// register registers c, or returns the identical collector registered before; another conflict is logged and the
+// collector kept unexported.
+func register[C prometheus.Collector](reg prometheus.Registerer, log logging.Logger, c C) C {
+	if reg == nil {
+		return c
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	log.Error("tunnel: registering metrics", logging.FieldError, err)
+	return c
+}
+
+// finish counts a tunnel and writes its one log line (the audit line: identity, route, decision, reason).
+func (h *Handler) finish(t *tunnel) {
+	d := time.Since(t.start)
+	switch {
+	case t.errType != "":
+		h.m.tunnels.WithLabelValues(string(t.errType)).Inc()
+	case t.status == statusClientClosed:
+		h.m.tunnels.WithLabelValues("client-closed").Inc()
+	}
+	if t.status == 200 {
+		h.m.duration.WithLabelValues(t.label).Observe(d.Seconds())
+	}
+	if !h.log.Enabled(logging.LevelInfo) {
+		return
+	}
+	kv := make([]any, 0, 36)
+	kv = append(kv,
+		logging.FieldRequestID, t.reqID,
+		logging.FieldMethod, "CONNECT",
+		"proto", t.proto,
+		logging.FieldHost, t.target,
+		logging.FieldRoute, t.label,
+		logging.FieldBackend, t.dest,
+		logging.FieldEndpoint, t.endpoint,
+		logging.FieldStatus, t.status,
+		logging.FieldDuration, d,
+		"bytes_up", t.up,
+		"bytes_down", t.down,
+		logging.FieldIdentity, t.identity,
+	)
+	if t.decision != "" {
+		kv = append(kv, "decision", t.decision, "reason", t.reason)
+	}
+	if t.closed != "" {
+		kv = append(kv, "closed", t.closed)
+	}
+	if t.errMsg != "" {
+		kv = append(kv, logging.FieldErrorType, string(t.errType), logging.FieldError, t.errMsg)
+	}
+	h.log.Info("connect tunnel", kv...)
+}

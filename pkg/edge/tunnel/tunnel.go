@@ -1,0 +1,306 @@
+// Package tunnel is kedge's CONNECT handler: for "CONNECT host:port" on the HTTPS port (HTTP/1.1, and HTTP/2's plain
+// CONNECT) it routes the target to a CONNECT-mode HTTP route or an HTTP adhoc rule, authenticates and authorizes the
+// caller, dials an endpoint of the route's backend (or the adhoc address, checked at dial time), answers 200 and
+// splices bytes both ways until either side is done, honouring half-close, with an idle timeout. kedge never looks
+// inside the tunnel: TLS runs end to end between the client and the backend.
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/authn"
+	"github.com/kedge-proxy/kedge/pkg/edge/authz"
+	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/serve"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+)
+
+// Routes gives the HTTP routing table in force; it is read once per tunnel.
+type Routes interface {
+	HTTPTable() *route.HTTPTable
+}
+
+// Backends connects to an endpoint of a named HTTP backend; *backend.Pool implements it. Failures are
+// *backend.Error.
+type Backends interface {
+	Dial(ctx context.Context, name string) (net.Conn, error)
+}
+
+// Dialer connects to a "name:port" adhoc destination, checking every resolved address at dial time;
+// *backend.AdhocDialer implements it. Failures are *backend.Error (wire.ErrForbidden for refused addresses).
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Defaults of Deps.
+const (
+	DefaultIdleTimeout = 5 * time.Minute
+	DefaultDialTimeout = 2 * time.Second
+	DefaultBufferSize  = 32 << 10
+	// drainIdleTimeout replaces a longer idle timeout once the server drains: tunnels that pause this long end
+	// early instead of holding the shutdown until its deadline.
+	drainIdleTimeout = time.Second
+	// adhocLabel is the route label (metrics, logs) of tunnels to adhoc destinations.
+	adhocLabel = "_adhoc"
+)
+
+// Deps are the handler's collaborators.
+type Deps struct {
+	// Log receives one line per CONNECT request (the audit line). nil discards.
+	Log logging.Logger
+	// Registerer receives kedge_tunnels_open, kedge_tunnels_total and kedge_tunnel_bytes_total. nil keeps them
+	// unexported.
+	Registerer prometheus.Registerer
+	// ProxyErrors, if set, is the shared kedge_proxy_errors_total{backend_name,type} counter for refused tunnels.
+	ProxyErrors *prometheus.CounterVec
+	// Routes gives the HTTP table: routes with proxy mode CONNECT, then the HTTP adhoc rules. Required.
+	Routes Routes
+	// Backends dials a route's backend. Required.
+	Backends Backends
+	// Adhoc dials adhoc destinations given by name. nil means adhoc rules do not apply to tunnels. A destination
+	// that is an IP literal (only an adhoc rule naming that address exactly can produce one) is dialled directly:
+	// the rule names the address explicitly, so the dial guard does not apply.
+	Adhoc Dialer
+	// Gate authenticates and authorizes callers. nil means a Gate without token authentication.
+	Gate *authz.Gate
+	// IdleTimeout closes a tunnel with no bytes in either direction for this long (DefaultIdleTimeout if zero).
+	IdleTimeout time.Duration
+	// DialTimeout bounds the direct dial of an IP-literal adhoc destination (DefaultDialTimeout if zero).
+	DialTimeout time.Duration
+	// BufferSize is the copy buffer per direction (DefaultBufferSize if zero).
+	BufferSize int
+}
+
+// Handler serves CONNECT requests; install it as httpproxy.Deps.Connect. It is safe for concurrent use. A tunnel
+// runs inside its ServeHTTP call, so the server's drain (serve.Tracker) waits for it and cuts it at the deadline.
+type Handler struct {
+	log      logging.Logger
+	routes   Routes
+	backends Backends
+	adhoc    Dialer
+	direct   net.Dialer
+	gate     *authz.Gate
+	idle     time.Duration
+	bufSize  int
+	buffers  sync.Pool // *[]byte of bufSize
+	m        *metrics
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New builds the handler.
+func New(d Deps) *Handler {
+	if d.Log == nil {
+		d.Log = logging.Discard()
+	}
+	h := &Handler{
+		log:      d.Log,
+		routes:   d.Routes,
+		backends: d.Backends,
+		adhoc:    d.Adhoc,
+		gate:     d.Gate,
+		idle:     d.IdleTimeout,
+		bufSize:  d.BufferSize,
+		m:        newMetrics(d.Registerer, d.ProxyErrors, d.Log),
+	}
+	if h.idle <= 0 {
+		h.idle = DefaultIdleTimeout
+	}
+	if h.bufSize <= 0 {
+		h.bufSize = DefaultBufferSize
+	}
+	h.direct.Timeout = d.DialTimeout
+	if h.direct.Timeout <= 0 {
+		h.direct.Timeout = DefaultDialTimeout
+	}
+	h.buffers.New = func() any { b := make([]byte, h.bufSize); return &b }
+	if h.gate == nil {
+		var err error
+		if h.gate, err = authz.NewGate(nil, d.Registerer); err != nil {
+			d.Log.Error("tunnel: authorization metrics not registered", logging.FieldError, err)
+			h.gate, _ = authz.NewGate(nil, nil)
+		}
+	}
+	return h
+}
+
+// tunnel is the record of one CONNECT request, from ServeHTTP to its log line.
+type tunnel struct {
+	start    time.Time
+	reqID    string
+	proto    string
+	target   string // host:port as requested
+	label    string // backend name, adhocLabel, or ""
+	dest     string // what was dialled: backend name or adhoc host:port
+	endpoint string // remote address of the backend connection
+	identity string
+	decision string
+	reason   string
+	status   int
+	errType  wire.ErrorType
+	errMsg   string
+	up, down int64  // bytes client->backend, backend->client
+	closed   string // why an established tunnel ended
+}
+
+// ServeHTTP authorizes, dials and splices one tunnel. Errors before the tunnel is established are answered with
+// X-Kedge-Error / X-Kedge-Error-Type: 400 bad-request (no host:port), 401 unauthorized, 403 forbidden (not
+// permitted, or the address or port is not allowed), 502 no-route, no-backend, unknown-route-error or
+// tunnel-dial-error, 503 shutting-down.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := &tunnel{start: time.Now(), reqID: r.Header.Get(wire.HeaderRequestID), proto: r.Proto, target: r.Host}
+	if !wire.ValidRequestID(t.reqID) {
+		t.reqID = wire.NewRequestID()
+	}
+	defer h.finish(t)
+	w.Header().Set(wire.HeaderRequestID, t.reqID)
+	tr := serve.TrackerFrom(r.Context())
+
+	switch {
+	case r.Method != http.MethodConnect:
+		h.fail(w, r, t, http.StatusMethodNotAllowed, wire.ErrBadRequest, "only CONNECT requests open tunnels")
+		return
+	case len(r.Header[":protocol"]) > 0:
+		h.fail(w, r, t, http.StatusBadRequest, wire.ErrBadRequest, "extended CONNECT is not supported")
+		return
+	case isClosed(tr.Draining()):
+		h.fail(w, r, t, http.StatusServiceUnavailable, wire.ErrShuttingDown, "kedge is shutting down")
+		return
+	}
+	host, port, hasPort, err := route.SplitHostPort(r.Host)
+	if err != nil || !hasPort || port == 0 {
+		h.fail(w, r, t, http.StatusBadRequest, wire.ErrBadRequest, "CONNECT needs a host:port target")
+		return
+	}
+
+	// Routing first, then authentication and authorization, then the dial.
+	table := h.routes.HTTPTable()
+	var need authz.Requirement
+	var adhoc route.Target
+	var routeErr error
+	if rt, ok := table.Match(&route.HTTPRequest{Host: host, Port: port, Header: r.Header, Mode: route.ModeConnect}); ok {
+		t.label, t.dest = rt.Backend, rt.Backend
+		need = authz.Requirement{Permissions: rt.RequiredPermissions, Identities: rt.AllowedIdentities}
+	} else if h.adhoc == nil {
+		routeErr = route.ErrNoRoute
+	} else if adhoc, routeErr = table.Adhoc(host, port, true); routeErr == nil {
+		t.label = adhocLabel
+		t.dest = net.JoinHostPort(adhoc.Host, strconv.FormatUint(uint64(adhoc.Port), 10))
+		need = authz.Requirement{Permissions: adhoc.RequiredPermissions, Identities: adhoc.AllowedIdentities}
+	}
+	d := h.gate.Admit(r.Context(), authz.Request{Route: t.label, Routed: routeErr == nil, Requirement: need,
+		Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS})
+	t.identity = d.Identity.String()
+	if routeErr == nil || !d.Allowed() {
+		t.decision, t.reason = d.Result(), d.Reason()
+	}
+	if !d.Allowed() {
+		code, typ := authn.HTTPStatus(d.Err)
+		if code == http.StatusUnauthorized {
+			w.Header().Set(wire.HeaderProxyAuthn, "Bearer")
+		}
+		h.fail(w, r, t, code, typ, d.Reason())
+		return
+	}
+	if routeErr != nil {
+		h.routeError(w, r, t, routeErr)
+		return
+	}
+
+	conn, err := h.dial(r.Context(), t)
+	if err != nil {
+		h.dialError(w, r, t, err)
+		return
+	}
+	t.endpoint = conn.RemoteAddr().String()
+	h.establish(w, r, t, conn, tr)
+}
+
+// dial connects to the tunnel's destination.
+func (h *Handler) dial(ctx context.Context, t *tunnel) (net.Conn, error) {
+	if t.label != adhocLabel {
+		return h.backends.Dial(ctx, t.dest)
+	}
+	if host, _, _ := net.SplitHostPort(t.dest); host != "" {
+		if _, err := netip.ParseAddr(host); err == nil {
+			c, err := h.direct.DialContext(ctx, "tcp", t.dest)
+			if err != nil {
+				return nil, &backend.Error{Type: wire.ErrTunnelDial, Err: err}
+			}
+			return c, nil
+		}
+	}
+	return h.adhoc.DialContext(ctx, "tcp", t.dest)
+}
+
+// routeError answers a tunnel no route or adhoc rule allows.
+func (h *Handler) routeError(w http.ResponseWriter, r *http.Request, t *tunnel, err error) {
+	var ae *route.AdhocError
+	switch {
+	case errors.Is(err, route.ErrNoRoute):
+		h.fail(w, r, t, http.StatusBadGateway, wire.ErrNoRoute, route.ErrNoRoute.Error())
+	case errors.As(err, &ae) && ae.BadRequest:
+		// An adhoc rule knows the name but does not allow the port (or the name is malformed).
+		h.fail(w, r, t, http.StatusForbidden, wire.ErrForbidden, ae.Msg)
+	case ae != nil:
+		h.fail(w, r, t, http.StatusBadGateway, wire.ErrUnknownRouteError, ae.Msg)
+	default:
+		h.fail(w, r, t, http.StatusBadGateway, wire.ErrUnknownRouteError, err.Error())
+	}
+}
+
+// dialError answers a tunnel whose destination could not be reached.
+func (h *Handler) dialError(w http.ResponseWriter, r *http.Request, t *tunnel, err error) {
+	if r.Context().Err() != nil {
+		t.status, t.errMsg = statusClientClosed, "client went away while dialling"
+		return
+	}
+	var be *backend.Error
+	typ := wire.ErrTunnelDial
+	if errors.As(err, &be) {
+		switch be.Type {
+		case wire.ErrForbidden, wire.ErrNoBackend, wire.ErrBackendClosed:
+			typ = be.Type
+		}
+	}
+	switch typ {
+	case wire.ErrForbidden:
+		h.fail(w, r, t, http.StatusForbidden, typ, err.Error())
+	default:
+		h.fail(w, r, t, http.StatusBadGateway, typ, err.Error())
+	}
+}
+
+// statusClientClosed is logged for tunnels whose client left before an answer.
+const statusClientClosed = 499
+
+// fail answers a CONNECT request with a kedge error; on HTTP/1 the connection is closed afterwards, so bytes a
+// client sent ahead (a TLS ClientHello) are never read as a request.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, t *tunnel, status int, typ wire.ErrorType, msg string) {
+	t.status, t.errType, t.errMsg = status, typ, msg
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	wire.WriteKedgeError(w, status, typ, msg)
+	h.m.proxyErrors.WithLabelValues(t.label, string(typ)).Inc()
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
