@@ -70,10 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	var cfg winch.Config
 	fs := pflag.NewFlagSet("winch", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cfg.RegisterFlags(fs)
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() { usage(fs, name, cmd) }
+	fs.SetOutput(io.Discard) // pflag prints usage itself on errors; run prints exactly one message instead
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fs.SetOutput(stdout)

@@ -82,6 +82,7 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 	if w.kedgeTLS, err = tlsconfig.NewClient(cfg.clientTLS()); err != nil {
 		return nil, fmt.Errorf("winch: client TLS: %w", err)
 	}
+	explain := tlsconfig.WatchCertRequests(w.kedgeTLS, "set --client_tls_cert_file and --client_tls_key_file").Explain
 	if cfg.ClientTLS.InsecureSkipVerify {
 		log.Warn("--client_insecure: kedges' certificates are NOT verified; anyone on the path can take your tokens")
 	}
@@ -118,6 +119,7 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 		Routes:     w,
 		Sources:    w.httpSource,
 		KedgeTLS:   w.kedgeTLS,
+		ExplainTLS: explain,
 		Local:      w.localHandler(),
 		CA:         httpforward.NewCA(w.stateDir),
 		Options:    httpforward.Options{Unmatched: httpforward.Unmatched(cfg.Unmatched), InfoLogs: infoLogs},
@@ -129,6 +131,7 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 			Routes:     w,
 			Sources:    w.grpcSource,
 			KedgeTLS:   w.kedgeTLS,
+			ExplainTLS: explain,
 			InfoLogs:   infoLogs,
 		})
 		w.grpcSrv = grpc.NewServer(append(w.grpcProxy.ServerOptions(),

@@ -42,6 +42,9 @@ type Sources func(name string) (TokenSource, bool)
 
 // Deps are the proxy's collaborators.
 type Deps struct {
+	// ExplainTLS, if set, adds what to do to transport errors caused by a missing client certificate
+	// (tlsconfig.CertRequests.Explain).
+	ExplainTLS func(error) error
 	// Log receives one debug line per call and a warning per failure. nil discards.
 	Log logging.Logger
 	// Registerer receives winch_grpc_calls_total and winch_grpc_kedge_connections. nil keeps them unexported.
@@ -67,6 +70,7 @@ const DefaultRetryWait = 2 * time.Second
 // server stopped.
 type Proxy struct {
 	log       logging.Logger
+	explain   func(error) error
 	routes    Routes
 	sources   Sources
 	infoLogs  string
@@ -87,6 +91,7 @@ func New(d Deps) *Proxy {
 		wait = DefaultRetryWait
 	}
 	p := &Proxy{
+		explain:   d.ExplainTLS,
 		log:       lg,
 		routes:    d.Routes,
 		sources:   d.Sources,
@@ -111,7 +116,25 @@ func New(d Deps) *Proxy {
 // ServerOptions returns the options that make a grpc.Server proxy every call to a kedge: grpc-proxy's transparent
 // handler for unknown services. The server should register no services of its own.
 func (p *Proxy) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.UnknownServiceHandler(proxy.TransparentHandler(p.direct))}
+	return []grpc.ServerOption{
+		grpc.UnknownServiceHandler(proxy.TransparentHandler(p.direct)),
+		grpc.ChainStreamInterceptor(p.explainUnavailable),
+	}
+}
+
+// explainUnavailable adds the client-certificate hint to Unavailable errors when a kedge asked for a certificate
+// winch does not have (with TLS 1.3 the refusal otherwise surfaces as "broken pipe").
+func (p *Proxy) explainUnavailable(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	err := handler(srv, ss)
+	if p.explain == nil {
+		return err
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		if e := p.explain(errors.New(st.Message())); e.Error() != st.Message() {
+			return status.Error(codes.Unavailable, e.Error())
+		}
+	}
+	return err
 }
 
 // Close closes the connections to kedges. Calls still running on them fail.

@@ -251,6 +251,9 @@ func discard(resp *http.Response) {
 
 // winchError builds a winch-made error response (X-Winch-Error, X-Winch-Error-Type, text body), logs and counts it.
 func (h *Handler) winchError(req *http.Request, status int, typ wire.ErrorType, msg string) *http.Response {
+	if typ == wire.ErrTransportUnknown && h.explain != nil {
+		msg = h.explain(errors.New(msg)).Error()
+	}
 	h.metrics.errors.WithLabelValues(proxyLabel(req), string(typ)).Inc()
 	h.log.Warn("winch could not proxy the request", logging.FieldMethod, req.Method, logging.FieldHost, req.URL.Host,
 		logging.FieldStatus, status, logging.FieldErrorType, string(typ), logging.FieldError, msg)

@@ -82,6 +82,9 @@ const (
 
 // Deps are the handler's collaborators.
 type Deps struct {
+	// ExplainTLS, if set, adds what to do to transport errors caused by a missing client certificate
+	// (tlsconfig.CertRequests.Explain).
+	ExplainTLS func(error) error
 	// Log receives one debug line per proxied request and a warning per failure. nil discards.
 	Log logging.Logger
 	// Registerer receives winch_http_requests_total, winch_http_errors_total and winch_token_retries_total. nil
@@ -109,6 +112,7 @@ type Deps struct {
 // Handler is winch's HTTP proxy handler. Build it with New; it is safe for concurrent use.
 type Handler struct {
 	log       logging.Logger
+	explain   func(error) error
 	routes    Routes
 	sources   Sources
 	opts      Options
@@ -143,6 +147,7 @@ func New(d Deps) *Handler {
 	}
 	kedgeTLS := cloneTLS(d.KedgeTLS)
 	h := &Handler{
+		explain:  d.ExplainTLS,
 		log:      lg,
 		routes:   d.Routes,
 		sources:  d.Sources,
