@@ -42,6 +42,10 @@ proto-check:
 	  cmp -s proto/$$f $$tmp/$$f || { echo "proto/$$f is stale: run make proto"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "generated code is up to date"
 
+## demo: kedge, winch and a demo backend on loopback; prints real commands and their output, then runs until Ctrl-C.
+demo: build
+	$(GO) run ./e2e/demo --bin $(BIN) --examples docs/examples
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 

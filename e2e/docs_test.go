@@ -44,3 +44,18 @@ func TestDocsListEveryKedgeFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestDemo runs `make demo`'s program once (--once) against the binaries under test, so the README's first command
+// and every command the demo shows keep working. It uses the demo's fixed documented ports.
+func TestDemo(t *testing.T) {
+	cmd := exec.Command("go", "run", "./demo", "--once", "--bin", binDir, "--examples", "../docs/examples")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"All demo steps passed.", "hello from the demo backend", "v1.31.0-kedge-demo", "hello over gRPC"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -83,6 +83,8 @@ func start(t *testing.T, name string, grace time.Duration, args ...string) *proc
 	t.Helper()
 	p := &process{t: t, name: name, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
+	// Race-built binaries otherwise sleep 1s at exit; no proxy variables leak into the binaries under test.
+	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)

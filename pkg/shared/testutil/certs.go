@@ -1,6 +1,6 @@
 // Package testutil holds test fixtures shared by kedge's and winch's tests: certificates generated at run time, an
 // HTTP echo backend and a gRPC TestService backend, all on 127.0.0.1 with ephemeral ports and stopped by t.Cleanup.
-// Only _test.go files import it; no private key is ever written into the repository.
+// Only tests and the demo program (e2e/demo) import it; no private key is ever written into the repository.
 package testutil
 
 import (
@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -25,6 +24,13 @@ import (
 const certValidity = 24 * time.Hour
 
 // CA is a throw-away certificate authority (ECDSA P-256) that signs server and client leaf certificates.
+// T is the part of testing.TB the certificate helpers use, so the demo program can generate its throwaway PKI with
+// the same code as the tests.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 type CA struct {
 	// Cert is the self-signed CA certificate.
 	Cert *x509.Certificate
@@ -35,7 +41,7 @@ type CA struct {
 }
 
 // NewCA generates a fresh CA.
-func NewCA(t testing.TB) *CA {
+func NewCA(t T) *CA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -68,7 +74,7 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // Server issues a server certificate (ExtKeyUsageServerAuth) for names: IP literals become IP SANs, everything else
 // DNS SANs (wildcards such as "*.example.com" included). Without names it covers localhost, 127.0.0.1 and ::1.
-func (ca *CA) Server(t testing.TB, names ...string) tls.Certificate {
+func (ca *CA) Server(t T, names ...string) tls.Certificate {
 	t.Helper()
 	if len(names) == 0 {
 		names = []string{"localhost", "127.0.0.1", "::1"}
@@ -88,7 +94,7 @@ func (ca *CA) Server(t testing.TB, names ...string) tls.Certificate {
 // Client issues a client certificate (ExtKeyUsageClientAuth) with commonName as subject CN. Each of sans becomes an
 // email SAN when it contains "@" and no "://", a URI SAN when it contains "://", an IP SAN when it parses as an IP,
 // and a DNS SAN otherwise.
-func (ca *CA) Client(t testing.TB, commonName string, sans ...string) tls.Certificate {
+func (ca *CA) Client(t T, commonName string, sans ...string) tls.Certificate {
 	t.Helper()
 	tmpl := ca.leafTemplate(t, commonName)
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
@@ -113,7 +119,7 @@ func (ca *CA) Client(t testing.TB, commonName string, sans ...string) tls.Certif
 
 // WriteFiles writes the CA certificate as a PEM bundle into dir and returns its path. Each call writes a new file,
 // so several CAs can share a directory.
-func (ca *CA) WriteFiles(t testing.TB, dir string) (caFile string) {
+func (ca *CA) WriteFiles(t T, dir string) (caFile string) {
 	t.Helper()
 	f, err := os.CreateTemp(dir, "ca-*.pem")
 	if err != nil {
@@ -131,7 +137,7 @@ func (ca *CA) WriteFiles(t testing.TB, dir string) (caFile string) {
 
 // WriteCertFiles writes c as dir/name.crt (the chain, PEM) and dir/name.key (PKCS #8 PEM, mode 0600) and returns both
 // paths. Existing files are replaced, which is what certificate-rotation tests want.
-func WriteCertFiles(t testing.TB, dir, name string, c tls.Certificate) (certFile, keyFile string) {
+func WriteCertFiles(t T, dir, name string, c tls.Certificate) (certFile, keyFile string) {
 	t.Helper()
 	certPEM, keyPEM := EncodePEM(t, c)
 	certFile = filepath.Join(dir, name+".crt")
@@ -150,7 +156,7 @@ func WriteCertFiles(t testing.TB, dir, name string, c tls.Certificate) (certFile
 }
 
 // EncodePEM returns c's certificate chain and private key in PEM form.
-func EncodePEM(t testing.TB, c tls.Certificate) (certPEM, keyPEM []byte) {
+func EncodePEM(t T, c tls.Certificate) (certPEM, keyPEM []byte) {
 	t.Helper()
 	for _, der := range c.Certificate {
 		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
@@ -162,7 +168,7 @@ func EncodePEM(t testing.TB, c tls.Certificate) (certPEM, keyPEM []byte) {
 	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
 
-func (ca *CA) leafTemplate(t testing.TB, commonName string) *x509.Certificate {
+func (ca *CA) leafTemplate(t T, commonName string) *x509.Certificate {
 	return &x509.Certificate{
 		SerialNumber: newSerial(t),
 		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"kedge tests"}},
@@ -172,7 +178,7 @@ func (ca *CA) leafTemplate(t testing.TB, commonName string) *x509.Certificate {
 	}
 }
 
-func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) tls.Certificate {
+func (ca *CA) issue(t T, tmpl *x509.Certificate) tls.Certificate {
 	t.Helper()
 	key := newKey(t)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
@@ -186,7 +192,7 @@ func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
+func newKey(t T) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -195,7 +201,7 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return key
 }
 
-func newSerial(t testing.TB) *big.Int {
+func newSerial(t T) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
