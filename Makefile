@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X $(PKG)/pkg/shared/buildinfo.Version=$(VERSION)
 PROTOS    := kedgeconfig/director.proto kedgeconfig/backendpool.proto winchconfig/mapper.proto winchconfig/auth.proto
 
-.PHONY: all build test vet unit e2e fuzz-seeds bench proto proto-check demo fmt clean
+.PHONY: all build test vet unit e2e bench bench-micro bench-smoke proto proto-check demo fmt clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/winch ./cmd/winch
 
 ## test: vet, formatting, generated-code freshness, unit + integration tests with -race, then e2e with the real binaries.
-test: vet proto-check unit e2e
+test: vet proto-check unit e2e bench-smoke
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
@@ -27,8 +27,18 @@ unit:
 e2e:
 	$(GO) test -race -count=1 -timeout 10m ./e2e/...
 
+## bench: direct vs plain ReverseProxy+TLS vs kedge vs nginx vs winch->kedge on h1, h2, gRPC unary/streaming and
+## CONNECT, in one run on this machine, with ratios (scripts/bench.sh; ~80 s on 2 cores).
 bench:
+	GO=$(GO) scripts/bench.sh
+
+## bench-micro: the packages' own micro-benchmarks (routing, auth cache, proxy hot path).
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+## bench-smoke: every benchmark once, so they cannot rot (part of make test).
+bench-smoke:
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./e2e/ ./pkg/...
 
 ## proto: regenerate the Go code for proto/ with the pinned pure-Go compiler (no protoc needed).
 proto:

@@ -1,0 +1,373 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+)
+
+// Concurrency of the benchmarks: b.SetParallelism(n) runs n goroutines per GOMAXPROCS (2 on the CI box, so 64 HTTP
+// requests in flight, like the reference `wrk -c 64`).
+const (
+	benchHTTPParallelism   = 32
+	benchUnaryParallelism  = 16
+	benchStreamParallelism = 2
+	benchStreamMessages    = 1000 // messages per server stream; a benchmark opens as many streams as b.N needs
+	benchBody              = 1024
+)
+
+// BenchmarkProxy compares the same traffic sent directly to a TLS backend, through a plain ReverseProxy+TLS (the
+// reliability catalog's reference, e2e/benchreport/refproxy), through kedge, through nginx (when installed) and
+// through winch -> kedge, on one machine in one run. Names are BenchmarkProxy/<traffic>/<path>; e2e/benchreport
+// turns the output into a table of ratios (make bench). Besides the rate, each proxied case reports the proxies'
+// CPU time per operation (proxy-cpu-us/op, from /proc), which the load generator sharing the cores does not blur.
+// Every case checks its first answer, so a misrouted benchmark fails instead of measuring errors.
+//
+// With KEDGE_BENCH_CPUPROFILE=<file> it first writes a 5-second CPU profile of kedge under the HTTP/1.1 load.
+func BenchmarkProxy(b *testing.B) {
+	e := newBenchEnv(b)
+	if path := os.Getenv("KEDGE_BENCH_CPUPROFILE"); path != "" {
+		e.profileKedge(b, path)
+	}
+	sizeURL := "https://" + benchHost + "/size?bytes=1024"
+	viaWinch := []*benchProc{e.winch, e.kedge}
+	tests := []struct {
+		traffic, path string
+		procs         []*benchProc // whose CPU time is reported per operation
+		run           func(b *testing.B)
+	}{
+		{"h1", "direct", nil, func(b *testing.B) { benchHTTP(b, e.httpClient(e.directHTTPS, false), sizeURL, 1, "") }},
+		{"h1", "goref", []*benchProc{e.ref}, func(b *testing.B) { benchHTTP(b, e.refClient(b, false), sizeURL, 1, "") }},
+		{"h1", "kedge", []*benchProc{e.kedge}, func(b *testing.B) {
+			benchHTTP(b, e.httpClient(e.kedgeHTTPS, false), sizeURL, 1, benchToken)
+		}},
+		{"h1", "nginx", []*benchProc{e.nginx}, func(b *testing.B) { benchHTTP(b, e.nginxClient(b, false), sizeURL, 1, "") }},
+		{"h1", "winch", viaWinch, func(b *testing.B) {
+			benchHTTP(b, e.winchClient(b), "http://"+benchHost+"/size?bytes=1024", 1, "")
+		}},
+		{"h2", "direct", nil, func(b *testing.B) { benchHTTP(b, e.httpClient(e.directHTTPS, true), sizeURL, 2, "") }},
+		{"h2", "goref", []*benchProc{e.ref}, func(b *testing.B) { benchHTTP(b, e.refClient(b, true), sizeURL, 2, "") }},
+		{"h2", "kedge", []*benchProc{e.kedge}, func(b *testing.B) {
+			benchHTTP(b, e.httpClient(e.kedgeHTTPS, true), sizeURL, 2, benchToken)
+		}},
+		{"h2", "nginx", []*benchProc{e.nginx}, func(b *testing.B) { benchHTTP(b, e.nginxClient(b, true), sizeURL, 2, "") }},
+		{"grpc-unary", "direct", nil, func(b *testing.B) { benchUnary(b, e.grpcTLS(b, e.directGRPC), "") }},
+		{"grpc-unary", "kedge", []*benchProc{e.kedge}, func(b *testing.B) { benchUnary(b, e.grpcTLS(b, e.kedgeGRPC), benchToken) }},
+		{"grpc-unary", "winch", viaWinch, func(b *testing.B) { benchUnary(b, e.grpcWinch(b), "") }},
+		{"grpc-stream", "direct", nil, func(b *testing.B) { benchStream(b, e.grpcTLS(b, e.directGRPC), "") }},
+		{"grpc-stream", "kedge", []*benchProc{e.kedge}, func(b *testing.B) { benchStream(b, e.grpcTLS(b, e.kedgeGRPC), benchToken) }},
+		{"grpc-stream", "winch", viaWinch, func(b *testing.B) { benchStream(b, e.grpcWinch(b), "") }},
+		{"connect", "direct", nil, func(b *testing.B) { benchConnect(b, e.dialDirect) }},
+		{"connect", "kedge", []*benchProc{e.kedge}, func(b *testing.B) { benchConnect(b, e.dialKedge) }},
+		{"connect", "winch", viaWinch, func(b *testing.B) { benchConnect(b, e.dialWinch) }},
+	}
+	for _, tc := range tests {
+		b.Run(tc.traffic+"/"+tc.path, func(b *testing.B) {
+			before := benchCPU(tc.procs)
+			tc.run(b)
+			if len(tc.procs) > 0 && b.N > 0 {
+				b.ReportMetric(float64(benchCPU(tc.procs)-before)/float64(time.Microsecond)/float64(b.N), "proxy-cpu-us/op")
+			}
+		})
+	}
+}
+
+// benchCPU sums the CPU time of procs; a process that is not running (skipped case) counts 0.
+func benchCPU(procs []*benchProc) time.Duration {
+	var total time.Duration
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
+		if d, err := p.cpu(); err == nil {
+			total += d
+		}
+	}
+	return total
+}
+
+// httpClient sends every request over TLS to addr: HTTP/1.1 only (a pooled connection per goroutine), or HTTP/2
+// (one multiplexed connection).
+func (e *benchEnv) httpClient(addr string, h2 bool) *http.Client {
+	tr := &http.Transport{
+		TLSClientConfig:     e.tlsConfig(),
+		ForceAttemptHTTP2:   h2,
+		MaxIdleConnsPerHost: 4 * benchHTTPParallelism,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func (e *benchEnv) nginxClient(b *testing.B, h2 bool) *http.Client {
+	if e.nginxSkip != "" {
+		b.Skip(e.nginxSkip)
+	}
+	return e.httpClient(e.nginxHTTPS, h2)
+}
+
+func (e *benchEnv) refClient(b *testing.B, h2 bool) *http.Client {
+	if e.refSkip != "" {
+		b.Skip(e.refSkip)
+	}
+	return e.httpClient(e.refHTTPS, h2)
+}
+
+// winchClient sends plain-HTTP requests to winch as HTTP_PROXY; winch forwards them to kedge over TLS.
+func (e *benchEnv) winchClient(b *testing.B) *http.Client {
+	if e.winchSkip != "" {
+		b.Skip(e.winchSkip)
+	}
+	proxy, _ := url.Parse(e.winchProxy)
+	tr := &http.Transport{Proxy: http.ProxyURL(proxy), MaxIdleConnsPerHost: 4 * benchHTTPParallelism}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// benchHTTP GETs url (a 1 KiB answer) b.N times from benchHTTPParallelism goroutines per CPU. token, if set, is sent as
+// the proxy token.
+func benchHTTP(b *testing.B, c *http.Client, target string, protoMajor int, token string) {
+	defer c.CloseIdleConnections()
+	get := func() (*http.Response, error) {
+		req, err := http.NewRequest(http.MethodGet, target, nil)
+		if err != nil {
+			return nil, err
+		}
+		if token != "" {
+			req.Header.Set("Proxy-Authorization", "Bearer "+token)
+		}
+		return c.Do(req)
+	}
+	resp, err := get()
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || n != benchBody || resp.ProtoMajor != protoMajor {
+		b.Fatalf("first answer: %s %s with %d bytes (X-Kedge-Error: %q); want HTTP/%d 200 with %d bytes",
+			resp.Proto, resp.Status, n, resp.Header.Get("X-Kedge-Error"), protoMajor, benchBody)
+	}
+	lat := &benchLatencies{}
+	b.SetParallelism(benchHTTPParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		defer func() { lat.add(mine) }()
+		for pb.Next() {
+			start := time.Now()
+			resp, err := get()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || n != benchBody {
+				b.Errorf("answer: %s with %d bytes, %v", resp.Status, n, err)
+				return
+			}
+			mine = append(mine, time.Since(start))
+		}
+	})
+	b.StopTimer()
+	benchReportRate(b, "req/s", 1)
+	lat.report(b)
+}
+
+func (e *benchEnv) grpcTLS(b *testing.B, addr string) *grpc.ClientConn {
+	return benchGRPCConn(b, addr, grpc.WithTransportCredentials(credentials.NewTLS(e.tlsConfig())))
+}
+
+// grpcWinch dials winch's plaintext gRPC port with the destination as :authority.
+func (e *benchEnv) grpcWinch(b *testing.B) *grpc.ClientConn {
+	if e.winchSkip != "" {
+		b.Skip(e.winchSkip)
+	}
+	return benchGRPCConn(b, e.winchGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority(benchGreeter))
+}
+
+func benchGRPCConn(b *testing.B, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	cc, err := grpc.NewClient(addr, append(opts, grpc.WithNoProxy())...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// benchGRPCContext carries the proxy token as metadata, when there is one.
+func benchGRPCContext(ctx context.Context, token string) context.Context {
+	if token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "proxy-authorization", "Bearer "+token)
+}
+
+// benchUnary makes b.N UnaryCalls with a 1 KiB answer from benchUnaryParallelism goroutines per CPU over one conn.
+func benchUnary(b *testing.B, cc *grpc.ClientConn, token string) {
+	c := testpb.NewTestServiceClient(cc)
+	ctx, cancel := context.WithTimeout(benchGRPCContext(context.Background(), token), 5*time.Minute)
+	defer cancel()
+	req := &testpb.SimpleRequest{ResponseSize: benchBody}
+	if resp, err := c.UnaryCall(ctx, req); err != nil || len(resp.GetPayload().GetBody()) != benchBody {
+		b.Fatalf("first call: %v", err)
+	}
+	lat := &benchLatencies{}
+	b.SetParallelism(benchUnaryParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		defer func() { lat.add(mine) }()
+		for pb.Next() {
+			start := time.Now()
+			if _, err := c.UnaryCall(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+			mine = append(mine, time.Since(start))
+		}
+	})
+	b.StopTimer()
+	benchReportRate(b, "req/s", 1)
+	lat.report(b)
+}
+
+// benchStream receives b.N 1 KiB messages from server streams of benchStreamMessages each, benchStreamParallelism streams
+// per CPU at a time.
+func benchStream(b *testing.B, cc *grpc.ClientConn, token string) {
+	c := testpb.NewTestServiceClient(cc)
+	params := make([]*testpb.ResponseParameters, benchStreamMessages)
+	for i := range params {
+		params[i] = &testpb.ResponseParameters{Size: benchBody}
+	}
+	req := &testpb.StreamingOutputCallRequest{ResponseParameters: params}
+	open := func() (grpc.ServerStreamingClient[testpb.StreamingOutputCallResponse], context.CancelFunc, error) {
+		ctx, cancel := context.WithTimeout(benchGRPCContext(context.Background(), token), time.Minute)
+		s, err := c.StreamingOutputCall(ctx, req)
+		if err != nil {
+			cancel()
+		}
+		return s, cancel, err
+	}
+	s, cancel, err := open()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if m, err := s.Recv(); err != nil || len(m.GetPayload().GetBody()) != benchBody {
+		b.Fatalf("first message: %v", err)
+	}
+	cancel()
+	b.SetParallelism(benchStreamParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var (
+			s      grpc.ServerStreamingClient[testpb.StreamingOutputCallResponse]
+			cancel context.CancelFunc = func() {}
+		)
+		defer func() { cancel() }()
+		for pb.Next() {
+			for {
+				if s == nil {
+					var err error
+					if s, cancel, err = open(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				_, err := s.Recv()
+				if err == nil {
+					break
+				}
+				cancel()
+				s = nil
+				if err != io.EOF {
+					b.Error(err)
+					return
+				}
+			}
+		}
+	})
+	b.StopTimer()
+	benchReportRate(b, "msg/s", 1)
+}
+
+// benchReportRate reports b.N*perOp divided by the elapsed time, in unit.
+func benchReportRate(b *testing.B, unit string, perOp float64) {
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(float64(b.N)*perOp/s, unit)
+	}
+}
+
+// benchLatencies collects per-request durations from the RunParallel goroutines.
+type benchLatencies struct {
+	mu  sync.Mutex
+	all []time.Duration // guarded by mu
+}
+
+func (l *benchLatencies) add(d []time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = append(l.all, d...)
+}
+
+// report adds p50 and p99 in milliseconds.
+func (l *benchLatencies) report(b *testing.B) {
+	if len(l.all) == 0 {
+		return
+	}
+	slices.Sort(l.all)
+	pct := func(p float64) float64 { return float64(l.all[int(float64(len(l.all)-1)*p)]) / 1e6 }
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+// profileKedge writes a 5-second CPU profile of kedge, fetched from its debug port while the HTTP/1.1 load runs.
+func (e *benchEnv) profileKedge(b *testing.B, path string) {
+	c := e.httpClient(e.kedgeHTTPS, false)
+	defer c.CloseIdleConnections()
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := 0; i < 2*benchHTTPParallelism; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+benchHost+"/size?bytes=1024", nil)
+				req.Header.Set("Proxy-Authorization", "Bearer "+benchToken)
+				if resp, err := c.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	defer func() { stop(); wg.Wait() }()
+	resp, err := http.Get("http://" + e.kedgeDebug + "/debug/pprof/profile?seconds=5")
+	if err != nil {
+		b.Fatalf("fetching kedge's CPU profile: %v", err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("kedge's CPU profile: %s, %v", resp.Status, err)
+	}
+}

@@ -1,0 +1,54 @@
+// Command benchreport turns the output of `go test -bench BenchmarkProxy ./e2e/` into the table `make bench`
+// prints: the throughput of each traffic kind (HTTP/1.1, HTTP/2, gRPC unary and streaming, CONNECT) sent directly,
+// through the plain ReverseProxy+TLS reference, through kedge, through nginx and through winch -> kedge, with
+// ratios; then latency and proxy CPU per operation, the skipped cases with their reasons, and whether kedge meets
+// the reliability catalog's target (>= 60% of the reference).
+//
+// Usage: go test -run '^$' -bench BenchmarkProxy ./e2e/ | tee bench.txt; go run ./e2e/benchreport bench.txt
+// (or on standard input). It exits 1 when a benchmark failed or the input holds no BenchmarkProxy results.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	in := stdin
+	switch len(args) {
+	case 0:
+	case 1:
+		f, err := os.Open(args[0])
+		if err != nil {
+			fmt.Fprintln(stderr, "benchreport:", err)
+			return 1
+		}
+		defer f.Close()
+		in = f
+	default:
+		fmt.Fprintln(stderr, "usage: benchreport [go-test-bench-output-file]")
+		return 2
+	}
+	rep, err := parse(in)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if len(rep.traffic) == 0 {
+		fmt.Fprintln(stderr, "benchreport: no BenchmarkProxy results in the input")
+		return 1
+	}
+	if err := rep.write(stdout); err != nil {
+		fmt.Fprintln(stderr, "benchreport:", err)
+		return 1
+	}
+	if len(rep.failed) > 0 {
+		return 1
+	}
+	return 0
+}
