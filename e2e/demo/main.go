@@ -54,13 +54,14 @@ func run(bin, examples string, once bool) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	// A throwaway PKI: one CA for kedge (trusted by winch), one for the "cluster" backend (trusted by the clients
+	// A throwaway PKI: one CA for kedge (trusted by winch; it also issues winch's client certificate), one for the "cluster" backend (trusted by the clients
 	// at the other end of the CONNECT tunnel, as kubectl trusts an API server's CA).
 	kedgeCA, backendCA := testutil.NewCA(fatal{}), testutil.NewCA(fatal{})
 	f := files{dir: dir}
 	f.kedgeCA = kedgeCA.WriteFiles(fatal{}, dir)
 	f.kedgeCert, f.kedgeKey = testutil.WriteCertFiles(fatal{}, dir, "kedge", kedgeCA.Server(fatal{}, "localhost", "127.0.0.1"))
-	f.backendCA = backendCA.WriteFiles(fatal{}, filepath.Join(dir))
+	f.clientCert, f.clientKey = testutil.WriteCertFiles(fatal{}, dir, "winch-client", kedgeCA.Client(fatal{}, "demo-user@example.com"))
+	f.backendCA = backendCA.WriteFiles(fatal{}, dir)
 	backendCert := backendCA.Server(fatal{}, "api.demo.kedge.local", "localhost")
 
 	backend, err := startBackend("127.0.0.1:18080", "127.0.0.1:18081", "127.0.0.1:18443", backendCert)
@@ -77,6 +78,9 @@ func run(bin, examples string, once bool) (err error) {
 		"--kedge_config_director_config_path="+filepath.Join(examples, "director.yaml"),
 		"--kedge_config_backendpool_config_path="+filepath.Join(examples, "backendpool.yaml"),
 		"--unsafe_bearer_token_proxy_auth=demo-proxy-token",
+		// Client certificates are verified when sent (winch sends one) and not required, so step 4 can show a
+		// request without credentials being refused by the token check.
+		"--server_tls_client_ca_files="+f.kedgeCA, "--server_tls_client_cert_required=false",
 	)
 	if err != nil {
 		return err
@@ -85,6 +89,7 @@ func run(bin, examples string, once bool) (err error) {
 		"--server_mapper_config_path="+filepath.Join(examples, "winch-mapper.yaml"),
 		"--server_auth_config_path="+filepath.Join(examples, "winch-auth.yaml"),
 		"--client_tls_root_ca_files="+f.kedgeCA,
+		"--client_tls_cert_file="+f.clientCert, "--client_tls_key_file="+f.clientKey,
 		"--state_dir="+filepath.Join(dir, "winch-state"),
 	)
 	if err != nil {
@@ -119,9 +124,10 @@ func run(bin, examples string, once bool) (err error) {
 
 // files are the paths of the demo's generated certificates.
 type files struct {
-	dir                 string
-	kedgeCA, backendCA  string
-	kedgeCert, kedgeKey string
+	dir                   string
+	kedgeCA, backendCA    string
+	kedgeCert, kedgeKey   string
+	clientCert, clientKey string // winch's client certificate, issued by the kedge CA
 }
 
 func waitHTTP(ctx context.Context, p *process, url string) error {
