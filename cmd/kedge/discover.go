@@ -26,7 +26,7 @@ func discover(args []string, stdout, stderr io.Writer) int {
 		docs config.Source
 	)
 	fs := pflag.NewFlagSet("kedge discover", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // as for kedge itself: --help goes to stdout, a parse error is printed once
 	k8s.RegisterFlags(fs)
 	fs.StringVar(&docs.DirectorPath, "kedge_config_director_config_path", "", "director document whose routes come first, as kedge would merge them")
 	fs.StringVar(&docs.BackendpoolPath, "kedge_config_backendpool_config_path", "", "backendpool document to merge with")
@@ -36,7 +36,7 @@ func discover(args []string, stdout, stderr io.Writer) int {
 	_ = fs.MarkHidden("kedge_dynamic_routings_enabled") // implied
 	fs.SetNormalizeFunc(config.NormalizeFlagName)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: kedge discover --once --discovery_external_domain_suffix=SUFFIX [flags]\n\n"+
+		fmt.Fprint(fs.Output(), "Usage: kedge discover --once --discovery_external_domain_suffix=SUFFIX [flags]\n\n"+
 			"Prints {\"director\": ..., \"backendpool\": ...}: the routes and backends kedge would generate from the Services\n"+
 			"labelled <prefix>kedge-exposed: \"true\", after the routes of the given documents. Skipped Services are logged\n"+
 			"to stderr. Nothing in the cluster is changed.\n\nFlags:\n")
@@ -44,6 +44,8 @@ func discover(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
 			return 0
 		}
 		fmt.Fprintf(stderr, "kedge discover: %v (see --help)\n", err)
@@ -66,7 +68,7 @@ func discover(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := edge.Discover(ctx, k8s, docs, log, stdout, *once); err != nil {
-		fmt.Fprintf(stderr, "kedge discover: %v\n", err)
+		printError(stderr, "kedge discover", err)
 		return 1
 	}
 	return 0

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -18,6 +19,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 )
 
 func main() {
@@ -72,30 +74,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	srv, err := edge.New(cfg, log)
 	if err != nil {
-		log.Error("kedge cannot start", "error", err)
+		printError(stderr, "kedge: cannot start", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				log.Info("SIGHUP: reloading config documents")
-				srv.Reload()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	defer serve.OnSIGHUP(ctx, func() {
+		log.Info("SIGHUP: reloading config documents")
+		srv.Reload()
+	})()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("kedge failed", "error", err)
 		return 1
 	}
 	return 0
+}
+
+// printError writes err after prefix with one line per line of its message, the continuation lines indented, so
+// that a document error listing several problems reads as one problem per line.
+func printError(w io.Writer, prefix string, err error) {
+	lines := strings.Split(strings.TrimRight(err.Error(), "\n"), "\n")
+	lines[0] = strings.TrimPrefix(lines[0], "kedge: ")
+	if len(lines) > 1 && !strings.HasSuffix(lines[0], ":") {
+		fmt.Fprintf(w, "%s:\n", prefix)
+	} else {
+		fmt.Fprintf(w, "%s: %s\n", prefix, lines[0])
+		lines = lines[1:]
+	}
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 }
 
 func checkConfig(cfg config.Config, stdout, stderr io.Writer) int {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/winch"
 )
 
@@ -128,36 +129,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 			_, err = stdout.Write(pem)
 		}
 	default:
-		return serveProxy(ctx, cfg, log)
+		return serveProxy(ctx, cfg, log, stderr)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "winch %s: %v\n", name, err)
+		printError(stderr, "winch "+name, err)
 		return 1
 	}
 	return 0
 }
 
-func serveProxy(ctx context.Context, cfg winch.Config, log logging.Logger) int {
+// printError writes err after prefix with one line per line of its message, the continuation lines indented, so
+// that a document error listing several problems reads as one problem per line. winch's own "winch: " prefix on the
+// message is dropped; prefix says it already.
+func printError(w io.Writer, prefix string, err error) {
+	lines := strings.Split(strings.TrimRight(err.Error(), "\n"), "\n")
+	lines[0] = strings.TrimPrefix(lines[0], "winch: ")
+	if len(lines) > 1 && !strings.HasSuffix(lines[0], ":") {
+		fmt.Fprintf(w, "%s:\n", prefix)
+	} else {
+		fmt.Fprintf(w, "%s: %s\n", prefix, lines[0])
+		lines = lines[1:]
+	}
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
+}
+
+func serveProxy(ctx context.Context, cfg winch.Config, log logging.Logger, stderr io.Writer) int {
 	grpclog.SetLoggerV2(logging.GRPCLogger(log))
 	w, err := winch.New(cfg, log)
 	if err != nil {
-		log.Error("winch cannot start", logging.FieldError, err)
+		printError(stderr, "winch: cannot start", err)
 		return 1
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				log.Info("SIGHUP: reloading config documents")
-				w.Reload()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	defer serve.OnSIGHUP(ctx, func() {
+		log.Info("SIGHUP: reloading config documents")
+		w.Reload()
+	})()
 	if err := w.Run(ctx); err != nil {
 		log.Error("winch failed", logging.FieldError, err)
 		return 1

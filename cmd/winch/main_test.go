@@ -39,6 +39,13 @@ func TestRun(t *testing.T) {
 		{name: "route unmatched", args: []string{"route", "other.example.com", mapper}, code: 1, stdout: "not a kedge destination"},
 		{name: "ca", args: []string{"ca", state}, code: 0, stdout: "-----BEGIN CERTIFICATE-----"},
 		{name: "logout unknown source", args: []string{"logout", "nope", auth, state, "--server_http_port=1"}, code: 1, stderr: `"nope"`},
+		{name: "bad documents, one problem per line", args: []string{state, "--server_http_port=0", "--server_grpc_port=0",
+			`--server_mapper_config={"routes": [{"direct": {"key": "a", "url": "ftp://k"}}, {"direct": {"url": "https://k"}}]}`},
+			code: 1, stderr: "winch: cannot start: loading config documents:\n" +
+				"  --server_mapper_config: routes[0].direct.url: scheme must be http or https\n" +
+				"  --server_mapper_config: routes[1].direct.key: required"},
+		{name: "bad auth document for a command", args: []string{"logout", "x", state, `--server_auth_config={"auth_sources": [{"name": "x"}, {"name": "y"}]}`},
+			code: 1, stderr: "winch logout:\n  --server_auth_config: auth_sources[0]: one of dummy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -140,10 +140,7 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 		ProxyErrors: proxyErrors,
 		Gate:        s.gate,
 	})
-	grpcOpts := append(s.grpcProxy.ServerOptions(),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxConcurrentStreams(100),
-	)
+	grpcOpts := append(s.grpcProxy.ServerOptions(), grpcServerOptions(serve.DefaultReadHeaderTimeout, serve.DefaultIdleTimeout)...)
 	if s.tls != nil {
 		s.grpcTLS = grpc.NewServer(append(grpcOpts, grpc.Creds(credentials.NewTLS(s.tls.TLSConfig())))...)
 	}
@@ -180,6 +177,20 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// grpcServerOptions are the limits of kedge's gRPC servers, those of the HTTPS port in gRPC's terms: handshake bounds
+// the TLS handshake and the HTTP/2 preface of a new connection, idle closes (GOAWAY) a connection without calls for
+// that long, and a call's headers (metadata) may take 64 KiB (grpc-go's default is 16 MiB). Streams themselves have
+// no time limit.
+func grpcServerOptions(handshake, idle time.Duration) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(100),
+		grpc.ConnectionTimeout(handshake),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idle}),
+		grpc.MaxHeaderListSize(serve.DefaultMaxHeaderBytes),
+	}
 }
 
 func (s *Server) listen() error {

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
 	"github.com/kedge-proxy/kedge/pkg/winch/config"
+	"github.com/kedge-proxy/kedge/pkg/winch/credentials"
 	"github.com/kedge-proxy/kedge/pkg/winch/httpforward"
 )
 
@@ -178,20 +177,17 @@ func (c *Config) EffectiveLogLevel() string {
 	return c.LogLevel
 }
 
-// ResolvedStateDir returns StateDir or its default, $XDG_CONFIG_HOME/winch or ~/.config/winch (the same rule the
-// credentials package applies).
+// ResolvedStateDir returns StateDir or its default, credentials.DefaultStateDir ($XDG_CONFIG_HOME/winch or
+// ~/.config/winch).
 func (c *Config) ResolvedStateDir() (string, error) {
 	if c.StateDir != "" {
 		return c.StateDir, nil
 	}
-	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" && filepath.IsAbs(x) {
-		return filepath.Join(x, "winch"), nil
-	}
-	home, err := os.UserHomeDir()
+	dir, err := credentials.DefaultStateDir()
 	if err != nil {
-		return "", fmt.Errorf("winch: finding the state directory (set --state_dir): %w", err)
+		return "", fmt.Errorf("winch: %w (set --state_dir)", err)
 	}
-	return filepath.Join(home, ".config", "winch"), nil
+	return dir, nil
 }
 
 // clientTLS is ClientTLS with the original's key-file default "." read as "none".

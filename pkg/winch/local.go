@@ -16,7 +16,6 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
-	"github.com/kedge-proxy/kedge/pkg/winch/httpforward"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 	"github.com/kedge-proxy/kedge/pkg/winch/pac"
 )
@@ -83,7 +82,7 @@ func (w *Winch) serveLogin(rw http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := w.snap.Load().creds.Login(ctx, name); err != nil {
 		w.log.Warn("login failed", "auth_source", name, logging.FieldError, err)
-		wire.WriteWinchError(rw, http.StatusBadGateway, httpforward.ErrAuthSource, err.Error())
+		wire.WriteWinchError(rw, http.StatusBadGateway, wire.ErrAuthSource, err.Error())
 		return
 	}
 	w.log.Info("logged in", "auth_source", name)
@@ -93,7 +92,7 @@ func (w *Winch) serveLogin(rw http.ResponseWriter, r *http.Request) {
 func (w *Winch) serveLogout(rw http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := w.snap.Load().creds.Logout(name); err != nil {
-		wire.WriteWinchError(rw, http.StatusBadRequest, httpforward.ErrAuthSource, err.Error())
+		wire.WriteWinchError(rw, http.StatusBadRequest, wire.ErrAuthSource, err.Error())
 		return
 	}
 	w.log.Info("logged out", "auth_source", name)

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/filewatch"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
@@ -52,7 +53,7 @@ type Winch struct {
 	httpProxy             *httpforward.Handler
 	grpcProxy             *grpcforward.Proxy
 	grpcSrv               *grpc.Server
-	watcher               *watcher
+	watcher               *filewatch.Watcher
 }
 
 // snapshot is the configuration derived from one version of the documents. It is immutable once stored.
@@ -138,8 +139,8 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		)...)
 	}
-	w.watcher = newWatcher([]string{cfg.Documents.MapperPath, cfg.Documents.AuthPath}, w.reloadDocuments,
-		log.With(logging.FieldComponent, "config"))
+	w.watcher = filewatch.New(filewatch.Config{Paths: []string{cfg.Documents.MapperPath, cfg.Documents.AuthPath}},
+		w.reloadDocuments, log.With(logging.FieldComponent, "config"))
 	return w, nil
 }
 
@@ -228,7 +229,7 @@ func (w *Winch) apply(dyn *config.Dynamic) error {
 }
 
 // Reload re-reads the documents now (as SIGHUP does).
-func (w *Winch) Reload() { w.watcher.trigger() }
+func (w *Winch) Reload() { w.watcher.Trigger() }
 
 // Map implements httpforward.Routes and grpcforward.Routes with the current mapper.
 func (w *Winch) Map(hostport string, proto mapper.Protocol) (mapper.Destination, error) {
@@ -267,7 +268,7 @@ func (w *Winch) Addrs() (httpAddr, grpcAddr, monitoring string) {
 func (w *Winch) Run(ctx context.Context) error {
 	defer w.close()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.watcher.run(gctx) })
+	g.Go(func() error { return w.watcher.Run(gctx) })
 	httpSrv := serve.HTTPServer(w.httpProxy, serve.HTTPOptions{
 		Name:         "winch_http",
 		ReadTimeout:  w.cfg.ReadTimeout,

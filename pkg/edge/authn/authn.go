@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -52,12 +52,13 @@ func New(cfg Config, log logging.Logger, reg prometheus.Registerer) (*Authentica
 		Name: "kedge_auth_jwks_fetches_total",
 		Help: "JWKS fetches by result (ok, error) and refetches refused by the rate limit (rate_limited).",
 	}, []string{"result"})
+	// Several Authenticators on one registry (tests) share their collectors.
 	var err error
-	if a.decisions, err = register(reg, a.decisions); err != nil {
-		return nil, err
+	if a.decisions, err = collector.Register(reg, a.decisions); err != nil {
+		return nil, fmt.Errorf("authn: registering metrics: %w", err)
 	}
-	if jwks, err = register(reg, jwks); err != nil {
-		return nil, err
+	if jwks, err = collector.Register(reg, jwks); err != nil {
+		return nil, fmt.Errorf("authn: registering metrics: %w", err)
 	}
 	if cfg.StaticToken != "" {
 		h := sha256.Sum256([]byte(cfg.StaticToken))
@@ -88,23 +89,6 @@ func New(cfg Config, log logging.Logger, reg prometheus.Registerer) (*Authentica
 		}
 	}
 	return a, nil
-}
-
-// register registers c on reg, or returns the equal collector registered before (several Authenticators in a test).
-func register(reg prometheus.Registerer, c *prometheus.CounterVec) (*prometheus.CounterVec, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing, nil
-			}
-		}
-		return nil, fmt.Errorf("authn: registering metrics: %w", err)
-	}
-	return c, nil
 }
 
 // Enabled reports whether token authentication (OIDC or the static token) is configured.

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
+	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -104,18 +105,9 @@ func NewGate(auth Authenticator, reg prometheus.Registerer) (*Gate, error) {
 		Help: "Authorization decisions by route (backend name, _adhoc, or empty for unrouted requests, which are " +
 			"counted only when refused) and result (allowed, unauthenticated, forbidden).",
 	}, []string{"route", "result"})}
-	if reg != nil {
-		if err := reg.Register(g.decisions); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			existing, ok := (*prometheus.CounterVec)(nil), false
-			if errors.As(err, &are) {
-				existing, ok = are.ExistingCollector.(*prometheus.CounterVec)
-			}
-			if !ok {
-				return nil, fmt.Errorf("authz: registering metrics: %w", err)
-			}
-			g.decisions = existing
-		}
+	var err error
+	if g.decisions, err = collector.Register(reg, g.decisions); err != nil {
+		return nil, fmt.Errorf("authz: registering metrics: %w", err)
 	}
 	return g, nil
 }

@@ -190,6 +190,7 @@ func NewAdhocTransport(d Deps, guard DialGuard) http.RoundTripper {
 		Proxy:                  nil,
 		DialContext:            dialer.DialContext,
 		MaxIdleConnsPerHost:    maxIdleConnsPerEndpoint / 8,
+		MaxIdleConns:           maxAdhocIdleConns, // hosts are client-chosen names: bound the total too
 		IdleConnTimeout:        d.Options.IdleConnTimeout,
 		ExpectContinueTimeout:  tlsHandshakeTimeout,
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,

@@ -128,3 +128,18 @@ func TestAdhocDialerTriesAllowedAddresses(t *testing.T) {
 		t.Errorf("udp dial: %v, want type %q", err, wire.ErrForbidden)
 	}
 }
+
+// TestAdhocTransportIdleBound checks that the adhoc transport bounds its idle connections in all: its hosts are
+// names clients choose, so a per-host limit alone would let them keep any number of connections (and descriptors)
+// open for the idle timeout.
+func TestAdhocTransportIdleBound(t *testing.T) {
+	t.Parallel()
+	rt := NewAdhocTransport(Deps{Log: logging.Discard(), DNS: newFakeDNS()}, nil)
+	tr := rt.(*adhocTransport).t
+	if tr.MaxIdleConns <= 0 || tr.MaxIdleConns > maxAdhocIdleConns {
+		t.Errorf("adhoc transport MaxIdleConns = %d, want 1-%d", tr.MaxIdleConns, maxAdhocIdleConns)
+	}
+	if tr.MaxIdleConnsPerHost <= 0 || tr.MaxIdleConnsPerHost > tr.MaxIdleConns {
+		t.Errorf("adhoc transport MaxIdleConnsPerHost = %d, want 1-%d", tr.MaxIdleConnsPerHost, tr.MaxIdleConns)
+	}
+}

@@ -64,7 +64,11 @@ func (h *httpBackend) dial(ctx context.Context, network, addr string) (net.Conn,
 	if err != nil {
 		return nil, err
 	}
-	return h.conns.add(c)
+	tc, err := h.conns.add(c)
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
 }
 
 // RoundTrip sends req to one endpoint of the backend, keeping req.Host. It retries on another endpoint only when
@@ -156,12 +160,18 @@ func (h *httpBackend) noConnection(eps, tried []string, lastErr error) *Error {
 }
 
 // dialEndpoint connects to one endpoint for a tunnel, with the same balancing, ejection and retry as RoundTrip.
-// The connection is not tracked: the tunnel owns it.
+// The tunnel owns the connection, but it counts as a request in flight until closed, and closing the backend
+// closes it: a replaced or removed backend's tunnels end at the drain bound, like its requests and WebSockets.
 func (h *httpBackend) dialEndpoint(ctx context.Context) (net.Conn, error) {
 	if !h.inflight.acquire() {
 		return nil, &Error{Backend: h.name, Type: wire.ErrBackendClosed, Err: fmt.Errorf("backend %q is closed", h.name)}
 	}
-	defer h.inflight.release()
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			h.inflight.release()
+		}
+	}()
 	eps, err := h.endpoints(ctx)
 	if err != nil {
 		return nil, err
@@ -180,7 +190,12 @@ func (h *httpBackend) dialEndpoint(ctx context.Context) (net.Conn, error) {
 		}
 		c, err := h.dialer.DialContext(ctx, "tcp", ep)
 		if err == nil {
-			return c, nil
+			tc, err := h.conns.add(c)
+			if err != nil {
+				return nil, &Error{Backend: h.name, Type: wire.ErrBackendClosed, Err: fmt.Errorf("backend %q is closed", h.name)}
+			}
+			handedOver = true
+			return &tunnelConn{trackedConn: tc, release: sync.OnceFunc(h.inflight.release)}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, transportError(ctx, h.name, ep, err)
@@ -211,7 +226,7 @@ type connSet struct {
 	conns  map[*trackedConn]struct{}
 }
 
-func (s *connSet) add(c net.Conn) (net.Conn, error) {
+func (s *connSet) add(c net.Conn) (*trackedConn, error) {
 	tc := &trackedConn{Conn: c, set: s}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -251,6 +266,27 @@ type trackedConn struct {
 func (c *trackedConn) Close() error {
 	c.once.Do(func() { c.set.remove(c) })
 	return c.Conn.Close()
+}
+
+// tunnelConn is a tracked tunnel connection: Close also ends its count as a request in flight, and CloseWrite
+// (half-close) reaches the TCP connection.
+type tunnelConn struct {
+	*trackedConn
+	release func()
+}
+
+func (c *tunnelConn) Close() error {
+	err := c.trackedConn.Close()
+	c.release()
+	return err
+}
+
+// CloseWrite half-closes the connection; one that cannot is closed.
+func (c *tunnelConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 // trackBody calls done once when the response body is closed. A 101 response's body is also an io.Writer (the

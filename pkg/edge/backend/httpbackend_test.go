@@ -347,3 +347,68 @@ func (b *serverBody) Read(p []byte) (int, error) {
 }
 
 func (b *serverBody) Close() error { b.closed.Store(true); return nil }
+
+// TestTunnelConnsDrain checks that a tunnel connection (Pool.Dial) ends with its backend: when a reload removes the
+// backend (say, because the route that allowed the tunnel is gone), the connection is closed once the drain bound
+// passes, like requests and WebSockets, instead of living on as long as it carries bytes. Half-close keeps working.
+func TestTunnelConnsDrain(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	host, portStr, _ := net.SplitHostPort(ln.Addr().String())
+	p, _ := newTestPool(t, newFakeDNS(), Options{DrainTimeout: 200 * time.Millisecond})
+	if err := p.Update([]Spec{hostSpec("tun", host, mustAtoi(t, portStr))}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Dial(t.Context(), "tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var srv net.Conn
+	select {
+	case srv = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("backend accepted no connection")
+	}
+	defer srv.Close()
+
+	// Half-close reaches the backend as EOF, and the other direction still works.
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatalf("tunnel connection %T cannot half-close", c)
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := srv.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("backend read after half-close: %d, %v; want EOF", n, err)
+	}
+	if _, err := srv.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("reading the backend's byte after half-close: %v", err)
+	}
+
+	if err := p.Update(nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("tunnel connection to a removed backend: read %v, want it closed by the drain", err)
+	}
+}

@@ -34,6 +34,8 @@ const (
 	firstResolutionWait = 5 * time.Second
 	// maxIdleConnsPerEndpoint is the keep-alive pool size per endpoint of an HTTP backend.
 	maxIdleConnsPerEndpoint = 64
+	// maxAdhocIdleConns bounds the idle connections of the adhoc transport over all destinations.
+	maxAdhocIdleConns = 256
 	// tlsHandshakeTimeout bounds the TLS handshake with an endpoint.
 	tlsHandshakeTimeout = 10 * time.Second
 	// maxResponseHeaderBytes limits a backend's response headers.

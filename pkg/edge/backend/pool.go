@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
@@ -287,31 +288,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Backends created, updated and deleted by configuration changes.",
 		}, []string{"backend", "protocol", "action"}),
 	}
-	if reg == nil {
-		return m
-	}
-	m.endpoints = register(reg, m.endpoints)
-	m.ejections = register(reg, m.ejections)
-	m.dialFailures = register(reg, m.dialFailures)
-	m.resolverErrors = register(reg, m.resolverErrors)
-	m.changes = register(reg, m.changes)
+	// A second Pool on one registry reuses the first one's collectors. A conflicting collector of another shape:
+	// keep ours unexported rather than fail the pool.
+	m.endpoints, _ = collector.Register(reg, m.endpoints)
+	m.ejections, _ = collector.Register(reg, m.ejections)
+	m.dialFailures, _ = collector.Register(reg, m.dialFailures)
+	m.resolverErrors, _ = collector.Register(reg, m.resolverErrors)
+	m.changes, _ = collector.Register(reg, m.changes)
 	return m
-}
-
-// register registers c, or returns the identical collector already registered (a second Pool on one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	// A conflicting collector of another shape: keep ours unexported rather than fail the pool.
-	return c
 }
 
 // forget deletes the label values of a backend name that no protocol uses any more.

@@ -302,28 +302,3 @@ func TestEmptyAndCommentOnlyDocuments(t *testing.T) {
 		}
 	}
 }
-
-func TestJSONPathAt(t *testing.T) {
-	t.Parallel()
-	js := `{"a": {"b": [1, {"c": "x", "d": [true]}]}, "e": 2}`
-	tests := []struct {
-		at   string // the token whose start is looked up
-		want string
-	}{
-		{`"a"`, "a"},
-		{`{"b"`, "a"},
-		{`"b"`, "a.b"},
-		{`1`, "a.b[0]"},
-		{`"c"`, "a.b[1].c"},
-		{`"x"`, "a.b[1].c"},
-		{`true`, "a.b[1].d[0]"},
-		{`"e"`, "e"},
-		{`2`, "e"},
-	}
-	for _, tt := range tests {
-		off := strings.Index(js, tt.at)
-		if got := jsonPathAt([]byte(js), off); got != tt.want {
-			t.Errorf("jsonPathAt(%s) = %q, want %q", tt.at, got, tt.want)
-		}
-	}
-}

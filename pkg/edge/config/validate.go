@@ -232,7 +232,7 @@ func (v *validator) httpRoute(file, field string, r *kedgeconfig.HTTPRoute, name
 		canonical[c] = k
 	}
 	if _, ok := kedgeconfig.ProxyMode_name[int32(r.GetProxyMode())]; !ok {
-		v.fail(file, field+".proxy_mode", "unknown proxy mode %d (ANY, REVERSE_PROXY or FORWARD_PROXY)", r.GetProxyMode())
+		v.fail(file, field+".proxy_mode", "unknown proxy mode %d (ANY, REVERSE_PROXY, FORWARD_PROXY or CONNECT)", r.GetProxyMode())
 	}
 }
 

@@ -103,7 +103,7 @@ func TestInvalidDocuments(t *testing.T) {
 		{"header name with underscore", httpRoute(`, "header_matcher": {"X_Auth": "v"}`), "", []string{`d http.routes[0].header_matcher["X_Auth"]`}, "'_'"},
 		{"header empty value", httpRoute(`, "header_matcher": {"X-A": ""}`), "", []string{`d http.routes[0].header_matcher["X-A"]`}, "empty"},
 		{"header names equal after canonicalisation", httpRoute(`, "header_matcher": {"x-a": "1", "X-A": "2"}`), "", []string{`d http.routes[0].header_matcher["x-a"]`}, "same header"},
-		{"unknown proxy mode number", httpRoute(`, "proxy_mode": 7`), "", []string{"d http.routes[0].proxy_mode"}, "unknown proxy mode"},
+		{"unknown proxy mode number", httpRoute(`, "proxy_mode": 7`), "", []string{"d http.routes[0].proxy_mode"}, "unknown proxy mode 7 (ANY, REVERSE_PROXY, FORWARD_PROXY or CONNECT)"},
 
 		// gRPC routes.
 		{"grpc backend unknown", `{"grpc": {"routes": [{"backend_name": "web"}]}}`, "", []string{"d grpc.routes[0].backend_name"}, "not a grpc backend"},

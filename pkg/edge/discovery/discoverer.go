@@ -62,15 +62,16 @@ func NewDiscoverer(c *Cluster, opts Options, log logging.Logger, reg prometheus.
 	}
 }
 
-// Ready returns nil once the first discovered configuration was applied.
+// Ready returns nil once the first discovered configuration was applied and every cache in use is filled: the
+// Services', and the EndpointSlices' that the k8s resolvers of the applied backends registered.
 func (d *Discoverer) Ready() error {
-	if d.applied.Load() {
-		return nil
-	}
 	if err := d.cluster.Ready(); err != nil {
 		return err
 	}
-	return errors.New("discovery: the discovered routes are not applied yet")
+	if !d.applied.Load() {
+		return errors.New("discovery: the discovered routes are not applied yet")
+	}
+	return nil
 }
 
 // Run watches the Services (the Cluster must be running too) and, once the cache is filled and then after every

@@ -287,3 +287,41 @@ func TestDiscoveryWithoutEventsOption(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscoveryReadyWaitsForEndpointSlices: the discovered backends use k8s resolvers, whose EndpointSlice cache is
+// registered when they are built (in apply). kedge must not report ready while that cache is empty, or the load
+// balancer sends requests that find no endpoints.
+func TestDiscoveryReadyWaitsForEndpointSlices(t *testing.T) {
+	t.Parallel()
+	cs := fake.NewClientset(service("echo", "shop", exposedLabels, nil, "http=80:8080"))
+	var forbidden atomic.Bool
+	forbidden.Store(true)
+	cs.PrependReactor("list", "endpointslices", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if forbidden.Load() {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "discovery.k8s.io", Resource: "endpointslices"}, "", errors.New("RBAC says no"))
+		}
+		return false, nil, nil
+	})
+	log := newRecordingLogger()
+	c := NewCluster(cs, ClusterOptions{CacheSyncTimeout: time.Hour}, log, nil)
+	d := NewDiscoverer(c, Options{LabelPrefix: "kedge.com/", DomainSuffix: suffix}, log, nil)
+	a := newApplier(t)
+	apply := func(gens []config.Generated) ([]config.Rejected, error) {
+		for _, g := range gens { // what kedge's backend pool does with the generated backends
+			for _, b := range g.Backends {
+				if _, err := c.Source(b); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return a.apply(gens)
+	}
+	runInBackground(t, c.Run)
+	runInBackground(t, func(ctx context.Context) error { return d.Run(ctx, apply) })
+	eventually(t, 5*time.Second, "the discovered routes applied", func() bool { return a.callCount() > 0 })
+	if err := d.Ready(); err == nil || !strings.Contains(err.Error(), "endpointslices") {
+		t.Errorf("Ready = %v while the EndpointSlice cache is empty; want not ready, naming endpointslices", err)
+	}
+	forbidden.Store(false)
+	eventually(t, 10*time.Second, "ready once the EndpointSlice cache is filled", func() bool { return d.Ready() == nil })
+}

@@ -1,10 +1,11 @@
 package discovery
 
 import (
-	"errors"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 )
 
 // metrics are the k8s resolver's collectors, created once per Cluster.
@@ -16,18 +17,19 @@ type metrics struct {
 	users map[string]int // backend -> running sources (a replaced backend's old and new source overlap)
 }
 
+// newMetrics registers the collectors on reg (if not nil), or reuses the equal ones registered before. A collector
+// that conflicts with another one of its name still counts, unexported.
 func newMetrics(reg prometheus.Registerer) *metrics {
-	return &metrics{
-		endpoints: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "kedge_k8s_endpoints",
-			Help: "Endpoints the k8s resolver currently gives a backend (from the Service's EndpointSlices).",
-		}, []string{"backend"})),
-		resolverErrors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_k8s_resolver_errors_total",
-			Help: "Times the k8s resolver could not use a Service's EndpointSlices (unknown or ambiguous port); the last endpoints stay.",
-		}, []string{"backend"})),
-		users: map[string]int{},
-	}
+	m := &metrics{users: map[string]int{}}
+	m.endpoints, _ = collector.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kedge_k8s_endpoints",
+		Help: "Endpoints the k8s resolver currently gives a backend (from the Service's EndpointSlices).",
+	}, []string{"backend"}))
+	m.resolverErrors, _ = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kedge_k8s_resolver_errors_total",
+		Help: "Times the k8s resolver could not use a Service's EndpointSlices (unknown or ambiguous port); the last endpoints stay.",
+	}, []string{"backend"}))
+	return m
 }
 
 func (m *metrics) acquire(backend string) {
@@ -57,37 +59,20 @@ type discoveryMetrics struct {
 }
 
 func newDiscoveryMetrics(reg prometheus.Registerer) *discoveryMetrics {
-	m := &discoveryMetrics{
-		services: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "kedge_discovery_services",
-			Help: "Services labelled for exposure, by state: exposed (routes generated) or rejected (skipped, see the logs and the Service's events).",
-		}, []string{"state"})),
-		rejections: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "kedge_discovery_rejections_total",
-			Help: "Times a Service labelled for exposure was found unusable (counted once per new or changed problem).",
-		})),
-		applies: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_discovery_applies_total",
-			Help: "Discovered configurations handed to kedge, by result (success, failure).",
-		}, []string{"result"})),
-	}
+	m := &discoveryMetrics{}
+	m.services, _ = collector.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kedge_discovery_services",
+		Help: "Services labelled for exposure, by state: exposed (routes generated) or rejected (skipped, see the logs and the Service's events).",
+	}, []string{"state"}))
+	m.rejections, _ = collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kedge_discovery_rejections_total",
+		Help: "Times a Service labelled for exposure was found unusable (counted once per new or changed problem).",
+	}))
+	m.applies, _ = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kedge_discovery_applies_total",
+		Help: "Discovered configurations handed to kedge, by result (success, failure).",
+	}, []string{"result"}))
 	m.applies.WithLabelValues("success")
 	m.applies.WithLabelValues("failure")
 	return m
-}
-
-// register registers c on reg (if not nil), or returns the equal collector registered before.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

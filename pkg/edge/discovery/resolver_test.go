@@ -76,6 +76,16 @@ func TestEndpointsOf(t *testing.T) {
 		wantErr string
 	}{
 		{"no slices", "echo:http", nil, nil, ""},
+		// The EndpointSlice controller replaces the slices of a Service without pods (scaled to zero) by a placeholder
+		// without ports: the Service has no endpoints, which is not an unknown port.
+		{"placeholder slice of a Service without pods", "echo:http", []*discoveryv1.EndpointSlice{
+			slice("a", "echo", "default", nil)}, nil, ""},
+		{"placeholder slice next to a slice with endpoints", "echo:http", []*discoveryv1.EndpointSlice{
+			slice("a", "echo", "default", nil), slice("b", "echo", "default", http, readyEP("10.0.0.1"))},
+			[]string{"10.0.0.1:8080"}, ""},
+		{"placeholder slice, no port named", "echo", []*discoveryv1.EndpointSlice{
+			slice("a", "echo", "default", nil), slice("b", "echo", "default", http, readyEP("10.0.0.1"))},
+			[]string{"10.0.0.1:8080"}, ""},
 		{"ready only", "echo:http", []*discoveryv1.EndpointSlice{slice("a", "echo", "default", http,
 			readyEP("10.0.0.1"), notReadyEP("10.0.0.2"), terminatingEP("10.0.0.3", true))}, []string{"10.0.0.1:8080"}, ""},
 		{"unknown readiness counts as ready", "echo:http", []*discoveryv1.EndpointSlice{slice("a", "echo", "default", http,

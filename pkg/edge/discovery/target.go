@@ -91,8 +91,10 @@ func isDNSLabel(s string) bool {
 
 // endpointsOf returns the "ip:port" endpoints of the Service that all (its EndpointSlices) belong to, for t's port. Ready endpoints
 // are used; only when none is ready anywhere are serving-but-terminating ones used (so a Service whose pods are all
-// shutting down still drains its traffic). Slices of other address types (FQDN) and non-TCP ports are ignored. It
-// fails when t names no port and the slices have several, or when t names a port that no slice has.
+// shutting down still drains its traffic). Slices of other address types (FQDN), slices without endpoints (the
+// port-less placeholder the EndpointSlice controller leaves for a Service without pods) and non-TCP ports are
+// ignored. It fails when t names no port and the slices have several, or when t names a port that no slice with
+// endpoints has.
 func endpointsOf(all []*discoveryv1.EndpointSlice, t Target) ([]string, error) {
 	var ready, terminating []string
 	portsSeen := map[string]bool{} // TCP port names ("" = unnamed) across all slices, for "no port given"
@@ -100,6 +102,11 @@ func endpointsOf(all []*discoveryv1.EndpointSlice, t Target) ([]string, error) {
 	considered := 0
 	for _, s := range all {
 		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		if len(s.Endpoints) == 0 {
+			// Nothing to route to; its ports (none, for the placeholder) must not turn "no pods" into an error
+			// that keeps the endpoints of pods that are gone.
 			continue
 		}
 		considered++

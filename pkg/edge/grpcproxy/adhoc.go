@@ -24,18 +24,27 @@ const (
 	adhocDialTimeout = 2 * time.Second
 	// adhocMaxAddrs bounds how many resolved addresses one dial tries.
 	adhocMaxAddrs = 4
+	// defaultMaxAdhocConns bounds the cached adhoc connections: destination names come from clients, so without a
+	// bound every distinct name a rule's pattern admits would keep a grpc.ClientConn for the idle timeout.
+	defaultMaxAdhocConns = 1024
 )
 
-// errClosed is returned for adhoc calls after Close.
-var errClosed = errors.New("grpcproxy: proxy is shutting down")
+var (
+	// errClosed is returned for adhoc calls after Close.
+	errClosed = errors.New("grpcproxy: proxy is shutting down")
+	// errTooManyAdhoc is returned when every cached adhoc connection is in use and the pool is full.
+	errTooManyAdhoc = errors.New("grpcproxy: too many adhoc destinations in use")
+)
 
-// adhocPool caches one plaintext grpc.ClientConn per adhoc destination "host:port". A connection with no call in
-// flight is closed after the idle timeout; close closes them all. The pool owns no goroutine: idle expiry runs on
-// time.AfterFunc timers, which are stopped or made harmless by close.
+// adhocPool caches one plaintext grpc.ClientConn per adhoc destination "host:port", at most max of them. A
+// connection with no call in flight is closed after the idle timeout, or earlier when a new destination needs its
+// place; close closes them all. The pool owns no goroutine: idle expiry runs on time.AfterFunc timers, which are
+// stopped or made harmless by close.
 type adhocPool struct {
 	guard backend.DialGuard
 	dns   Resolver
 	idle  time.Duration
+	max   int
 
 	mu     sync.Mutex // guards the fields below and adhocConn's active, gen and timer
 	closed bool
@@ -52,11 +61,18 @@ type adhocConn struct {
 }
 
 func newAdhocPool(guard backend.DialGuard, dns Resolver, idle time.Duration) *adhocPool {
-	return &adhocPool{guard: guard, dns: dns, idle: idle, conns: make(map[string]*adhocConn)}
+	return &adhocPool{guard: guard, dns: dns, idle: idle, max: defaultMaxAdhocConns, conns: make(map[string]*adhocConn)}
 }
 
-// get returns the connection to target ("host:port") and the function that ends the caller's use of it.
+// get returns the connection to target ("host:port") and the function that ends the caller's use of it. When the
+// pool is full, a new destination takes the place of an idle connection, or fails with errTooManyAdhoc.
 func (a *adhocPool) get(target string) (*adhocConn, func(), error) {
+	var evicted *adhocConn
+	defer func() {
+		if evicted != nil {
+			_ = evicted.cc.Close() // outside mu: Close waits for the connection's goroutines
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
@@ -64,6 +80,11 @@ func (a *adhocPool) get(target string) (*adhocConn, func(), error) {
 	}
 	e, ok := a.conns[target]
 	if !ok {
+		if len(a.conns) >= a.max {
+			if evicted = a.evictIdleLocked(); evicted == nil {
+				return nil, nil, errTooManyAdhoc
+			}
+		}
 		e = &adhocConn{}
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
 			conn, err := a.dial(ctx, addr)
@@ -93,6 +114,24 @@ func (a *adhocPool) get(target string) (*adhocConn, func(), error) {
 		e.timer = nil
 	}
 	return e, sync.OnceFunc(func() { a.release(target, e) }), nil
+}
+
+// evictIdleLocked removes one cached connection without calls in flight and returns it for the caller to close, or
+// returns nil when every connection is in use. a.mu must be held.
+func (a *adhocPool) evictIdleLocked() *adhocConn {
+	for target, e := range a.conns {
+		if e.active > 0 {
+			continue
+		}
+		delete(a.conns, target)
+		e.gen++ // its idle timer, if it fires anyway, finds nothing to do
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+		return e
+	}
+	return nil
 }
 
 func (a *adhocPool) release(target string, e *adhocConn) {

@@ -1,8 +1,10 @@
 package grpcproxy
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +154,56 @@ func (a *adhocPool) state(target string) (active int, armed bool) {
 		return 0, false
 	}
 	return e.active, e.timer != nil
+}
+
+// TestAdhocPoolBounded checks that client-chosen adhoc destinations cannot grow the connection cache without bound:
+// a full pool gives an idle connection's place to a new destination, and refuses one when every connection is busy.
+func TestAdhocPoolBounded(t *testing.T) {
+	t.Parallel()
+	const max = 4
+	a := newAdhocPool(backend.DefaultDialGuard(), fakeDNS{}, time.Hour)
+	a.max = max
+	t.Cleanup(a.close)
+	target := func(i int) string { return "svc" + strconv.Itoa(i) + ".adhoc.test:9000" }
+
+	// Many destinations, each used once and released: the pool keeps at most max of them.
+	for i := range 3 * max {
+		_, release, err := a.get(target(i))
+		if err != nil {
+			t.Fatalf("get %d: %v", i, err)
+		}
+		release()
+		if n := a.len(); n > max {
+			t.Fatalf("after %d destinations: %d cached connections, want at most %d", i+1, n, max)
+		}
+	}
+
+	// Every cached connection busy: a new destination is refused, a cached one still works.
+	var releases []func()
+	for i := range max {
+		_, release, err := a.get(target(100 + i))
+		if err != nil {
+			t.Fatalf("busy get %d: %v", i, err)
+		}
+		releases = append(releases, release)
+	}
+	if _, _, err := a.get(target(200)); !errors.Is(err, errTooManyAdhoc) {
+		t.Fatalf("get with a full, busy pool: %v, want errTooManyAdhoc", err)
+	}
+	_, release, err := a.get(target(100))
+	if err != nil {
+		t.Fatalf("get of a cached destination with a full pool: %v", err)
+	}
+	release()
+	for _, r := range releases {
+		r()
+	}
+	if _, release, err := a.get(target(200)); err != nil {
+		t.Fatalf("get after releases: %v", err)
+	} else {
+		release()
+	}
+	if n := a.len(); n != max {
+		t.Errorf("%d cached connections, want %d", n, max)
+	}
 }

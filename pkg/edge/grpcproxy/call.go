@@ -112,7 +112,13 @@ func (p *Proxy) finish(c *call, err error) {
 		}
 	}
 
-	p.m.requests.WithLabelValues(c.backend, code.String()).Inc()
+	// grpc-go passes on any number a backend sends as grpc-status; outside the 17 defined codes it is Unknown for
+	// the metric (as gRPC clients treat it), so an adhoc destination cannot mint series. The log keeps the number.
+	codeLabel := codes.Unknown.String()
+	if code <= codes.Unauthenticated {
+		codeLabel = code.String()
+	}
+	p.m.requests.WithLabelValues(c.backend, codeLabel).Inc()
 	p.m.duration.WithLabelValues(c.backend).Observe(elapsed.Seconds())
 	if errType != "" {
 		p.m.errors.WithLabelValues(c.backend, string(errType)).Inc()

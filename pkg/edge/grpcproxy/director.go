@@ -34,6 +34,10 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	c := f.call
 	in, _ := metadata.FromIncomingContext(ctx)
 	c.update(func(c *call) { c.directed = true })
+	if !wellFormedMethod(fullMethod) {
+		c.update(func(c *call) { c.errType = wire.ErrBadRequest })
+		return nil, nil, status.Errorf(codes.Unimplemented, "malformed method name: %q", fullMethod)
+	}
 
 	var table *route.GRPCTable // a nil table matches nothing and has no adhoc rules
 	if p.routes != nil {
@@ -85,6 +89,33 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	}
 	out := metadata.NewOutgoingContext(ctx, outgoingMetadata(in, c.requestID))
 	return out, cc, nil
+}
+
+// wellFormedMethod reports whether fullMethod is "/service/method": two non-empty segments, neither a dot segment,
+// without escapes or characters a path normaliser would act on. Only such a method is routed, authorized and
+// forwarded, so that the service a route's pattern matched is the one a backend (or a path-normalising sidecar in
+// front of it) serves. grpc-go itself accepts "/a/b/c" (service "a/b") and "/pkg.Svc/x/../../pkg.Other/M".
+func wellFormedMethod(fullMethod string) bool {
+	rest, ok := strings.CutPrefix(fullMethod, "/")
+	if !ok {
+		return false
+	}
+	service, method, ok := strings.Cut(rest, "/")
+	if !ok || service == "" || method == "" || strings.IndexByte(method, '/') >= 0 {
+		return false
+	}
+	for _, seg := range []string{service, method} {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	for i := 0; i < len(rest); i++ {
+		switch c := rest[i]; {
+		case c <= ' ' || c == 0x7f, c == '%', c == '\\', c == '?', c == '#', c == ';':
+			return false
+		}
+	}
+	return true
 }
 
 // admit authenticates the caller (proxy-authorization metadata, client certificate) and checks need, the
@@ -168,15 +199,20 @@ func (p *Proxy) directAdhoc(target route.Target, c *call) (*adhocConn, func(), e
 		c.adhoc = addr
 	})
 	conn, release, err := p.adhoc.get(addr)
-	if err != nil {
+	switch {
+	case errors.Is(err, errTooManyAdhoc):
+		c.update(func(c *call) { c.errType = wire.ErrNoConnection })
+		return nil, nil, status.Error(codes.ResourceExhausted, err.Error())
+	case err != nil:
 		c.update(func(c *call) { c.errType = wire.ErrShuttingDown })
 		return nil, nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return conn, release, nil
 }
 
-// outgoingMetadata is the metadata sent to the backend: the client's, minus credentials meant for kedge, pseudo
-// headers, hop-by-hop headers and gRPC's own transport headers, plus the call's request ID.
+// outgoingMetadata is the metadata sent to the backend: the client's, minus credentials meant for kedge, kedge-owned
+// x-kedge-* keys (as on the HTTP path, only x-kedge-info-logs passes), pseudo headers, hop-by-hop headers and gRPC's
+// own transport headers, plus the call's request ID.
 func outgoingMetadata(in metadata.MD, requestID string) metadata.MD {
 	out := make(metadata.MD, len(in)+1)
 	for k, v := range in {
@@ -189,9 +225,18 @@ func outgoingMetadata(in metadata.MD, requestID string) metadata.MD {
 	return out
 }
 
+// kedgeMetadataPrefix starts every metadata key kedge owns; metadataInfoLogs is the one a client may send on.
+const (
+	kedgeMetadataPrefix = "x-kedge-"
+	metadataInfoLogs    = "x-kedge-info-logs"
+)
+
 // dropKey reports whether an incoming metadata key must not be forwarded. Keys are lower case in metadata.MD.
 func dropKey(k string) bool {
 	if strings.HasPrefix(k, ":") {
+		return true
+	}
+	if strings.HasPrefix(k, kedgeMetadataPrefix) && k != metadataInfoLogs {
 		return true
 	}
 	switch k {

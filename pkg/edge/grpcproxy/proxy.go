@@ -18,6 +18,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -142,43 +143,27 @@ type metrics struct {
 }
 
 func newMetrics(log logging.Logger, reg prometheus.Registerer, proxyErrors *prometheus.CounterVec) metrics {
-	m := metrics{
-		requests: register(log, reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_grpc_requests_total",
-			Help: "gRPC calls handled by the proxy, by backend and status code.",
-		}, []string{"backend", "code"})),
-		duration: register(log, reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "kedge_grpc_request_duration_seconds",
-			Help:    "Duration of gRPC calls handled by the proxy, including streams, by backend.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
-		}, []string{"backend"})),
-		errors: proxyErrors,
-	}
+	// Two proxies on one registry share their metrics. A collector that cannot be registered still counts, so the
+	// proxy works; the problem is logged.
+	var errs [3]error
+	m := metrics{errors: proxyErrors}
+	m.requests, errs[0] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kedge_grpc_requests_total",
+		Help: "gRPC calls handled by the proxy, by backend and status code.",
+	}, []string{"backend", "code"}))
+	m.duration, errs[1] = collector.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kedge_grpc_request_duration_seconds",
+		Help:    "Duration of gRPC calls handled by the proxy, including streams, by backend.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+	}, []string{"backend"}))
 	if m.errors == nil {
-		m.errors = register(log, reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		m.errors, errs[2] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kedge_proxy_errors_total",
 			Help: "Requests that ended with an error made by kedge itself, by backend and error type.",
 		}, []string{"backend_name", "type"}))
 	}
+	if err := errors.Join(errs[:]...); err != nil {
+		log.Warn("grpcproxy: metric not registered", logging.FieldError, err)
+	}
 	return m
-}
-
-// register registers c with reg, reusing an identical collector that is already registered. A collector that cannot
-// be registered still counts, so the proxy works; the problem is logged.
-func register[C prometheus.Collector](log logging.Logger, reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	log.Warn("grpcproxy: metric not registered", logging.FieldError, err)
-	return c
 }

@@ -98,15 +98,23 @@ func TestMetadataForwarding(t *testing.T) {
 		"x-custom", "v1",
 		"x-custom", "v2",
 		"x-blob-bin", "\x00\x01binary",
+		// kedge-owned names are kedge's to set, as on the HTTP path; only the info-logs switch passes.
+		"x-kedge-backend-name", "spoofed",
+		"x-kedge-error-type", "spoofed",
+		"x-kedge-identity", "spoofed",
+		"x-kedge-info-logs", "1",
 	))
 	if _, err := e.client(t, "").UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
 		t.Fatalf("UnaryCall: %v", err)
 	}
 	md := waitSeen(t, e.backends["a"]).md
-	if v := md.Get("proxy-authorization"); len(v) != 0 {
-		t.Errorf("backend saw proxy-authorization %q", v)
+	for _, k := range []string{"proxy-authorization", "x-kedge-backend-name", "x-kedge-error-type", "x-kedge-identity"} {
+		if v := md.Get(k); len(v) != 0 {
+			t.Errorf("backend saw %s %q", k, v)
+		}
 	}
-	for k, want := range map[string]string{"authorization": "Bearer backend-token", "x-custom": "v1,v2", "x-blob-bin": "\x00\x01binary"} {
+	for k, want := range map[string]string{"authorization": "Bearer backend-token", "x-custom": "v1,v2", "x-blob-bin": "\x00\x01binary",
+		"x-kedge-info-logs": "1"} {
 		if got := strings.Join(md.Get(k), ","); got != want {
 			t.Errorf("backend saw %s = %q, want %q", k, got, want)
 		}
@@ -367,5 +375,85 @@ func TestForwardResult(t *testing.T) {
 				t.Errorf("result = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestStatusCodeLabelBounded checks that status codes outside gRPC's 17 cannot create metric series: grpc-go takes
+// any number a backend (or an adhoc destination a client picked) sends as grpc-status, and passes it on.
+func TestStatusCodeLabelBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{routes: routingRoutes, backends: []string{"a"}})
+	client := e.client(t, "")
+	for i := range 20 {
+		code := codes.Code(1000 + i)
+		req := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(code), Message: "odd"}}
+		if _, err := client.UnaryCall(callCtx(t), req); status.Code(err) != code {
+			t.Fatalf("UnaryCall = %v, want the backend's code %d passed through", err, code)
+		}
+	}
+	n, err := testutil.GatherAndCount(e.reg, "kedge_grpc_requests_total")
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	if n != 1 {
+		t.Errorf("kedge_grpc_requests_total has %d series after 20 distinct out-of-range codes, want 1", n)
+	}
+	if got := testutil.ToFloat64(e.proxy.m.requests.WithLabelValues("a", codes.Unknown.String())); got != 20 {
+		t.Errorf("kedge_grpc_requests_total{a,Unknown} = %v, want 20", got)
+	}
+}
+
+// TestMalformedMethodRefused checks that only "/service/method" reaches routing: a method with more segments could
+// match one route's service pattern and, at a backend behind a path-normalising sidecar, name another service
+// ("/pkg.Public/x/../../pkg.Admin/Delete"); grpc-go itself only insists on the leading slash.
+func TestMalformedMethodRefused(t *testing.T) {
+	t.Parallel()
+	// A backend that accepts any method and reports what it received.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 16)
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		m, _ := grpc.MethodFromServerStream(ss)
+		got <- m
+		if err := ss.RecvMsg(&testgrpc.Empty{}); err != nil {
+			return err
+		}
+		return ss.SendMsg(&testgrpc.Empty{})
+	}))
+	serve(t, srv, lis)
+	e := newEnv(t, envConfig{
+		routes: []route.GRPCRoute{{Service: "pkg.Public/*", Backend: "any"}},
+		conns:  map[string]*grpc.ClientConn{"any": dialPlain(t, lis.Addr().String())},
+	})
+	cc := dialPlain(t, e.addr)
+	call := func(method string) error {
+		return cc.Invoke(callCtx(t), method, &testgrpc.Empty{}, &testgrpc.Empty{})
+	}
+	if err := call("/pkg.Public/Get"); err != nil {
+		t.Fatalf("well-formed call: %v", err)
+	}
+	if m := <-got; m != "/pkg.Public/Get" {
+		t.Fatalf("backend saw %q", m)
+	}
+	for _, method := range []string{
+		"/pkg.Public/x/../../pkg.Admin/Delete",
+		"/pkg.Public/./Get",
+		"/pkg.Public//Get",
+		"/pkg.Public/",
+		"/pkg.Public/Get/",
+		"/pkg.Public/G%65t",
+		"pkg.Public/Get", // no leading slash (CVE-2026-33186): grpc-go's server refuses it first
+	} {
+		err := call(method)
+		if code := status.Code(err); code != codes.Unimplemented {
+			t.Errorf("%s: %v, want Unimplemented", method, err)
+		}
+		select {
+		case m := <-got:
+			t.Errorf("%s reached the backend as %q", method, m)
+		default:
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -22,48 +23,32 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, log logging.Logger) *metrics {
-	m := &metrics{
-		requests: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_http_requests_total",
-			Help: "HTTP requests handled by the proxy on the HTTPS port, by backend and status code.",
-		}, []string{"backend", "code"})),
-		duration: register(reg, log, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "kedge_http_request_duration_seconds",
-			Help:    "Time from receiving an HTTP request to the end of its response, by backend.",
-			Buckets: prometheus.DefBuckets,
-		}, []string{"backend"})),
-		proxyErrors: proxyErrors,
-	}
+	// Two handlers on one registry share their metrics. Another registration problem is logged: the handler then
+	// counts into an unexported collector.
+	var errs [3]error
+	m := &metrics{proxyErrors: proxyErrors}
+	m.requests, errs[0] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kedge_http_requests_total",
+		Help: "HTTP requests handled by the proxy on the HTTPS port, by backend and status code.",
+	}, []string{"backend", "code"}))
+	m.duration, errs[1] = collector.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kedge_http_request_duration_seconds",
+		Help:    "Time from receiving an HTTP request to the end of its response, by backend.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"backend"}))
 	if m.proxyErrors == nil {
-		m.proxyErrors = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+		m.proxyErrors, errs[2] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kedge_proxy_errors_total",
 			Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
 		}, []string{"backend_name", "type"}))
+	}
+	if err := errors.Join(errs[:]...); err != nil {
+		log.Error("httpproxy: registering metrics", logging.FieldError, err)
 	}
 	for i := range m.codes {
 		m.codes[i] = strconv.Itoa(i + 100)
 	}
 	return m
-}
-
-// register registers c, or returns the equal collector registered before (two handlers on one registry share their
-// metrics). Any other registration error is logged: the handler then counts into an unexported collector.
-func register[C prometheus.Collector](reg prometheus.Registerer, log logging.Logger, c C) C {
-	if reg == nil {
-		return c
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	log.Error("httpproxy: registering metrics", logging.FieldError, err)
-	return c
 }
 
 func (m *metrics) code(status int) string {

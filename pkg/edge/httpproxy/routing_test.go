@@ -126,6 +126,16 @@ func TestNoRouteAnswer(t *testing.T) {
 	}
 }
 
+// TestMalformedHost checks the documented answer to a malformed Host: 400 bad-request, not an adhoc error, when no
+// adhoc rule could have been meant.
+func TestMalformedHost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{routes: []route.HTTPRoute{{Backend: "b", Host: "x.example.com"}}, backends: []*testBackend{newBackend(t, "b", nil)}})
+	for _, host := range []string{"x.example.com:8o8o", "x.example.com:0443", "x.example.com:70000"} {
+		expectKedgeError(t, e.do(t, http.MethodGet, host, "/", nil, nil), http.StatusBadRequest, "bad-request")
+	}
+}
+
 func mustURL(t testing.TB, s string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(s)

@@ -71,6 +71,12 @@ func (h *Handler) serve(c *call, r *http.Request) {
 		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "malformed request target")
 		return
 	}
+	if forward && !equalFoldASCII(u.Host, r.Host) {
+		// HTTP/2 carries the target twice (an absolute-form :path and :authority) and net/http keeps both: routing
+		// one and forwarding the other would let a route's requirement guard another host's requests.
+		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "request target and authority name different hosts")
+		return
+	}
 	canon, decoded, err := route.CanonicalPath(u.EscapedPath())
 	if err != nil {
 		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "ambiguous or malformed request path")
@@ -122,8 +128,12 @@ func (h *Handler) serve(c *call, r *http.Request) {
 func (h *Handler) routeRequest(c *call, r *http.Request, table *route.HTTPTable, req *route.HTTPRequest, forward bool, need *authz.Requirement) error {
 	host, port, hasPort, err := route.SplitHostPort(c.host)
 	if err != nil {
-		if _, aerr := table.AdhocHostPort(c.host); errors.As(aerr, new(*route.AdhocError)) {
-			err = aerr
+		// With adhoc rules in force, a malformed port is an adhoc refusal (unknown-route-error, as in the original);
+		// otherwise the Host is simply malformed (bad-request).
+		if h.adhoc != nil && len(table.AdhocRules()) > 0 {
+			if _, aerr := table.AdhocHostPort(c.host); errors.As(aerr, new(*route.AdhocError)) {
+				err = aerr
+			}
 		}
 		return err
 	}
@@ -216,7 +226,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Fragment, out.URL.RawFragment = "", ""
 	// Forward exactly the path that was routed.
 	out.URL.Path, out.URL.RawPath = c.decoded, c.path
-	out.Host = pr.In.Host
+	// And exactly the host that was routed (the absolute-form URL's for forward requests).
+	out.Host = c.host
 	pr.SetXForwarded()
 	sanitizeOutbound(out.Header, c.reqID)
 	if up := out.Header["Upgrade"]; len(up) > 0 && equalFoldASCII(up[0], "h2c") {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -22,55 +23,39 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, log logging.Logger) *metrics {
-	m := &metrics{
-		open: register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kedge_tunnels_open",
-			Help: "CONNECT tunnels currently established.",
-		})),
-		tunnels: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_tunnels_total",
-			Help: "CONNECT requests by result: established, client-closed, or the X-Kedge-Error-Type they were refused with.",
-		}, []string{"result"})),
-		bytes: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_tunnel_bytes_total",
-			Help: "Bytes carried by CONNECT tunnels, by direction: upstream (client to backend) or downstream.",
-		}, []string{"direction"})),
-		duration: register(reg, log, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "kedge_tunnel_duration_seconds",
-			Help:    "Lifetime of established CONNECT tunnels, by route (backend name or _adhoc).",
-			Buckets: []float64{.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
-		}, []string{"route"})),
-		proxyErrors: proxyErrors,
-	}
+	// Two handlers on one registry share their metrics; another conflict is logged and the collector kept
+	// unexported.
+	var errs [5]error
+	m := &metrics{proxyErrors: proxyErrors}
+	m.open, errs[0] = collector.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kedge_tunnels_open",
+		Help: "CONNECT tunnels currently established.",
+	}))
+	m.tunnels, errs[1] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kedge_tunnels_total",
+		Help: "CONNECT requests by result: established, client-closed, or the X-Kedge-Error-Type they were refused with.",
+	}, []string{"result"}))
+	m.bytes, errs[2] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kedge_tunnel_bytes_total",
+		Help: "Bytes carried by CONNECT tunnels, by direction: upstream (client to backend) or downstream.",
+	}, []string{"direction"}))
+	m.duration, errs[3] = collector.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kedge_tunnel_duration_seconds",
+		Help:    "Lifetime of established CONNECT tunnels, by route (backend name or _adhoc).",
+		Buckets: []float64{.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
+	}, []string{"route"}))
 	if m.proxyErrors == nil {
-		m.proxyErrors = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+		m.proxyErrors, errs[4] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kedge_proxy_errors_total",
 			Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
 		}, []string{"backend_name", "type"}))
 	}
+	if err := errors.Join(errs[:]...); err != nil {
+		log.Error("tunnel: registering metrics", logging.FieldError, err)
+	}
 	m.bytesUp = m.bytes.WithLabelValues("upstream")
 	m.bytesDown = m.bytes.WithLabelValues("downstream")
 	return m
-}
-
-// register registers c, or returns the identical collector registered before; another conflict is logged and the
-// collector kept unexported.
-func register[C prometheus.Collector](reg prometheus.Registerer, log logging.Logger, c C) C {
-	if reg == nil {
-		return c
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	log.Error("tunnel: registering metrics", logging.FieldError, err)
-	return c
 }
 
 // finish counts a tunnel and writes its one log line (the audit line: identity, route, decision, reason).

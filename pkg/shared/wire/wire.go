@@ -51,6 +51,13 @@ const (
 	ErrBackendTimeout ErrorType = "backend-timeout"
 	ErrTunnelDial     ErrorType = "tunnel-dial-error"
 	ErrShuttingDown   ErrorType = "shutting-down"
+
+	// Made by winch, in X-Winch-Error-Type.
+
+	// ErrAuthSource: an auth source could not produce a token; the message says what to do.
+	ErrAuthSource ErrorType = "auth-source-error"
+	// ErrNotKedgeDestination: --unmatched=reject refused a destination no route maps (or an IP address).
+	ErrNotKedgeDestination ErrorType = "not-a-kedge-destination"
 )
 
 // WriteKedgeError writes a kedge-made error response: status, X-Kedge-Error (msg), X-Kedge-Error-Type and msg as a

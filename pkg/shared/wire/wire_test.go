@@ -30,7 +30,7 @@ func TestWriteKedgeError(t *testing.T) {
 	}
 
 	rec = httptest.NewRecorder()
-	wire.WriteWinchError(rec, 403, "not-a-kedge-destination", strings.Repeat("x", 2000))
+	wire.WriteWinchError(rec, 403, wire.ErrNotKedgeDestination, strings.Repeat("x", 2000))
 	if got := rec.Header().Get(wire.HeaderWinchError); len(got) != 512 {
 		t.Errorf("X-Winch-Error length %d, want it bounded to 512", len(got))
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/document"
 	"github.com/kedge-proxy/kedge/proto/winchconfig"
 )
 
@@ -70,7 +71,7 @@ func (s AuthSource) GoString() string { return "config.AuthSource{" + s.String()
 
 // LoadAuth reads the auth document from path, or takes inline when path is empty, and validates and converts it.
 func LoadAuth(path, inline string) (*Auth, error) {
-	data, name, err := read(path, inline, AuthInlineName)
+	data, name, err := document.Read(path, inline, AuthInlineName)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +119,7 @@ func (p *problems) source(path string, s *winchconfig.AuthSource) AuthSource {
 	case out.Name == "":
 		p.add(path+".name", "required: routes refer to the source by it")
 	case !validSourceName(out.Name):
-		p.add(path+".name", quote(out.Name)+" may not contain spaces, control characters or '/'")
+		p.add(path+".name", quote(out.Name)+" may not contain spaces, control characters, '/', '?', '#' or '%'")
 	}
 	switch t := s.GetType().(type) {
 	case *winchconfig.AuthSource_Dummy:
@@ -177,7 +178,7 @@ func (p *problems) oidc(path string, s AuthSource) {
 // validSourceName rejects names that could not be used in a URL path (/winch/logout/NAME) or on a command line.
 func validSourceName(name string) bool {
 	for _, r := range name {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' || r == unicode.ReplacementChar {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' || r == '?' || r == '#' || r == '%' || r == unicode.ReplacementChar {
 			return false
 		}
 	}

@@ -8,8 +8,6 @@ package config
 
 import (
 	"errors"
-	"io/fs"
-	"os"
 
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
@@ -62,51 +60,6 @@ func (a *Auth) Source(name string) (AuthSource, bool) {
 	return AuthSource{}, false
 }
 
-// FieldError is one problem in a document. The loaders return errors.Join of *FieldError, so every problem is
-// listed; FieldErrors takes them apart again.
-type FieldError struct {
-	// File is the document's path ("winch_mapper.json") or, for inline content, its flag ("--server_mapper_config").
-	File string
-	// Field is the path of the offending value in JSON terms ("routes[2].proxy_auth"); "" for the whole file.
-	Field string
-	// Reason says what is wrong.
-	Reason string
-}
-
-// Error formats the problem like a compiler diagnostic: "file: field: reason".
-func (e *FieldError) Error() string {
-	if e.Field == "" {
-		return e.File + ": " + e.Reason
-	}
-	return e.File + ": " + e.Field + ": " + e.Reason
-}
-
-// FieldErrors returns every *FieldError inside err (a tree of joined and wrapped errors), in order.
-func FieldErrors(err error) []*FieldError {
-	var out []*FieldError
-	var walk func(error)
-	walk = func(e error) {
-		if fe, ok := e.(*FieldError); ok {
-			out = append(out, fe)
-			return
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() []error }:
-			for _, c := range u.Unwrap() {
-				walk(c)
-			}
-		case interface{ Unwrap() error }:
-			if c := u.Unwrap(); c != nil {
-				walk(c)
-			}
-		}
-	}
-	if err != nil {
-		walk(err)
-	}
-	return out
-}
-
 // Load reads, validates and converts both documents, then checks that every proxy_auth and backend_auth in the
 // mapper names a source of the auth document. It reports the problems of both documents together.
 func Load(src Source) (*Dynamic, error) {
@@ -136,20 +89,4 @@ func CheckAuthReferences(m *Mapper, a *Auth) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// read returns the document's content and the name to report it under. The file wins over inline content.
-func read(path, inline, inlineName string) ([]byte, string, error) {
-	if path == "" {
-		return []byte(inline), inlineName, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, path, &FieldError{File: path, Reason: "reading the file: " + err.Error()}
-	}
-	return b, path, nil
 }

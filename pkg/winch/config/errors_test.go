@@ -104,6 +104,15 @@ func TestMapperErrors(t *testing.T) {
 				{"routes[6].regexp.url", "required"},
 				{"routes[7].regexp.url", "required"},
 			}},
+		{name: "tokens to a plain-HTTP kedge", doc: `{"routes": [
+				{"direct": {"key": "a", "url": "http://k"}, "proxy_auth": "p"},
+				{"regexp": {"exp": "(?P<c>a)", "url": "HTTP://${c}.k"}, "backend_auth": "b", "protocol": "HTTP"},
+				{"direct": {"key": "a", "url": "http://k"}, "proxy_auth": "p", "protocol": "GRPC"},
+				{"direct": {"key": "a", "url": "http://k"}}]}`,
+			want: []problem{
+				{"routes[0].direct.url", `would send the token of "p" without TLS`},
+				{"routes[1].regexp.url", `would send the token of "b" without TLS`},
+			}},
 		{name: "mitm on a gRPC route", doc: `{"routes": [{"mitm": true, "protocol": "GRPC", "direct": {"key": "a", "url": "https://k"}}]}`,
 			want: []problem{{"routes[0].mitm", "only applies to HTTPS (CONNECT) traffic"}}},
 		{name: "auth names", doc: `{"routes": [{"proxy_auth": "a b", "backend_auth": "x/y", "direct": {"key": "a", "url": "https://k"}}]}`,
@@ -149,11 +158,16 @@ func TestAuthErrors(t *testing.T) {
 		{name: "two kinds", doc: `{"auth_sources": [{"name": "a", "token": {"token": "t"}, "dummy": {}}]}`,
 			want: []problem{{"auth_sources[0].dummy", "only one of dummy, kube, oidc, token, service_account_oidc may be set"}}},
 		{name: "bad and duplicate names", doc: `{"auth_sources": [
-				{"name": "a", "dummy": {}}, {"name": "a", "token": {"token": "t"}}, {"name": "x/y", "dummy": {}}, {"name": "tab\there", "dummy": {}}]}`,
+				{"name": "a", "dummy": {}}, {"name": "a", "token": {"token": "t"}}, {"name": "x/y", "dummy": {}}, {"name": "tab\there", "dummy": {}},
+				{"name": "a?b", "dummy": {}}, {"name": "a#b", "dummy": {}}, {"name": "a%2Fb", "dummy": {}}]}`,
 			want: []problem{
 				{"auth_sources[1].name", `"a" is already the name of auth_sources[0]`},
-				{"auth_sources[2].name", "may not contain spaces, control characters or '/'"},
+				{"auth_sources[2].name", "may not contain spaces, control characters, '/', '?', '#' or '%'"},
 				{"auth_sources[3].name", "may not contain"},
+				// "winch logout a?b" would log out "a"; the default login callback /winch/login/a?b would never match.
+				{"auth_sources[4].name", "may not contain"},
+				{"auth_sources[5].name", "may not contain"},
+				{"auth_sources[6].name", "may not contain"},
 			}},
 		{name: "required fields", doc: `{"auth_sources": [
 				{"name": "t", "token": {}},

@@ -5,13 +5,14 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/document"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 	"github.com/kedge-proxy/kedge/proto/winchconfig"
 )
 
 // LoadMapper reads the mapper document from path, or takes inline when path is empty, and validates and converts it.
 func LoadMapper(path, inline string) (*Mapper, error) {
-	data, name, err := read(path, inline, MapperInlineName)
+	data, name, err := document.Read(path, inline, MapperInlineName)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +108,26 @@ func (p *problems) route(path string, r *winchconfig.Route) mapper.Route {
 	default:
 		p.add(path, "one of direct or regexp is required")
 	}
+	p.plaintextTokens(path, r, out)
 	return out
+}
+
+// plaintextTokens refuses a route that would send a token to a kedge without TLS, which winch never does (the HTTP
+// proxy would refuse every request of the route). gRPC always reaches kedges over TLS, whatever the scheme.
+func (p *problems) plaintextTokens(path string, r *winchconfig.Route, out mapper.Route) {
+	field := path + ".direct.url"
+	if r.GetDirect() == nil {
+		field = path + ".regexp.url"
+	}
+	if out.Protocol == mapper.ProtocolGRPC || !strings.HasPrefix(strings.ToLower(out.URL), "http://") {
+		return
+	}
+	for _, name := range []string{out.ProxyAuth, out.BackendAuth} {
+		if name != "" {
+			p.add(field, "would send the token of "+quote(name)+" without TLS: use https:// (winch sends tokens only over TLS)")
+			return
+		}
+	}
 }
 
 // authName checks the form of an auth source reference; whether the source exists is CheckAuthReferences' job.

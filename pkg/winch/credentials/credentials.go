@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
@@ -31,6 +32,11 @@ const (
 	loginTimeout = 5 * time.Minute
 	// browserTimeout bounds the command that opens the browser (xdg-open returns once the browser was asked).
 	browserTimeout = 10 * time.Second
+	// minInvalidateInterval is the least time between two invalidations of its current token that a source acts
+	// on. kedge may keep refusing fresh tokens (its OIDC settings, or a backend answering gRPC Unauthenticated),
+	// and each invalidation costs a refresh at the provider or an exec-plugin run: without a limit every refused
+	// request would cause one.
+	minInvalidateInterval = 30 * time.Second
 )
 
 // Source produces bearer tokens for one named auth source. Its methods are safe for concurrent use.
@@ -83,7 +89,7 @@ func (d Deps) withDefaults() (Deps, error) {
 		d.HTTPClient = defaultHTTPClient()
 	}
 	if d.StateDir == "" {
-		dir, err := defaultStateDir()
+		dir, err := DefaultStateDir()
 		if err != nil {
 			return d, err
 		}
@@ -137,6 +143,7 @@ type source interface {
 // Set holds the sources of one auth document by name. It is immutable once built and safe for concurrent use.
 type Set struct {
 	sources map[string]source
+	limited map[string]*limitedSource // what Get returns, by name
 }
 
 // New builds every source of srcs. It does no network I/O: kube sources parse their kubeconfig, service-account
@@ -175,6 +182,10 @@ func New(srcs []config.AuthSource, d Deps) (*Set, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("credentials: %w", errors.Join(errs...))
 	}
+	s.limited = make(map[string]*limitedSource, len(s.sources))
+	for name, src := range s.sources {
+		s.limited[name] = &limitedSource{source: src, now: d.Now}
+	}
 	if d.Callback != nil {
 		for _, src := range s.sources {
 			if cb, ok := src.(callbackSource); ok {
@@ -207,13 +218,48 @@ func newSource(c config.AuthSource, d Deps) (source, error) {
 	return nil, &Error{Source: c.Name, Err: fmt.Errorf("unknown kind %q", c.Kind)}
 }
 
-// Get returns the source called name.
+// Get returns the source called name. Its Invalidate acts on the current token at most once per 30 s.
 func (s *Set) Get(name string) (Source, bool) {
-	src, ok := s.sources[name]
+	src, ok := s.limited[name]
 	if !ok {
 		return nil, false
 	}
 	return src, true
+}
+
+// limitedSource passes Invalidate of the token it last handed out on to the source at most once per
+// minInvalidateInterval; invalidations of older tokens, which the sources ignore or treat as cheap, pass always.
+type limitedSource struct {
+	source
+	now func() time.Time
+
+	mu       sync.Mutex
+	last     string    // the token Token returned last; guarded by mu
+	honoured time.Time // when an invalidation of a current token was last passed on; guarded by mu
+}
+
+func (l *limitedSource) Token(ctx context.Context) (string, error) {
+	tok, err := l.source.Token(ctx)
+	if err == nil {
+		l.mu.Lock()
+		l.last = tok
+		l.mu.Unlock()
+	}
+	return tok, err
+}
+
+func (l *limitedSource) Invalidate(token string) {
+	l.mu.Lock()
+	if token != "" && token == l.last {
+		now := l.now()
+		if !l.honoured.IsZero() && now.Sub(l.honoured) < minInvalidateInterval {
+			l.mu.Unlock()
+			return
+		}
+		l.honoured = now
+	}
+	l.mu.Unlock()
+	l.source.Invalidate(token)
 }
 
 // Login makes source name obtain fresh credentials: an interactive (or device-flow) login for oidc sources, a
@@ -243,8 +289,9 @@ func defaultHTTPClient() *http.Client {
 	return &http.Client{Transport: t, Timeout: requestTimeout}
 }
 
-// defaultStateDir is $XDG_CONFIG_HOME/winch, or ~/.config/winch.
-func defaultStateDir() (string, error) {
+// DefaultStateDir is where winch keeps its state unless told otherwise: $XDG_CONFIG_HOME/winch (when that is an
+// absolute path), or ~/.config/winch.
+func DefaultStateDir() (string, error) {
 	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" && filepath.IsAbs(x) {
 		return filepath.Join(x, "winch"), nil
 	}

@@ -110,13 +110,13 @@ func TestDefaultStateDir(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("HOME", home)
 	t.Setenv("XDG_CONFIG_HOME", "")
-	if got, err := defaultStateDir(); err != nil || got != filepath.Join(home, ".config", "winch") {
-		t.Errorf("defaultStateDir = %q, %v; want ~/.config/winch", got, err)
+	if got, err := DefaultStateDir(); err != nil || got != filepath.Join(home, ".config", "winch") {
+		t.Errorf("DefaultStateDir = %q, %v; want ~/.config/winch", got, err)
 	}
 	xdg := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", xdg)
-	if got, err := defaultStateDir(); err != nil || got != filepath.Join(xdg, "winch") {
-		t.Errorf("defaultStateDir = %q, %v; want $XDG_CONFIG_HOME/winch", got, err)
+	if got, err := DefaultStateDir(); err != nil || got != filepath.Join(xdg, "winch") {
+		t.Errorf("DefaultStateDir = %q, %v; want $XDG_CONFIG_HOME/winch", got, err)
 	}
 	if _, err := os.Stat(filepath.Join(xdg, "winch")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the state directory was created before it was needed")

@@ -268,3 +268,37 @@ func checkMode(t *testing.T, path string, want os.FileMode) {
 		t.Errorf("mode of %s = %v; want %v", path, got, want)
 	}
 }
+
+// TestInvalidateRateLimited: when kedge keeps refusing fresh tokens (its OIDC settings, or a backend answering
+// Unauthenticated), every refused request invalidates the token; the source refreshes at most once per 30 s instead
+// of once per request.
+func TestInvalidateRateLimited(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var clock atomic.Int64
+	d := f.deps()
+	d.Now = func() time.Time { return time.Now().Add(time.Duration(clock.Load())) }
+	src := mustGet(t, f.set(t, d, f.source("corp")), "corp")
+	first := mustToken(t, src)
+
+	src.Invalidate(first)
+	second := mustToken(t, src)
+	if second == first || f.op.refreshes.Load() != 1 {
+		t.Fatalf("first invalidation: new token %v, refreshes %d; want one refresh", second != first, f.op.refreshes.Load())
+	}
+	for range 5 {
+		src.Invalidate(second)
+		if tok := mustToken(t, src); tok != second {
+			t.Fatalf("an invalidation within 30 s of the last one replaced the token")
+		}
+	}
+	if got := f.op.refreshes.Load(); got != 1 {
+		t.Errorf("refreshes = %d after repeated invalidations; want 1", got)
+	}
+
+	clock.Store(int64(31 * time.Second))
+	src.Invalidate(second)
+	if third := mustToken(t, src); third == second || f.op.refreshes.Load() != 2 {
+		t.Errorf("after 31 s: new token %v, refreshes %d; want a second refresh", third != second, f.op.refreshes.Load())
+	}
+}

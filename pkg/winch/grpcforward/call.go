@@ -172,7 +172,9 @@ func (s *replayStream) replay() (grpc.ClientStream, bool) {
 		return nil, false
 	}
 	tok, err := s.c.p.token(s.ctx, s.c.proxyAuth)
-	if err != nil {
+	if err != nil || tok == s.c.proxyToken {
+		// No fresher token (the source refreshes at most so often): the same call would be refused again, and the
+		// Unauthenticated may have come from the backend, which then sees the call only once.
 		return nil, false
 	}
 	s.c.proxyToken = tok // only this goroutine uses the call's token from now on

@@ -34,9 +34,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // proxy-authorization is not "bearer <one of valid>" with Unauthenticated, as kedge's auth interceptor does.
 type fakeKedge struct {
 	*testutil.GRPCBackend
-	url   string
-	conns atomic.Int64
-	valid map[string]bool
+	url      string
+	conns    atomic.Int64
+	valid    map[string]bool
+	rejected atomic.Int64 // calls refused as Unauthenticated
 }
 
 func newFakeKedge(t *testing.T, cert tls.Certificate, valid ...string) *fakeKedge {
@@ -74,6 +75,7 @@ func (k *fakeKedge) auth(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	v := md.Get("proxy-authorization")
 	if len(v) == 0 || !strings.HasPrefix(v[0], "bearer ") || !k.valid[strings.TrimPrefix(v[0], "bearer ")] {
+		k.rejected.Add(1)
 		return status.Error(codes.Unauthenticated, "provided bearer token is invalid")
 	}
 	return nil
@@ -288,11 +290,13 @@ func TestReplayAfterUnauthenticated(t *testing.T) {
 		"unary":  &tokenSource{tokens: []string{"stale", "fresh-unary"}},
 		"stream": &tokenSource{tokens: []string{"stale", "fresh-stream"}},
 		"bidi":   &tokenSource{tokens: []string{"stale", "fresh-bidi"}},
+		"stuck":  staticSource("refused"), // Invalidate gives no fresher token (a source within its refresh limit)
 	}
 	dial := startWinch(t, ca, []mapper.Route{
 		{Direct: "unary.example.com", URL: k.url, ProxyAuth: "unary"},
 		{Direct: "stream.example.com", URL: k.url, ProxyAuth: "stream"},
 		{Direct: "bidi.example.com", URL: k.url, ProxyAuth: "bidi"},
+		{Direct: "stuck.example.com", URL: k.url, ProxyAuth: "stuck"},
 	}, srcs)
 
 	t.Run("unary is replayed", func(t *testing.T) {
@@ -317,6 +321,16 @@ func TestReplayAfterUnauthenticated(t *testing.T) {
 			if _, err := stream.Recv(); err != nil {
 				t.Fatalf("recv %d: %v", i, err)
 			}
+		}
+	})
+	t.Run("no replay with the same token", func(t *testing.T) {
+		before := k.rejected.Load()
+		_, err := dial("stuck.example.com").UnaryCall(t.Context(), &testpb.SimpleRequest{ResponseSize: 3})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("unary call with a refused token: %v, want Unauthenticated", err)
+		}
+		if n := k.rejected.Load() - before; n != 1 {
+			t.Errorf("kedge saw the call %d times; replaying it with the token it refused is pointless", n)
 		}
 	})
 	t.Run("open bidi stream is not replayed, the next call heals", func(t *testing.T) {

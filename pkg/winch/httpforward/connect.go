@@ -39,6 +39,7 @@ func (h *Handler) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Co
 		} else {
 			h.metrics.requests.WithLabelValues("connect", "mitm").Inc()
 			ctx.RoundTripper = h.forwarder
+			ctx.UserData = mitmTunnel(host)
 			return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: goproxy.TLSConfigFromCA(cert)}, host
 		}
 	}
@@ -101,6 +102,9 @@ func (h *Handler) tunnel(req *http.Request, client net.Conn, host string, d deci
 // through the tunnel yet, so the retry is always safe.
 func (h *Handler) kedgeTunnel(req *http.Request, host string, dest mapper.Destination, requestID string) (net.Conn, io.Reader, *http.Response) {
 	ctx := req.Context()
+	if resp := h.refusePlaintextTokens(req, dest, dest.ProxyAuth); resp != nil {
+		return nil, nil, resp
+	}
 	for attempt := 0; ; attempt++ {
 		var proxyTok string
 		if dest.ProxyAuth != "" {
@@ -120,15 +124,14 @@ func (h *Handler) kedgeTunnel(req *http.Request, host string, dest mapper.Destin
 		}
 		relay := relayRefusal(req, resp)
 		_ = conn.Close()
-		if attempt == 0 && staleToken(resp, proxyTok) {
-			h.invalidate(dest.ProxyAuth, proxyTok)
-			h.metrics.retries.WithLabelValues("connect").Inc()
-			h.log.Info("kedge rejected the proxy token; retrying the CONNECT with a fresh one",
-				"auth_source", dest.ProxyAuth, logging.FieldHost, host, logging.FieldRequestID, requestID)
-			continue
-		}
 		if staleToken(resp, proxyTok) {
 			h.invalidate(dest.ProxyAuth, proxyTok)
+			if attempt == 0 && h.changedToken(ctx, dest.ProxyAuth, proxyTok) {
+				h.metrics.retries.WithLabelValues("connect").Inc()
+				h.log.Info("kedge rejected the proxy token; retrying the CONNECT with a fresh one",
+					"auth_source", dest.ProxyAuth, logging.FieldHost, host, logging.FieldRequestID, requestID)
+				continue
+			}
 		}
 		h.log.Warn("kedge refused the tunnel", logging.FieldHost, host, "kedge", dest.KedgeURL.Host,
 			logging.FieldStatus, resp.StatusCode, logging.FieldError, resp.Header.Get(wire.HeaderKedgeError),

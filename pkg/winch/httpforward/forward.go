@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -45,7 +46,7 @@ func (h *Handler) decide(hostport string) decision {
 		return decision{kind: toKedge, dest: dest}
 	case errors.Is(err, mapper.ErrNotKedgeDestination) || errors.Is(err, mapper.ErrIPLiteral):
 		if h.opts.Unmatched == UnmatchedReject {
-			return decision{kind: refused, status: http.StatusForbidden, errType: ErrNotKedgeDestination,
+			return decision{kind: refused, status: http.StatusForbidden, errType: wire.ErrNotKedgeDestination,
 				msg: err.Error() + " (winch runs with --unmatched=reject)"}
 		}
 		return decision{kind: toDirect}
@@ -57,10 +58,16 @@ func (h *Handler) decide(hostport string) decision {
 }
 
 // forward sends one absolute-form request (plain HTTP, or HTTPS inside a MITM tunnel) to its kedge or directly.
-// It never fails: every failure becomes a winch error response.
-func (h *Handler) forward(req *http.Request) *http.Response {
+// It never fails: every failure becomes a winch error response. tunnel is the CONNECT destination ("host:port") of
+// the MITM'd tunnel the request came through, or "".
+func (h *Handler) forward(req *http.Request, tunnel string) *http.Response {
 	start := time.Now()
 	hostport := req.URL.Host
+	if tunnel != "" && sameHost(hostport, tunnel) {
+		// Clients leave the default port out of Host ("host" inside a tunnel to "host:443"): map what the tunnel
+		// was opened for, so that a route keyed "host:443" serves the requests inside it too.
+		hostport = tunnel
+	}
 	d := h.decide(hostport)
 	switch d.kind {
 	case refused:
@@ -72,6 +79,24 @@ func (h *Handler) forward(req *http.Request) *http.Response {
 	}
 	h.metrics.requests.WithLabelValues("http", "kedge").Inc()
 	return h.forwardKedge(req, d.dest, start)
+}
+
+// mitmTunnel is the CONNECT destination of a MITM'd tunnel, kept in goproxy's ProxyCtx.UserData, which goproxy
+// hands on to the requests read from inside the tunnel.
+type mitmTunnel string
+
+// sameHost reports whether a request's Host inside a tunnel names the tunnel's destination: the same host name,
+// and the same port or none.
+func sameHost(hostport, tunnel string) bool {
+	th, tp, err := net.SplitHostPort(tunnel)
+	if err != nil {
+		return false
+	}
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		h, p = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), ""
+	}
+	return strings.EqualFold(h, th) && (p == "" || p == tp)
 }
 
 // forwardDirect sends req to its destination as it is: no token, no request ID.
@@ -95,6 +120,9 @@ func (h *Handler) forwardKedge(req *http.Request, dest mapper.Destination, start
 	if !wire.ValidRequestID(requestID) {
 		requestID = "winch-" + wire.NewRequestID()
 	}
+	if resp := h.refusePlaintextTokens(req, dest, dest.ProxyAuth, dest.BackendAuth); resp != nil {
+		return resp
+	}
 	tr := h.kedge
 	if isUpgrade(req.Header) {
 		tr = h.kedgeH1
@@ -109,16 +137,15 @@ func (h *Handler) forwardKedge(req *http.Request, dest mapper.Destination, start
 			return h.winchError(req, http.StatusBadGateway, wire.ErrTransportUnknown,
 				fmt.Sprintf("kedge %s for %s: %v", dest.KedgeURL.Host, req.URL.Host, err))
 		}
-		if attempt == 0 && staleToken(resp, proxyTok) && replayable(req) {
-			discard(resp)
-			h.invalidate(dest.ProxyAuth, proxyTok)
-			h.metrics.retries.WithLabelValues("http").Inc()
-			h.log.Info("kedge rejected the proxy token; retrying with a fresh one",
-				"auth_source", dest.ProxyAuth, logging.FieldHost, req.URL.Host, logging.FieldRequestID, requestID)
-			continue
-		}
-		if resp.StatusCode == http.StatusUnauthorized && proxyTok != "" && isKedgeUnauthorized(resp) {
-			h.invalidate(dest.ProxyAuth, proxyTok) // not retried, but the next request gets a fresh token
+		if staleToken(resp, proxyTok) {
+			h.invalidate(dest.ProxyAuth, proxyTok) // if not retried, the next request gets the fresh token
+			if attempt == 0 && replayable(req) && h.changedToken(req.Context(), dest.ProxyAuth, proxyTok) {
+				discard(resp)
+				h.metrics.retries.WithLabelValues("http").Inc()
+				h.log.Info("kedge rejected the proxy token; retrying with a fresh one",
+					"auth_source", dest.ProxyAuth, logging.FieldHost, req.URL.Host, logging.FieldRequestID, requestID)
+				continue
+			}
 		}
 		if msg := resp.Header.Get(wire.HeaderKedgeError); msg != "" {
 			h.log.Warn("kedge was unable to proxy the request", logging.FieldHost, req.URL.Host,
@@ -183,11 +210,28 @@ func (h *Handler) kedgeRequest(req *http.Request, dest mapper.Destination, reque
 	return out, proxyTok, nil
 }
 
+// refusePlaintextTokens returns the 502 auth-source-error response for a route that would send the tokens of the
+// named sources ("" for none) to a kedge without TLS, where anyone on the path could read them; nil otherwise. Plain
+// http:// kedge URLs stay usable for routes without tokens (tests).
+func (h *Handler) refusePlaintextTokens(req *http.Request, dest mapper.Destination, names ...string) *http.Response {
+	if dest.KedgeURL.Scheme == "https" {
+		return nil
+	}
+	for _, name := range names {
+		if name != "" {
+			return h.winchError(req, http.StatusBadGateway, wire.ErrAuthSource, fmt.Sprintf(
+				"the route for %s would send the token of auth source %q to kedge %s without TLS; winch sends tokens only over TLS: use an https:// kedge URL",
+				req.URL.Host, name, dest.KedgeURL.Redacted()))
+		}
+	}
+	return nil
+}
+
 // token gets a token from the named source; on failure it returns the 502 auth-source-error response.
 func (h *Handler) token(ctx context.Context, req *http.Request, name string) (string, *http.Response) {
 	tok, err := h.sourceToken(ctx, name)
 	if err != nil {
-		return "", h.winchError(req, http.StatusBadGateway, ErrAuthSource, err.Error())
+		return "", h.winchError(req, http.StatusBadGateway, wire.ErrAuthSource, err.Error())
 	}
 	return tok, nil
 }
@@ -218,6 +262,13 @@ func (h *Handler) lookup(name string) (TokenSource, bool) {
 	return h.sources(name)
 }
 
+// changedToken reports whether the named source now gives another token than old (or fails, which the retry then
+// reports): a source refreshes at most so often, and sending kedge the token it just refused again is pointless.
+func (h *Handler) changedToken(ctx context.Context, name, old string) bool {
+	tok, err := h.sourceToken(ctx, name)
+	return err != nil || tok != old
+}
+
 // invalidate tells the named source that kedge rejected tok.
 func (h *Handler) invalidate(name, tok string) {
 	if src, ok := h.lookup(name); ok {
@@ -235,12 +286,20 @@ func isKedgeUnauthorized(resp *http.Response) bool {
 	return resp.Header.Get(wire.HeaderKedgeErrorType) == string(wire.ErrUnauthorized)
 }
 
-// replayable reports whether req can be sent again after kedge refused it. kedge checks the proxy token before it
-// forwards anything, so a refused request never reached the backend; what can prevent a replay is a body that the
-// first attempt consumed. Requests without a body (GET, HEAD, OPTIONS and bodiless requests of any method) are
-// replayed; others are not, and the next request gets the fresh token.
+// replayable reports whether req can be sent again after kedge refused it: an idempotent request (RFC 9110 §9.2.2,
+// or one carrying an Idempotency-Key, as net/http's own retry rule says) whose body the first attempt did not
+// consume, because it had none. kedge checks the proxy token before it forwards anything, but a 401 with kedge's
+// error type may also come from a kedge further along, so a POST is never sent twice; the next request gets the
+// fresh token.
 func replayable(req *http.Request) bool {
-	return req.Body == nil || req.Body == http.NoBody
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 // discard drains a little of resp's body (so the connection can be reused) and closes it.

@@ -159,9 +159,9 @@ func TestHTTPErrors(t *testing.T) {
 		msg      string
 	}{
 		{name: "token error", url: "http://error.ext.example.com/", status: http.StatusBadGateway,
-			winchTyp: httpforward.ErrAuthSource, msg: "No TokenValue specified"},
+			winchTyp: wire.ErrAuthSource, msg: "No TokenValue specified"},
 		{name: "token error with hint", url: "http://login.ext.example.com/", status: http.StatusBadGateway,
-			winchTyp: httpforward.ErrAuthSource, msg: `run "winch login needs-login"`},
+			winchTyp: wire.ErrAuthSource, msg: `run "winch login needs-login"`},
 		{name: "kedge unreachable", url: "http://dead.ext.example.com/", status: http.StatusBadGateway,
 			winchTyp: wire.ErrTransportUnknown, msg: "dead.ext.example.com"},
 		{name: "kedge error passes through", url: "http://noroute.ext.example.com/", status: http.StatusBadGateway,
@@ -229,14 +229,14 @@ func TestUnmatchedDestinations(t *testing.T) {
 			if resp.StatusCode != http.StatusForbidden {
 				t.Fatalf("status %d, want 403", resp.StatusCode)
 			}
-			if got := resp.Header.Get(wire.HeaderWinchErrorType); got != string(httpforward.ErrNotKedgeDestination) {
+			if got := resp.Header.Get(wire.HeaderWinchErrorType); got != string(wire.ErrNotKedgeDestination) {
 				t.Errorf("X-Winch-Error-Type %q", got)
 			}
 		})
 	}
 	t.Run("reject CONNECT", func(t *testing.T) {
 		status, hdr := rawConnect(t, reject.addr, "localhost:"+port(backend.Addr))
-		if status != http.StatusForbidden || hdr.Get(wire.HeaderWinchErrorType) != string(httpforward.ErrNotKedgeDestination) {
+		if status != http.StatusForbidden || hdr.Get(wire.HeaderWinchErrorType) != string(wire.ErrNotKedgeDestination) {
 			t.Fatalf("status %d, headers %v", status, hdr)
 		}
 	})

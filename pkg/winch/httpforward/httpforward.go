@@ -25,14 +25,6 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
 
-// Error types made by winch in addition to wire's vocabulary.
-const (
-	// ErrAuthSource: an auth source could not produce a token; the message says what to do.
-	ErrAuthSource wire.ErrorType = "auth-source-error"
-	// ErrNotKedgeDestination: --unmatched=reject refused a destination no route maps (or an IP address).
-	ErrNotKedgeDestination wire.ErrorType = "not-a-kedge-destination"
-)
-
 // Routes maps a destination ("host" or "host:port" as the client wrote it) to its kedge. *mapper.Mapper implements
 // it; winch passes one that follows config reloads.
 type Routes interface {
@@ -165,14 +157,15 @@ func New(d Deps) *Handler {
 	if d.Local != nil {
 		h.local = GuardLocal(d.Local)
 	}
-	h.forwarder = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-		return h.forward(req), nil
+	h.forwarder = goproxy.RoundTripperFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
+		tunnel, _ := ctx.UserData.(mitmTunnel) // set by handleConnect for the requests inside a MITM'd tunnel
+		return h.forward(req, string(tunnel)), nil
 	})
 	h.proxy = h.newGoproxy()
 	h.upgrade = &httputil.ReverseProxy{
 		// The URL stays absolute: forward maps it. Rewrite (not Director) drops inbound X-Forwarded-* headers.
 		Rewrite:       func(*httputil.ProxyRequest) {},
-		Transport:     roundTripperFunc(func(req *http.Request) (*http.Response, error) { return h.forward(req), nil }),
+		Transport:     roundTripperFunc(func(req *http.Request) (*http.Response, error) { return h.forward(req, ""), nil }),
 		FlushInterval: -1,
 		ErrorLog:      logging.StdLogger(lg, logging.LevelDebug, "httpforward"),
 	}

@@ -1,0 +1,41 @@
+package serve
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+)
+
+// OnSIGHUP calls reload, on a goroutine of its own, each time the process receives SIGHUP, until ctx is done or
+// stop is called. stop ends that goroutine and waits for it, then gives SIGHUP back its default action (ending the
+// process); until then a SIGHUP that arrives after ctx is done, during shutdown, is caught and ignored. Call stop on
+// the way out: defer serve.OnSIGHUP(ctx, reload)().
+func OnSIGHUP(ctx context.Context, reload func()) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-hup:
+				reload()
+			case <-ctx.Done():
+				return
+			case <-quit:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(quit)
+			<-done
+			signal.Stop(hup)
+		})
+	}
+}
