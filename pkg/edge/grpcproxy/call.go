@@ -74,12 +74,14 @@ func callFrom(ctx context.Context) *call {
 }
 
 // intercept is the outermost stream interceptor: it gives the call its request ID (returned to the client in the
-// response header metadata), then logs and counts the call when it ends.
+// response header metadata), marks the errors kedge made (trailer metadata), then logs and counts the call when it
+// ends.
 func (p *Proxy) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	c := newCall(ss.Context(), info.FullMethod)
 	// SetHeader only fails once headers were sent, which cannot have happened before the handler ran.
 	_ = ss.SetHeader(metadata.Pairs(wire.MetadataRequestID, c.requestID))
 	err := handler(srv, &ctxStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callKey{}, c)})
+	markKedgeError(ss, c, err)
 	p.finish(c, err)
 	return err
 }
@@ -101,16 +103,7 @@ func (p *Proxy) finish(c *call, err error) {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	errType := c.errType
-	if !c.directed && errType == "" {
-		// An interceptor (authentication) ended the call before the proxy saw it.
-		switch code {
-		case codes.Unauthenticated:
-			errType = wire.ErrUnauthorized
-		case codes.PermissionDenied:
-			errType = wire.ErrForbidden
-		}
-	}
+	errType := c.errTypeLocked(code)
 
 	// grpc-go passes on any number a backend sends as grpc-status; outside the 17 defined codes it is Unknown for
 	// the metric (as gRPC clients treat it), so an adhoc destination cannot mint series. The log keeps the number.
@@ -148,6 +141,57 @@ func (p *Proxy) finish(c *call, err error) {
 		kv = append(kv, logging.FieldError, st.Message())
 	}
 	p.log.Info("grpc call", kv...)
+}
+
+// errTypeLocked is the type of the error kedge made for the call, or "" when the call succeeded or its status came
+// from the backend. c.mu must be held.
+func (c *call) errTypeLocked(code codes.Code) wire.ErrorType {
+	if c.errType != "" || c.directed || code == codes.OK {
+		return c.errType
+	}
+	// An interceptor (authentication) ended the call before the proxy saw it.
+	switch code {
+	case codes.Unauthenticated:
+		return wire.ErrUnauthorized
+	case codes.PermissionDenied:
+		return wire.ErrForbidden
+	}
+	return ""
+}
+
+// markKedgeError adds the x-kedge-error-type and x-kedge-error trailer metadata to a call that ended with an error
+// kedge made itself, the gRPC counterpart of the HTTP headers. A backend's status gets no marker (and forward drops
+// any marker a backend sends), so winch acts only on kedge's own refusals. ss must be the call's server stream, and
+// the call's status not yet written: the handler chain has returned, but the interceptor that called it has not.
+func markKedgeError(ss grpc.ServerStream, c *call, err error) {
+	if err == nil {
+		return
+	}
+	st := status.Convert(err)
+	c.mu.Lock()
+	errType := c.errTypeLocked(st.Code())
+	c.mu.Unlock()
+	if errType == "" {
+		return
+	}
+	ss.SetTrailer(metadata.Pairs(
+		wire.MetadataKedgeErrorType, string(errType),
+		wire.MetadataKedgeError, metadataValue(st.Message()),
+	))
+}
+
+// metadataValue makes s a valid value of a text (non -bin) metadata key: printable ASCII, at most 512 bytes.
+func metadataValue(s string) string {
+	const maxLen = 512
+	b := make([]byte, 0, min(len(s), maxLen))
+	for i := 0; i < len(s) && len(b) < maxLen; i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e {
+			c = ' '
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 func appendNonEmpty(kv []any, key, value string) []any {

@@ -43,7 +43,8 @@ type forward struct {
 func (p *Proxy) handle(srv any, ss grpc.ServerStream) error {
 	ctx := ss.Context()
 	c := callFrom(ctx)
-	if c == nil {
+	intercepted := c != nil
+	if !intercepted {
 		// The interceptor is not installed (a caller built its server differently): still proxy, without logs.
 		method, _ := grpc.MethodFromServerStream(ss)
 		c = newCall(ctx, method)
@@ -57,7 +58,11 @@ func (p *Proxy) handle(srv any, ss grpc.ServerStream) error {
 	if f.release != nil {
 		f.release()
 	}
-	return f.result(err)
+	err = f.result(err)
+	if !intercepted {
+		markKedgeError(ss, c, err) // otherwise the interceptor does it
+	}
+	return err
 }
 
 func (f *forward) Context() context.Context { return f.ctx }
@@ -71,7 +76,7 @@ func (f *forward) SendHeader(md metadata.MD) error {
 		return nil
 	}
 	f.headerSent = true
-	return f.ServerStream.SendHeader(md)
+	return f.ServerStream.SendHeader(withoutKedgeMarker(md))
 }
 
 // SendMsg sends a response message; gRPC sends the headers with it if they are not out yet.
@@ -82,11 +87,27 @@ func (f *forward) SendMsg(m any) error {
 	return f.ServerStream.SendMsg(m)
 }
 
-// SetTrailer is serialised with header writes, which may run on the header goroutine.
+// SetTrailer sets the backend's trailer. It is serialised with header writes, which may run on the header
+// goroutine.
 func (f *forward) SetTrailer(md metadata.MD) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ServerStream.SetTrailer(md)
+	f.ServerStream.SetTrailer(withoutKedgeMarker(md))
+}
+
+// withoutKedgeMarker returns the backend's header or trailer metadata without x-kedge-error and x-kedge-error-type,
+// so that a backend cannot pose as kedge (winch drops and refreshes its token on kedge's "unauthorized"). md is
+// returned as is when it carries neither.
+func withoutKedgeMarker(md metadata.MD) metadata.MD {
+	_, hasType := md[wire.MetadataKedgeErrorType]
+	_, hasMsg := md[wire.MetadataKedgeError]
+	if !hasType && !hasMsg {
+		return md
+	}
+	md = md.Copy()
+	delete(md, wire.MetadataKedgeErrorType)
+	delete(md, wire.MetadataKedgeError)
+	return md
 }
 
 // RecvMsg reads a client message, remembering why reading failed.

@@ -28,6 +28,12 @@ const (
 	MetadataRequestID  = "x-kedge-request-id"
 	MetadataProxyAuthz = "proxy-authorization"
 	MetadataAuthz      = "authorization"
+
+	// MetadataKedgeError and MetadataKedgeErrorType are the gRPC counterparts of X-Kedge-Error and
+	// X-Kedge-Error-Type: kedge sends them as trailer metadata on every error it makes itself (never on a status a
+	// backend returned), so a client such as winch can tell kedge's Unauthenticated from a backend's.
+	MetadataKedgeError     = "x-kedge-error"
+	MetadataKedgeErrorType = "x-kedge-error-type"
 )
 
 // ErrorType is a value of X-Kedge-Error-Type / X-Winch-Error-Type and the type label of kedge_proxy_errors_total.

@@ -67,11 +67,11 @@ func (c *call) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 	}, nil
 }
 
-// replayStream is a client stream to kedge that can be opened a second time. When kedge answers the first attempt
-// with Unauthenticated before any response message, the proxy token is invalidated and, if the client sent at
-// most one message and then closed its side (unary and server-streaming calls), the call is sent again with a
-// fresh token and the buffered message. For calls that keep sending, the error goes to the client; the next call
-// uses the fresh token.
+// replayStream is a client stream to kedge that can be opened a second time. When kedge itself (trailer
+// x-kedge-error-type: unauthorized, see kedgeUnauthorized) answers the first attempt with Unauthenticated before any
+// response message, the proxy token is invalidated and, if the client sent at most one message and then closed its
+// side (unary and server-streaming calls), the call is sent again with a fresh token and the buffered message. For
+// calls that keep sending, the error goes to the client; the next call uses the fresh token.
 //
 // grpc-proxy calls SendMsg and CloseSend from one goroutine and RecvMsg, Header and Trailer from another. The
 // stream is replaced only after the client closed its side, when SendMsg is no longer called.
@@ -142,7 +142,7 @@ func (s *replayStream) RecvMsg(m any) error {
 		s.received = true
 		return nil
 	}
-	if s.received || s.replayed || status.Code(err) != codes.Unauthenticated {
+	if s.received || s.replayed || !kedgeUnauthorized(err, s.stream().Trailer()) {
 		return err
 	}
 	s.replayed = true
@@ -152,6 +152,18 @@ func (s *replayStream) RecvMsg(m any) error {
 		return err
 	}
 	return next.RecvMsg(m)
+}
+
+// kedgeUnauthorized reports whether err is kedge's own refusal of the proxy token: Unauthenticated with
+// x-kedge-error-type "unauthorized" in the trailer. A backend's Unauthenticated (about the backend token or its own
+// auth) carries no such marker, as kedge strips it from backend metadata; it neither drops the proxy token nor
+// replays the call.
+func kedgeUnauthorized(err error, trailer metadata.MD) bool {
+	if status.Code(err) != codes.Unauthenticated {
+		return false
+	}
+	v := trailer.Get(wire.MetadataKedgeErrorType)
+	return len(v) == 1 && v[0] == string(wire.ErrUnauthorized)
 }
 
 // replay opens the second attempt, if the client's request is complete and at most one message long.
@@ -173,8 +185,7 @@ func (s *replayStream) replay() (grpc.ClientStream, bool) {
 	}
 	tok, err := s.c.p.token(s.ctx, s.c.proxyAuth)
 	if err != nil || tok == s.c.proxyToken {
-		// No fresher token (the source refreshes at most so often): the same call would be refused again, and the
-		// Unauthenticated may have come from the backend, which then sees the call only once.
+		// No fresher token (the source refreshes at most so often): the same call would be refused again.
 		return nil, false
 	}
 	s.c.proxyToken = tok // only this goroutine uses the call's token from now on

@@ -61,10 +61,16 @@ type Deps struct {
 	// RetryWait bounds how long a call that kedge rejected as unauthenticated waits for the client to finish
 	// sending its request, to find out whether it can be replayed (default 2s).
 	RetryWait time.Duration
+	// IdleTimeout is how long a kedge connection no call uses is kept (default DefaultIdleTimeout). Connections to
+	// kedges that a mapper reload removed go this way too.
+	IdleTimeout time.Duration
 }
 
 // DefaultRetryWait is the default of Deps.RetryWait.
 const DefaultRetryWait = 2 * time.Second
+
+// DefaultIdleTimeout is the default of Deps.IdleTimeout.
+const DefaultIdleTimeout = 10 * time.Minute
 
 // Proxy is winch's gRPC forwarder. Build it with New, register it with ServerOptions, and Close it after the
 // server stopped.
@@ -106,7 +112,11 @@ func New(d Deps) *Proxy {
 			Help: "gRPC calls sent again with a fresh proxy token after kedge rejected the cached one.",
 		}),
 	}
-	p.conns = newConnCache(d.KedgeTLS, lg)
+	idle := d.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	p.conns = newConnCache(d.KedgeTLS, lg, idle)
 	if d.Registerer != nil {
 		d.Registerer.MustRegister(p.calls, p.retries, p.conns.gauge)
 	}
@@ -164,10 +174,13 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 		}
 	}
 	p.calls.WithLabelValues("kedge").Inc()
-	cc, err := p.conns.get(dest.KedgeURL)
+	cc, release, err := p.conns.get(dest.KedgeURL)
 	if err != nil {
 		return nil, nil, status.Error(codes.Unavailable, err.Error())
 	}
+	// ctx is the call's server stream context, which gRPC cancels when the call ends: the connection counts as in
+	// use until then. On an error below, the call ends at once.
+	context.AfterFunc(ctx, release)
 	c := &call{
 		p:         p,
 		cc:        cc,

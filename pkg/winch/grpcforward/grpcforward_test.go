@@ -10,7 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/pkg/winch/grpcforward"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
@@ -31,7 +34,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeKedge is a real gRPC server over TLS standing in for kedge: it serves TestService itself (recording the
 // metadata and :authority it saw), counts accepted connections and, when valid is set, rejects calls whose
-// proxy-authorization is not "bearer <one of valid>" with Unauthenticated, as kedge's auth interceptor does.
+// proxy-authorization is not "bearer <one of valid>" with Unauthenticated and kedge's x-kedge-error-type trailer, as
+// kedge does.
 type fakeKedge struct {
 	*testutil.GRPCBackend
 	url      string
@@ -53,12 +57,14 @@ func newFakeKedge(t *testing.T, cert tls.Certificate, valid ...string) *fakeKedg
 	k.GRPCBackend = testutil.NewGRPCBackend(t, "kedge", grpc.Creds(creds), grpc.StatsHandler(connCounter{&k.conns}),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := k.auth(ctx); err != nil {
+				_ = grpc.SetTrailer(ctx, kedgeMarker)
 				return nil, err
 			}
 			return h(ctx, req)
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if err := k.auth(ss.Context()); err != nil {
+				ss.SetTrailer(kedgeMarker)
 				return err
 			}
 			return h(srv, ss)
@@ -67,6 +73,9 @@ func newFakeKedge(t *testing.T, cert tls.Certificate, valid ...string) *fakeKedg
 	k.url = "https://localhost:" + port
 	return k
 }
+
+// kedgeMarker is the trailer metadata kedge adds to its own refusals of the proxy token.
+var kedgeMarker = metadata.Pairs(wire.MetadataKedgeErrorType, string(wire.ErrUnauthorized), wire.MetadataKedgeError, "provided bearer token is invalid")
 
 func (k *fakeKedge) auth(ctx context.Context) error {
 	if k.valid == nil {
@@ -349,4 +358,150 @@ func TestReplayAfterUnauthenticated(t *testing.T) {
 			t.Fatalf("next call with the fresh token: %v", err)
 		}
 	})
+}
+
+// TestBackendUnauthenticatedKeepsToken checks that an Unauthenticated without kedge's marker (the backend refused
+// the call, or something between posed as kedge without the trailer) neither drops the proxy token nor replays the
+// call: the backend sees it once and the client gets the backend's status.
+func TestBackendUnauthenticatedKeepsToken(t *testing.T) {
+	t.Parallel()
+	ca := testutil.NewCA(t)
+	k := newFakeKedge(t, ca.Server(t, "localhost"), "good", "fresh")
+	src := &tokenSource{tokens: []string{"good", "fresh"}}
+	dial := startWinch(t, ca, []mapper.Route{{Direct: "svc.example.com", URL: k.url, ProxyAuth: "proxy"}},
+		map[string]grpcforward.TokenSource{"proxy": src})
+	client := dial("svc.example.com")
+
+	tests := []struct {
+		name string
+		call func(ctx context.Context, st *testpb.EchoStatus) error
+	}{
+		{"unary", func(ctx context.Context, st *testpb.EchoStatus) error {
+			_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: st})
+			return err
+		}},
+		{"server streaming", func(ctx context.Context, st *testpb.EchoStatus) error {
+			stream, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseStatus: st})
+			if err != nil {
+				return err
+			}
+			_, err = stream.Recv()
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := k.Calls()
+			err := tt.call(t.Context(), &testpb.EchoStatus{Code: int32(codes.Unauthenticated), Message: "backend wants a token"})
+			if st := status.Convert(err); st.Code() != codes.Unauthenticated || st.Message() != "backend wants a token" {
+				t.Fatalf("got %v, want the backend's Unauthenticated", err)
+			}
+			if n := k.Calls() - before; n != 1 {
+				t.Errorf("the backend saw the call %d times, want 1 (no replay)", n)
+			}
+			if got := src.Invalidated(); len(got) != 0 {
+				t.Errorf("the proxy token was invalidated after a backend's Unauthenticated: %v", got)
+			}
+			if md := k.LastMetadata(); len(md.Get("proxy-authorization")) != 1 || md.Get("proxy-authorization")[0] != "bearer good" {
+				t.Errorf("kedge saw proxy-authorization %q, want the cached token", md.Get("proxy-authorization"))
+			}
+		})
+	}
+}
+
+// TestIdleKedgeConnectionClosed checks that a kedge connection no call uses is closed after the idle timeout (which
+// is how connections to kedges removed by a mapper reload go), that a call in progress keeps it open, and that the
+// next call dials again.
+func TestIdleKedgeConnectionClosed(t *testing.T) {
+	t.Parallel()
+	const idle = 50 * time.Millisecond
+	ca := testutil.NewCA(t)
+	k := newFakeKedge(t, ca.Server(t, "localhost"))
+	reg := prometheus.NewRegistry()
+	p := grpcforward.New(grpcforward.Deps{
+		Registerer:  reg,
+		Routes:      mapper.New([]mapper.Route{{Direct: "svc.example.com", URL: k.url}}),
+		KedgeTLS:    &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12},
+		IdleTimeout: idle,
+	})
+	srv := grpc.NewServer(p.ServerOptions()...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+		if err := p.Close(); err != nil {
+			t.Errorf("closing the proxy: %v", err)
+		}
+	})
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority("svc.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	client := testpb.NewTestServiceClient(cc)
+	conns := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "winch_grpc_kedge_connections" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("winch_grpc_kedge_connections not exported")
+		return 0
+	}
+	waitConns := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for conns() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("winch_grpc_kedge_connections = %v, want %v", conns(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	stream, err := client.FullDuplexCall(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := func() {
+		t.Helper()
+		if err := stream.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 1}}}); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+	}
+	echo()
+	// Not synchronisation: several idle timeouts pass while the stream is open, and it must survive them.
+	time.Sleep(4 * idle)
+	echo()
+	if n := conns(); n != 1 {
+		t.Fatalf("winch_grpc_kedge_connections = %v while a stream is open, want 1", n)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("end of stream: %v", err)
+	}
+	waitConns(0)
+
+	if _, err := client.EmptyCall(t.Context(), &testpb.Empty{}); err != nil {
+		t.Fatalf("call after the idle connection was closed: %v", err)
+	}
+	if n := k.conns.Load(); n != 2 {
+		t.Errorf("kedge accepted %d connections, want 2 (one before and one after the idle close)", n)
+	}
+	waitConns(0)
 }
