@@ -62,7 +62,7 @@ type listeners struct{ debug, https, grpc net.Listener }
 
 // New loads the dynamic config, builds every part and binds the listeners, so that errors (bad config, port in
 // use, unreadable certificates) surface before Run.
-func New(cfg config.Config, log logging.Logger) (*Server, error) {
+func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	dyn, err := config.Load(cfg.Documents)
 	if err != nil {
 		return nil, fmt.Errorf("loading config documents:\n%w", err)
@@ -89,13 +89,15 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 			DialTimeout:     cfg.BackendDialTimeout,
 		},
 	})
-	s.state, err = newState(dyn)
-	if err != nil {
-		s.pool.Close()
+	defer func() {
+		if err != nil {
+			s.close() // whatever was built so far: pool, proxies, listeners
+		}
+	}()
+	if s.state, err = newState(dyn); err != nil {
 		return nil, err
 	}
-	if err := s.pool.Update(dyn.Backends); err != nil {
-		s.pool.Close()
+	if err = s.pool.Update(dyn.Backends); err != nil {
 		return nil, fmt.Errorf("building backends: %w", err)
 	}
 	s.watcher = config.NewWatcher(cfg.Documents, s.kube.fileApplier(dyn, s.apply), log.With(logging.FieldComponent, "config"), reg)
@@ -108,19 +110,15 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 			ClientCertRequired: cfg.TLSClientCertReq,
 		}, log.With(logging.FieldComponent, "tls"))
 		if err != nil {
-			s.pool.Close()
 			return nil, err
 		}
 	}
 
 	// Authentication: OIDC discovery happens in Run (retried until the issuer answers; /readyz says why meanwhile).
-	s.auth, err = authn.New(cfg.Auth.Authn(), log.With(logging.FieldComponent, "authn"), reg)
-	if err != nil {
-		s.pool.Close()
+	if s.auth, err = authn.New(cfg.Auth.Authn(), log.With(logging.FieldComponent, "authn"), reg); err != nil {
 		return nil, err
 	}
 	if s.gate, err = authz.NewGate(s.auth, reg); err != nil {
-		s.pool.Close()
 		return nil, err
 	}
 
@@ -146,7 +144,7 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 	}
 	s.grpcHTTPS = grpc.NewServer(grpcOpts...)
 
-	adhocDeps := backend.Deps{Log: log, Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
+	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
 	tunnels := tunnel.New(tunnel.Deps{
 		Log:         log.With(logging.FieldComponent, "tunnel"),
 		Registerer:  reg,
@@ -172,8 +170,7 @@ func New(cfg config.Config, log logging.Logger) (*Server, error) {
 		Options:     httpproxy.Options{FlushInterval: cfg.FlushInterval, BufferSize: cfg.ProxyBufferSize},
 	})
 
-	if err := s.listen(); err != nil {
-		s.close()
+	if err = s.listen(); err != nil {
 		return nil, err
 	}
 	return s, nil
