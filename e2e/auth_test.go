@@ -218,10 +218,7 @@ func startTunnelKedge(t *testing.T, extra ...string) (*kedgeEnv, *testutil.EchoS
 // curlTunnel runs curl through kedge as an HTTPS proxy (CONNECT) to url.
 func (e *kedgeEnv) curlTunnel(t *testing.T, backendCAFile string, args ...string) (string, error) {
 	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed: .ci/run installs it; skipping the real-client check")
-	}
+	path := lookClient(t, "curl")
 	full := append([]string{"-q", "--silent", "--show-error", "--max-time", "20",
 		"--proxy", "https://" + e.https, "--proxy-cacert", e.caFile, "--proxytunnel", "--cacert", backendCAFile}, args...)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

@@ -71,10 +71,10 @@ type benchEnv struct {
 	kedgeHTTPS, kedgeGRPC, kedgeDebug string
 	// nginxHTTPS is nginx's TLS port; empty with nginxSkip saying why.
 	nginxHTTPS, nginxSkip string
-	// winchProxy is winch's HTTP proxy URL, winchGRPC its plaintext gRPC port; empty with winchSkip saying why.
-	winchProxy, winchGRPC, winchSkip string
-	// refHTTPS is the reference proxy's TLS port (e2e/benchreport/refproxy); empty with refSkip saying why.
-	refHTTPS, refSkip string
+	// winchProxy is winch's HTTP proxy URL, winchGRPC its plaintext gRPC port.
+	winchProxy, winchGRPC string
+	// refHTTPS is the reference proxy's TLS port (e2e/benchreport/refproxy).
+	refHTTPS string
 	// The processes, whose CPU time each case reports per operation.
 	kedge, winch, nginx, ref *benchProc
 }
@@ -121,8 +121,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 func (e *benchEnv) startWinch(b *testing.B, dir, caFile string) {
 	path := filepath.Join(binDir, "winch")
 	if _, err := os.Stat(path); err != nil {
-		e.winchSkip = "the winch binary was not built: " + err.Error()
-		return
+		b.Fatalf("the winch binary was not built: %v", err)
 	}
 	ports := benchPorts(b, 2)
 	e.winchProxy, e.winchGRPC = "http://127.0.0.1:"+itoa(ports[0]), "127.0.0.1:"+itoa(ports[1])
@@ -145,8 +144,7 @@ func (e *benchEnv) startWinch(b *testing.B, dir, caFile string) {
 func (e *benchEnv) startRef(b *testing.B, dir, certFile, keyFile, upstream string) {
 	path := filepath.Join(dir, "refproxy")
 	if out, err := exec.Command("go", "build", "-o", path, "./benchreport/refproxy").CombinedOutput(); err != nil {
-		e.refSkip = fmt.Sprintf("building e2e/benchreport/refproxy: %v\n%s", err, out)
-		return
+		b.Fatalf("building e2e/benchreport/refproxy: %v\n%s", err, out)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", benchPorts(b, 1)[0])
 	e.ref = startBenchProc(b, dir, path, "-listen", addr, "-cert", certFile, "-key", keyFile, "-upstream", upstream)

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDocsExamplesAreValid keeps docs/examples loadable by the real binary.
@@ -48,7 +50,9 @@ func TestDocsListEveryKedgeFlag(t *testing.T) {
 // TestDemo runs `make demo`'s program once (--once) against the binaries under test, so the README's first command
 // and every command the demo shows keep working. It uses the demo's fixed documented ports.
 func TestDemo(t *testing.T) {
-	cmd := exec.Command("go", "run", "./demo", "--once", "--bin", binDir, "--examples", "../docs/examples")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "run", "./demo", "--once", "--bin", binDir, "--examples", "../docs/examples")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out)

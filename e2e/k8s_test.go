@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"os/exec"
@@ -140,7 +141,9 @@ func TestKedgeDiscoverOnce(t *testing.T) {
 	api := newFakeKube(t)
 	api.put(exposedService("echo", "http=80:8080", "grpc-api=9000:9000"))
 	api.put(exposedService("broken", "metrics=9090:9090"))
-	cmd := exec.Command(filepath.Join(binDir, "kedge"), "discover", "--once",
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kedge"), "discover", "--once",
 		"--k8sclient_kubeconfig_path="+api.kubeconfig(t, t.TempDir()),
 		"--discovery_external_domain_suffix="+domainSuffix)
 	var stderr strings.Builder

@@ -91,10 +91,7 @@ func (e *kedgeEnv) grpcConn(t *testing.T, addr, authority string) *grpc.ClientCo
 // curl runs the real curl binary, sending connections for every host:443 in hosts to kedge's HTTPS port (the Host header stays port-less).
 func (e *kedgeEnv) curl(t *testing.T, hosts []string, args ...string) (string, error) {
 	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed: .ci/run installs it; skipping the real-client check")
-	}
+	path := lookClient(t, "curl")
 	full := []string{"--silent", "--show-error", "--max-time", "20", "--cacert", e.caFile}
 	for _, h := range hosts {
 		full = append(full, "--connect-to", fmt.Sprintf("%s:443:127.0.0.1:%d", h, e.httpsPort))

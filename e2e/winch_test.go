@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -88,20 +89,32 @@ func (w *winchEnv) proxyEnv(kv ...string) []string {
 	return clientEnv(append([]string{"http_proxy=" + w.proxyURL, "HTTPS_PROXY=" + w.proxyURL}, kv...)...)
 }
 
-// runClient runs a real client binary with env and returns its combined output. It skips the test, with the
-// reason, when the binary is not installed.
+// runClient runs a real client binary with env and returns its combined output (see lookClient for a missing one).
 func runClient(t *testing.T, env []string, name string, args ...string) (string, error) {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s is not installed (.ci/run installs it; Debian package %s): skipping this real-client check", name, debianPackage(name))
-	}
+	path := lookClient(t, name)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// lookClient returns the path of a real client binary. When it is not installed the test is skipped, with the reason,
+// except under CI (CI set), where .ci/run installs every client and a missing one fails the test instead.
+func lookClient(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s is not installed (.ci/run installs it; Debian package %s)", name, debianPackage(name))
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s: CI must run this real-client check", msg)
+	}
+	t.Skipf("%s: skipping this real-client check", msg)
+	return ""
 }
 
 func debianPackage(bin string) string {

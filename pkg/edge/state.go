@@ -69,7 +69,8 @@ func (s *Server) apply(dyn *config.Dynamic) error {
 	s.state.current.Store(next)
 	if err := s.pool.Update(dyn.Backends); err != nil {
 		// Cannot happen for specs the first Update accepted; keep serving and say so.
-		s.log.Error("removing old backends", "error", err)
+		s.log.Error("config applied, but the backends it dropped could not be removed; they stay open until the next config change",
+			"error", err)
 	}
 	for _, w := range slices.Concat(dyn.Warnings, authWarnings(dyn, s.cfg.Auth)) {
 		s.log.Warn("config warning", "warning", w)

@@ -175,7 +175,7 @@ func askRunning(ctx context.Context, cfg Config, action, name string, timeout ti
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return fmt.Errorf("winch: asking the winch running on %s to %s %q: %w", addr, action, name, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +43,25 @@ type env struct {
 	addr   string
 	mapper string
 	auth   string
+	logs   *lockedBuffer // winch's error log
+}
+
+// lockedBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -90,7 +110,12 @@ func startEnv(t *testing.T, mutate ...func(*winch.Config)) *env {
 	for _, m := range mutate {
 		m(&e.cfg)
 	}
-	w, err := winch.New(e.cfg, logging.Discard())
+	e.logs = &lockedBuffer{}
+	log, err := logging.New(logging.Options{Level: "error", Output: e.logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := winch.New(e.cfg, log)
 	if err != nil {
 		t.Fatalf("winch.New: %v", err)
 	}
@@ -178,6 +203,15 @@ func TestProxyLocalEndpointsAndReload(t *testing.T) {
 	// A broken mapper is rejected and the running one stays.
 	writeFile(t, e.mapper, `{"routes": [{"direct": {"key": "x.example.com"}}]}`)
 	e.w.Reload()
+	eventually(t, func() string {
+		if !strings.Contains(e.logs.String(), "config reload rejected") {
+			return "the broken mapper was not reported as rejected; log:\n" + e.logs.String()
+		}
+		return ""
+	})
+	if resp, body := e.get(t, e.proxy, "http://svc.example.com/hello", ""); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"Bearer token-1"`) {
+		t.Fatalf("after the rejected reload: status %d, body %s; want the running config kept", resp.StatusCode, body)
+	}
 	// A valid mapper with a new host, and a new token in the auth document, take effect without a restart.
 	writeFile(t, e.mapper, mapperDoc("https://localhost:"+portOf(e.kedge.Addr), "svc.example.com", "svc2.example.com"))
 	writeFile(t, e.auth, authDoc("token-2"))

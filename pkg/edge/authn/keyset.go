@@ -132,9 +132,6 @@ func (k *keySet) snapshot() []jose.JSONWebKey {
 	return k.keys
 }
 
-// loaded reports whether at least one fetch succeeded.
-func (k *keySet) loaded() bool { return len(k.snapshot()) > 0 }
-
 // refresh fetches the JWKS, or waits for the fetch already in flight. Unless force is set it returns
 // errRefetchLimited when the last fetch started less than minInterval ago. The fetch itself is not cancelled with
 // ctx (other callers may be waiting on it) but bounded by keyFetchTimeout; ctx only stops this caller's wait.

@@ -36,12 +36,11 @@ func TestAuthenticateOIDC(t *testing.T) {
 	}()
 
 	tests := []struct {
-		name    string
-		header  string // used when token is ""
-		token   string
-		status  Status // 0: allowed
-		reason  string
-		wantErr error
+		name   string
+		header string // used when token is ""
+		token  string
+		status Status // 0: allowed
+		reason string
 	}{
 		{name: "valid RS256", token: valid},
 		{name: "valid ES256", token: iss.Sign(t, claims(nil), oidcissuer.WithAlgorithm("ES256"))},

@@ -66,7 +66,7 @@ func NewPool(d Deps) *Pool {
 		dns:     d.DNS,
 		k8s:     d.K8s,
 		opts:    d.Options,
-		metrics: newMetrics(d.Registerer),
+		metrics: newMetrics(d.Registerer, d.Log),
 		closing: make(chan struct{}),
 	}
 	empty := map[key]*backend{}
@@ -265,7 +265,7 @@ type metrics struct {
 	changes        *prometheus.CounterVec // backend, protocol, action
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, log logging.Logger) *metrics {
 	m := &metrics{
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kedge_backend_endpoints",
@@ -289,12 +289,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"backend", "protocol", "action"}),
 	}
 	// A second Pool on one registry reuses the first one's collectors. A conflicting collector of another shape:
-	// keep ours unexported rather than fail the pool.
-	m.endpoints, _ = collector.Register(reg, m.endpoints)
-	m.ejections, _ = collector.Register(reg, m.ejections)
-	m.dialFailures, _ = collector.Register(reg, m.dialFailures)
-	m.resolverErrors, _ = collector.Register(reg, m.resolverErrors)
-	m.changes, _ = collector.Register(reg, m.changes)
+	// keep ours unexported rather than fail the pool, and say so.
+	var errs [5]error
+	m.endpoints, errs[0] = collector.Register(reg, m.endpoints)
+	m.ejections, errs[1] = collector.Register(reg, m.ejections)
+	m.dialFailures, errs[2] = collector.Register(reg, m.dialFailures)
+	m.resolverErrors, errs[3] = collector.Register(reg, m.resolverErrors)
+	m.changes, errs[4] = collector.Register(reg, m.changes)
+	if err := errors.Join(errs[:]...); err != nil {
+		log.Warn("backend: some backend metrics are not exported: another collector on the registry uses their names",
+			logging.FieldError, err)
+	}
 	return m
 }
 

@@ -81,7 +81,7 @@ func NewCluster(client kubernetes.Interface, opts ClusterOptions, log logging.Lo
 		log:      log,
 		opts:     opts,
 		factory:  informers.NewSharedInformerFactoryWithOptions(client, 0, factoryOpts...),
-		metrics:  newMetrics(reg),
+		metrics:  newMetrics(reg, log),
 		startReq: make(chan struct{}, 1),
 	}
 }

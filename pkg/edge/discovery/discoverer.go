@@ -57,7 +57,7 @@ func NewDiscoverer(c *Cluster, opts Options, log logging.Logger, reg prometheus.
 		opts:     opts,
 		coalesce: DefaultCoalesce,
 		log:      log,
-		metrics:  newDiscoveryMetrics(reg),
+		metrics:  newDiscoveryMetrics(reg, log),
 		events:   &eventReporter{client: c.client, log: log},
 	}
 }

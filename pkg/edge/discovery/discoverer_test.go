@@ -170,7 +170,10 @@ func TestDiscoverySkipsBadServicesAndReportsThem(t *testing.T) {
 		evs, err := cs.CoreV1().Events("shop").List(t.Context(), metav1.ListOptions{})
 		return err == nil && len(evs.Items) == 3
 	})
-	evs, _ := cs.CoreV1().Events("shop").List(t.Context(), metav1.ListOptions{})
+	evs, err := cs.CoreV1().Events("shop").List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("list Events: %v", err)
+	}
 	for _, ev := range evs.Items {
 		if ev.Type != corev1.EventTypeWarning || ev.Reason != eventReason || ev.InvolvedObject.Kind != "Service" || ev.Message == "" {
 			t.Errorf("event = %+v", ev)

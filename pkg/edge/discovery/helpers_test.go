@@ -29,15 +29,6 @@ func TestMain(m *testing.M) {
 // fakeClientset is a fake API holding objs; informers on it list and watch for real.
 func fakeClientset(objs ...runtime.Object) *fake.Clientset { return fake.NewClientset(objs...) }
 
-// startCluster runs a Cluster on a fake clientset holding objs until the test ends.
-func startCluster(t *testing.T, opts ClusterOptions, log logging.Logger, objs ...runtime.Object) (*Cluster, *fake.Clientset) {
-	t.Helper()
-	cs := fake.NewClientset(objs...)
-	c := NewCluster(cs, opts, log, nil)
-	runInBackground(t, c.Run)
-	return c, cs
-}
-
 // runInBackground runs run until the test ends, then cancels it and waits for it to return.
 func runInBackground(t *testing.T, run func(context.Context) error) {
 	t.Helper()

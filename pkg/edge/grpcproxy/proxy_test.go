@@ -62,11 +62,12 @@ func TestRouting(t *testing.T) {
 			client := e.client(t, tt.authority)
 			var err error
 			var got string
+			var trailer metadata.MD
 			if tt.empty {
-				_, err = client.EmptyCall(ctx, &testgrpc.Empty{})
+				_, err = client.EmptyCall(ctx, &testgrpc.Empty{}, grpc.Trailer(&trailer))
 			} else {
 				var resp *testgrpc.SimpleResponse
-				resp, err = client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+				resp, err = client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Trailer(&trailer))
 				got = resp.GetServerId()
 			}
 			if st := status.Convert(err); st.Code() != tt.wantCode || (tt.wantMsg != "" && st.Message() != tt.wantMsg) {
@@ -74,6 +75,9 @@ func TestRouting(t *testing.T) {
 			}
 			if got != tt.wantBackend {
 				t.Errorf("served by %q, want %q", got, tt.wantBackend)
+			}
+			if et := trailer.Get(wire.MetadataKedgeErrorType); tt.wantErrType != "" && (len(et) != 1 || et[0] != string(tt.wantErrType)) {
+				t.Errorf("trailer %s = %q, want %q", wire.MetadataKedgeErrorType, et, tt.wantErrType)
 			}
 		})
 	}

@@ -129,7 +129,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return errors.New("filewatch: watcher closed")
 			}
-			w.log.Warn("config file watcher", logging.FieldError, err)
+			w.log.Warn("filewatch: file change events may have been lost; send SIGHUP to reload the config files",
+				logging.FieldError, err)
 		case <-timer.C:
 			w.reload(ReasonFileChange)
 		case <-w.trigger:

@@ -48,7 +48,10 @@ func TestOptionsAreValidated(t *testing.T) {
 func TestStdLoggerAndGRPCAdapter(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	l, _ := logging.New(logging.Options{Level: "debug", Output: &buf})
+	l, err := logging.New(logging.Options{Level: "debug", Output: &buf})
+	if err != nil {
+		t.Fatal(err)
+	}
 	logging.StdLogger(l, logging.LevelWarn, "http").Print("TLS handshake error")
 	logging.GRPCLogger(l).Warningf("subchannel %d down", 3)
 	out := buf.String()

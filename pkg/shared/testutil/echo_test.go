@@ -260,6 +260,9 @@ func TestEchoCloseEndsWaitingHandlers(t *testing.T) {
 	for e.Hits() < 2 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	if n := e.Hits(); n < 2 {
+		t.Errorf("hits = %d before Close, want 2 (/ws and /slow): Close was not tested with a waiting handler", n)
+	}
 	e.Close() // must not hang on the hijacked /ws conn or the hour-long /slow
 	if err := <-errc; err == nil {
 		t.Error("/slow?d=1h succeeded after Close")
