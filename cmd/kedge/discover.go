@@ -13,6 +13,7 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/edge"
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -68,7 +69,7 @@ func discover(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := edge.Discover(ctx, k8s, docs, log, stdout, *once); err != nil {
-		printError(stderr, "kedge discover", err)
+		cli.PrintError(stderr, "kedge discover", err)
 		return 1
 	}
 	return 0

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -18,6 +17,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge"
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 )
@@ -74,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	srv, err := edge.New(cfg, log)
 	if err != nil {
-		printError(stderr, "kedge: cannot start", err)
+		cli.PrintError(stderr, "kedge: cannot start", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -88,22 +88,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// printError writes err after prefix with one line per line of its message, the continuation lines indented, so
-// that a document error listing several problems reads as one problem per line.
-func printError(w io.Writer, prefix string, err error) {
-	lines := strings.Split(strings.TrimRight(err.Error(), "\n"), "\n")
-	lines[0] = strings.TrimPrefix(lines[0], "kedge: ")
-	if len(lines) > 1 && !strings.HasSuffix(lines[0], ":") {
-		fmt.Fprintf(w, "%s:\n", prefix)
-	} else {
-		fmt.Fprintf(w, "%s: %s\n", prefix, lines[0])
-		lines = lines[1:]
-	}
-	for _, l := range lines {
-		fmt.Fprintf(w, "  %s\n", l)
-	}
 }
 
 func checkConfig(cfg config.Config, stdout, stderr io.Writer) int {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/winch"
@@ -132,34 +133,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serveProxy(ctx, cfg, log, stderr)
 	}
 	if err != nil {
-		printError(stderr, "winch "+name, err)
+		cli.PrintError(stderr, "winch "+name, err)
 		return 1
 	}
 	return 0
-}
-
-// printError writes err after prefix with one line per line of its message, the continuation lines indented, so
-// that a document error listing several problems reads as one problem per line. winch's own "winch: " prefix on the
-// message is dropped; prefix says it already.
-func printError(w io.Writer, prefix string, err error) {
-	lines := strings.Split(strings.TrimRight(err.Error(), "\n"), "\n")
-	lines[0] = strings.TrimPrefix(lines[0], "winch: ")
-	if len(lines) > 1 && !strings.HasSuffix(lines[0], ":") {
-		fmt.Fprintf(w, "%s:\n", prefix)
-	} else {
-		fmt.Fprintf(w, "%s: %s\n", prefix, lines[0])
-		lines = lines[1:]
-	}
-	for _, l := range lines {
-		fmt.Fprintf(w, "  %s\n", l)
-	}
 }
 
 func serveProxy(ctx context.Context, cfg winch.Config, log logging.Logger, stderr io.Writer) int {
 	grpclog.SetLoggerV2(logging.GRPCLogger(log))
 	w, err := winch.New(cfg, log)
 	if err != nil {
-		printError(stderr, "winch: cannot start", err)
+		cli.PrintError(stderr, "winch: cannot start", err)
 		return 1
 	}
 	defer serve.OnSIGHUP(ctx, func() {
