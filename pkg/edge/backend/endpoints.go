@@ -127,17 +127,54 @@ func (s *endpointSet) await(ctx context.Context, limit time.Duration) ([]string,
 	}
 }
 
-// pick returns the next endpoint of eps in round-robin order that is neither in tried nor ejected.
+// pick returns the first endpoint of eps, in round-robin order, that is neither in tried nor ejected. Each pick takes
+// exactly one value of the shared counter and scans from there, so concurrent picks cannot push one another past the
+// only endpoint that is not ejected: an endpoint is found whenever eps has one to offer.
 func (s *endpointSet) pick(eps, tried []string) (string, bool) {
 	n := uint64(len(eps))
-	for range n {
-		ep := eps[(s.next.Add(1)-1)%n]
+	if n == 0 {
+		return "", false
+	}
+	start := s.next.Add(1) - 1
+	for i := range n {
+		ep := eps[(start+i)%n]
 		if slices.Contains(tried, ep) || s.isEjected(ep) {
 			continue
 		}
 		return ep, true
 	}
 	return "", false
+}
+
+// attempts hands out the endpoints one request (or tunnel) tries, each at most once: first from the set that was
+// current when the request began; when that set has nothing left to try and discovery has published another set
+// meanwhile (the backend's pods were replaced while the request was being retried), once more from the new set.
+// Every attempt is a fresh pick, so it honours ejections made by other requests in the meantime.
+type attempts struct {
+	set     *endpointSet
+	eps     []string // the set being tried
+	tried   []string
+	renewed bool
+}
+
+func (s *endpointSet) attempts(eps []string) *attempts {
+	return &attempts{set: s, eps: eps}
+}
+
+// next returns the endpoint to try next, or false when none is left.
+func (a *attempts) next() (string, bool) {
+	ep, ok := a.set.pick(a.eps, a.tried)
+	if !ok && !a.renewed {
+		a.renewed = true
+		if cur, _ := a.set.current(); len(cur) > 0 && !slices.Equal(cur, a.eps) {
+			a.eps = cur
+			ep, ok = a.set.pick(a.eps, a.tried)
+		}
+	}
+	if ok {
+		a.tried = append(a.tried, ep)
+	}
+	return ep, ok
 }
 
 func (s *endpointSet) isEjected(ep string) bool {
@@ -158,10 +195,18 @@ func (s *endpointSet) isEjected(ep string) bool {
 	return false
 }
 
-// eject skips ep for d.
+// eject skips ep for d. An endpoint that is no longer in the current set (a request dialled it from an older set) is
+// not recorded: publish has already dropped its ejection, and a stale entry would be reported as ejected.
 func (s *endpointSet) eject(ep string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	cur := s.cur.Load()
+	if cur == nil {
+		return
+	}
+	if _, found := slices.BinarySearch(*cur, ep); !found {
+		return
+	}
 	s.ejected[ep] = s.now().Add(d)
 	s.nEjected.Store(int32(len(s.ejected)))
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,5 +148,208 @@ func TestEndpointSetEjection(t *testing.T) {
 	set.publish([]string{"a:1", "b:1"})
 	if got := set.ejectedNow(); len(got) != 0 {
 		t.Errorf("ejection of a removed endpoint survived: %v", got)
+	}
+}
+
+// TestEndpointSetConcurrentPicks picks from many goroutines while all endpoints but one are ejected: every pick must
+// find that one. A pick that advanced the shared counter once per probe let concurrent picks skip it.
+func TestEndpointSetConcurrentPicks(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		eps     []string
+		ejected []string
+		want    string
+	}{
+		{"one of two ejected", []string{"a:1", "b:1"}, []string{"a:1"}, "b:1"},
+		{"two of three ejected", []string{"a:1", "b:1", "c:1"}, []string{"a:1", "c:1"}, "b:1"},
+		{"four of five ejected", []string{"a:1", "b:1", "c:1", "d:1", "e:1"}, []string{"a:1", "b:1", "c:1", "e:1"}, "d:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			set := newEndpointSet(nil)
+			set.publish(tt.eps)
+			for _, ep := range tt.ejected {
+				set.eject(ep, time.Hour)
+			}
+			eps, _ := set.current()
+			const goroutines, picks = 8, 20000
+			var wrong atomic.Int64
+			var wg sync.WaitGroup
+			for range goroutines {
+				wg.Go(func() {
+					for range picks {
+						if ep, ok := set.pick(eps, nil); !ok || ep != tt.want {
+							wrong.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if n := wrong.Load(); n != 0 {
+				t.Errorf("%d of %d concurrent picks did not return %s, the only endpoint not ejected", n, goroutines*picks, tt.want)
+			}
+		})
+	}
+}
+
+// TestEndpointSetRoundRobin checks that sequential picks take turns, skipping ejected and tried endpoints.
+func TestEndpointSetRoundRobin(t *testing.T) {
+	t.Parallel()
+	set := newEndpointSet(nil)
+	set.publish([]string{"a:1", "b:1", "c:1"})
+	eps, _ := set.current()
+	var got []string
+	for range 6 {
+		ep, _ := set.pick(eps, nil)
+		got = append(got, ep)
+	}
+	if want := []string{"a:1", "b:1", "c:1", "a:1", "b:1", "c:1"}; !slices.Equal(got, want) {
+		t.Errorf("picks %v, want %v", got, want)
+	}
+	if ep, ok := set.pick(eps, []string{"a:1", "b:1"}); !ok || ep != "c:1" {
+		t.Errorf("pick with a:1 and b:1 tried = %q, %v; want c:1", ep, ok)
+	}
+	if ep, ok := set.pick(nil, nil); ok {
+		t.Errorf("pick from an empty set = %q, want none", ep)
+	}
+}
+
+// TestEndpointSetEjectionExpiresUnderLoad lets an ejection expire while goroutines pick: no pick fails before, during
+// or after, and the endpoint is picked again once its backoff has passed.
+func TestEndpointSetEjectionExpiresUnderLoad(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Int64 // unix nanoseconds
+	clock.Store(time.Unix(1000, 0).UnixNano())
+	set := newEndpointSet(nil)
+	set.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	set.publish([]string{"a:1", "b:1"})
+	set.eject("a:1", 2*time.Second)
+	eps, _ := set.current()
+
+	var failed atomic.Int64
+	expired := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for i := 0; i < 5000; i++ {
+				ep, ok := set.pick(eps, nil)
+				switch {
+				case !ok:
+					failed.Add(1)
+				case ep == "a:1":
+					select {
+					case <-expired:
+					default:
+						failed.Add(1) // picked while still ejected
+					}
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 100 {
+			_ = set.ejectedNow()
+		}
+		close(expired)
+		clock.Add(int64(3 * time.Second))
+	})
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d picks failed or returned the ejected endpoint", n)
+	}
+	// Whatever the interleaving, the expiry is visible now.
+	if ep, ok := set.pick(eps, []string{"b:1"}); !ok || ep != "a:1" {
+		t.Errorf("after the backoff pick = %q, %v; want a:1", ep, ok)
+	}
+	if got := set.ejectedNow(); len(got) != 0 {
+		t.Errorf("ejected after expiry: %v", got)
+	}
+}
+
+// TestEndpointSetReplacedWhilePicking publishes new sets while goroutines pick from whatever set is current and eject
+// what they picked from older sets. Every pick succeeds (each set has an endpoint that is never ejected), and an
+// ejection of an endpoint that discovery has removed is not recorded.
+func TestEndpointSetReplacedWhilePicking(t *testing.T) {
+	t.Parallel()
+	set := newEndpointSet(nil)
+	sets := [][]string{{"a:1", "b:1", "keep:1"}, {"c:1", "d:1", "keep:1"}, {"e:1", "keep:1"}}
+	set.publish(sets[0])
+	stop := make(chan struct{})
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				eps, _ := set.current()
+				ep, ok := set.pick(eps, nil)
+				if !ok || !slices.Contains(eps, ep) {
+					failed.Add(1)
+					continue
+				}
+				if ep != "keep:1" {
+					set.eject(ep, time.Hour)
+				}
+			}
+		})
+	}
+	for i := range 300 {
+		set.publish(sets[i%len(sets)])
+	}
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d picks failed while the set was replaced", n)
+	}
+
+	set.publish([]string{"x:1", "keep:1"})
+	set.eject("a:1", time.Hour) // dialled from an older set
+	set.eject("x:1", time.Hour)
+	if got := set.ejectedNow(); !slices.Equal(got, []string{"x:1"}) {
+		t.Errorf("ejected %v, want only x:1 (a:1 is no longer an endpoint)", got)
+	}
+}
+
+// TestAttempts walks one request's attempts: each endpoint at most once, and once more from a set published while
+// the request was failing over.
+func TestAttempts(t *testing.T) {
+	t.Parallel()
+	set := newEndpointSet(nil)
+	set.publish([]string{"old1:1", "old2:1"})
+	eps, _ := set.current()
+
+	try := set.attempts(eps)
+	var got []string
+	for {
+		ep, ok := try.next()
+		if !ok {
+			break
+		}
+		got = append(got, ep)
+		set.eject(ep, time.Hour) // refused
+		if len(got) == 1 {
+			set.publish([]string{"new:1", "old2:1"}) // the backend rolls during the request
+		}
+	}
+	if want := []string{"old1:1", "old2:1", "new:1"}; len(got) != 3 || !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("attempts %v, want each of %v once", got, want)
+	}
+
+	// Without a new set, a request stops after the endpoints it has.
+	set.publish([]string{"p:1", "q:1"})
+	eps, _ = set.current()
+	try = set.attempts(eps)
+	n := 0
+	for _, ok := try.next(); ok; _, ok = try.next() {
+		n++
+	}
+	if n != 2 {
+		t.Errorf("%d attempts on a two-endpoint set, want 2", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,14 +97,13 @@ func (h *httpBackend) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	rec := recorderFrom(ctx)
 	body := newRetryBody(req.Body)
-	var tried []string
+	try := h.eps.attempts(eps)
 	var lastErr error
-	for range eps {
-		ep, ok := h.eps.pick(eps, tried)
+	for {
+		ep, ok := try.next()
 		if !ok {
 			break
 		}
-		tried = append(tried, ep)
 		if rec != nil {
 			rec.Addr = ep
 		}
@@ -128,7 +128,7 @@ func (h *httpBackend) roundTrip(req *http.Request) (*http.Response, error) {
 		lastErr = err
 	}
 	body.close()
-	return nil, h.noConnection(eps, tried, lastErr)
+	return nil, h.noConnection(try, lastErr)
 }
 
 // endpoints returns the current endpoints, waiting a little for a new backend's first resolution.
@@ -145,12 +145,19 @@ func (h *httpBackend) endpoints(ctx context.Context) ([]string, error) {
 	return eps, nil
 }
 
-func (h *httpBackend) noConnection(eps, tried []string, lastErr error) *Error {
+func (h *httpBackend) noConnection(try *attempts, lastErr error) *Error {
+	eps, tried := try.eps, try.tried
 	msg := fmt.Sprintf("no connection to any endpoint of backend %q", h.name)
 	if len(tried) > 0 {
 		msg += fmt.Sprintf(", refused: [%s]", strings.Join(tried, " "))
 	}
-	if skipped := len(eps) - len(tried); skipped > 0 {
+	skipped := 0
+	for _, ep := range eps {
+		if !slices.Contains(tried, ep) {
+			skipped++
+		}
+	}
+	if skipped > 0 {
 		msg += fmt.Sprintf(", %d of %d ejected: [%s]", skipped, len(eps), strings.Join(h.eps.ejectedNow(), " "))
 	}
 	if lastErr != nil {
@@ -177,14 +184,13 @@ func (h *httpBackend) dialEndpoint(ctx context.Context) (net.Conn, error) {
 		return nil, err
 	}
 	rec := recorderFrom(ctx)
-	var tried []string
+	try := h.eps.attempts(eps)
 	var lastErr error
-	for range eps {
-		ep, ok := h.eps.pick(eps, tried)
+	for {
+		ep, ok := try.next()
 		if !ok {
 			break
 		}
-		tried = append(tried, ep)
 		if rec != nil {
 			rec.Addr = ep
 		}
@@ -203,7 +209,7 @@ func (h *httpBackend) dialEndpoint(ctx context.Context) (net.Conn, error) {
 		h.onDialErr(ep)
 		lastErr = err
 	}
-	return nil, h.noConnection(eps, tried, lastErr)
+	return nil, h.noConnection(try, lastErr)
 }
 
 // close refuses new requests and closes every connection, idle or not.
