@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,10 +24,12 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/admin"
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
+	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/grpcproxy"
 	"github.com/kedge-proxy/kedge/pkg/edge/httpproxy"
 	"github.com/kedge-proxy/kedge/pkg/edge/tunnel"
@@ -122,21 +125,22 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 
-	proxyErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kedge_proxy_errors_total",
-		Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
-	}, []string{"backend_name", "type"})
-	reg.MustRegister(proxyErrors)
+	// One admission step (routing, requirement, gate) and one forwarding-header policy for every protocol.
+	admit, err := admission.New(s.gate, reg)
+	if err != nil {
+		return nil, err
+	}
+	fwd := forwarded.New(ipNetsToPrefixes(cfg.TrustedProxies))
 
 	s.grpcProxy = grpcproxy.New(grpcproxy.Deps{
-		Log:         log.With(logging.FieldComponent, "grpcproxy"),
-		Registerer:  reg,
-		Routes:      s.state,
-		Backends:    s.pool,
-		AdhocGuard:  backend.DefaultDialGuard(),
-		DNS:         net.DefaultResolver,
-		ProxyErrors: proxyErrors,
-		Gate:        s.gate,
+		Log:        log.With(logging.FieldComponent, "grpcproxy"),
+		Registerer: reg,
+		Routes:     s.state,
+		Backends:   s.pool,
+		AdhocGuard: backend.DefaultDialGuard(),
+		DNS:        net.DefaultResolver,
+		Admission:  admit,
+		Forwarded:  fwd,
 	})
 	grpcOpts := append(s.grpcProxy.ServerOptions(), grpcServerOptions(serve.DefaultReadHeaderTimeout, serve.DefaultIdleTimeout)...)
 	if s.tls != nil {
@@ -148,26 +152,25 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	tunnels := tunnel.New(tunnel.Deps{
 		Log:         log.With(logging.FieldComponent, "tunnel"),
 		Registerer:  reg,
-		ProxyErrors: proxyErrors,
+		Admission:   admit,
 		Routes:      s.state,
 		Backends:    s.pool,
 		Adhoc:       backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard()),
-		Gate:        s.gate,
 		IdleTimeout: cfg.TunnelIdleTimeout,
 		DialTimeout: cfg.BackendDialTimeout,
 		BufferSize:  cfg.ProxyBufferSize,
 	})
 	s.httpProxy = httpproxy.New(httpproxy.Deps{
-		Log:         log.With(logging.FieldComponent, "httpproxy"),
-		Registerer:  reg,
-		Routes:      s.state,
-		Backends:    s.pool,
-		Adhoc:       backend.NewAdhocTransport(adhocDeps, backend.DefaultDialGuard()),
-		GRPC:        s.grpcHTTPS,
-		Connect:     tunnels,
-		Gate:        s.gate,
-		ProxyErrors: proxyErrors,
-		Options:     httpproxy.Options{FlushInterval: cfg.FlushInterval, BufferSize: cfg.ProxyBufferSize},
+		Log:        log.With(logging.FieldComponent, "httpproxy"),
+		Registerer: reg,
+		Routes:     s.state,
+		Backends:   s.pool,
+		Adhoc:      backend.NewAdhocTransport(adhocDeps, backend.DefaultDialGuard()),
+		GRPC:       s.grpcHTTPS,
+		Connect:    tunnels,
+		Admission:  admit,
+		Forwarded:  fwd,
+		Options:    httpproxy.Options{FlushInterval: cfg.FlushInterval, BufferSize: cfg.ProxyBufferSize},
 	})
 
 	if err = s.listen(); err != nil {
@@ -343,4 +346,17 @@ func (s *Server) close() {
 		s.grpcProxy.Close()
 	}
 	s.pool.Close()
+}
+
+// ipNetsToPrefixes converts the --server_trusted_proxies values.
+func ipNetsToPrefixes(nets []net.IPNet) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(nets))
+	for _, n := range nets {
+		addr, ok := netip.AddrFromSlice(n.IP)
+		ones, _ := n.Mask.Size()
+		if ok {
+			out = append(out, netip.PrefixFrom(addr.Unmap(), min(ones, addr.Unmap().BitLen())))
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -37,6 +38,9 @@ type Config struct {
 	K8s K8sConfig
 	// TunnelIdleTimeout closes CONNECT tunnels idle this long in both directions.
 	TunnelIdleTimeout time.Duration
+	// TrustedProxies are the peers (load balancers, ingress proxies) whose X-Forwarded-* headers kedge keeps and
+	// appends to; everyone else's are replaced.
+	TrustedProxies []net.IPNet
 
 	Documents Source
 
@@ -79,6 +83,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.EjectionBackoff, "lbtransport_failed_target_backoff_duration", 2*time.Second, "how long a backend endpoint that refused a connection is skipped")
 	fs.DurationVar(&c.ResolveInterval, "backend_resolve_interval", 5*time.Second, "how often host and srv resolvers look up their DNS names again")
 	fs.DurationVar(&c.BackendDialTimeout, "backend_dial_timeout", 2*time.Second, "connect timeout towards backend endpoints")
+	fs.IPNetSliceVar(&c.TrustedProxies, "server_trusted_proxies", nil, "comma-separated CIDRs of proxies in front of kedge (e.g. an L7 load balancer) whose X-Forwarded-For chain, X-Forwarded-Host/-Proto and Forwarded headers are kept and appended to; from everyone else these headers (and X-Real-IP) are replaced with what kedge saw. Empty: trust nobody")
 
 	fs.StringVar(&c.Documents.DirectorPath, "kedge_config_director_config_path", "", "file with the director config (routes and adhoc rules), JSON or YAML; watched and reloaded on change or SIGHUP")
 	fs.StringVar(&c.Documents.DirectorInline, "kedge_config_director_config", "", "the director config inline (JSON or YAML); ignored when the _path flag is set")

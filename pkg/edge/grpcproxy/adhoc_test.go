@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
@@ -86,11 +87,11 @@ func TestAdhoc(t *testing.T) {
 				}
 			}
 			if tt.errType != "" {
-				backendLabel := adhocBackend
+				backendLabel := admission.AdhocLabel
 				if tt.errType == wire.ErrNoRoute {
 					backendLabel = ""
 				}
-				if got := testutil.ToFloat64(e.proxy.m.errors.WithLabelValues(backendLabel, string(tt.errType))); got != 1 {
+				if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": backendLabel, "type": string(tt.errType)}); got != 1 {
 					t.Errorf("kedge_proxy_errors_total{%q,%s} = %v, want 1", backendLabel, tt.errType, got)
 				}
 			}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
@@ -59,7 +60,11 @@ func newTLSEnv(t *testing.T, auth *authn.Authenticator) *tlsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(Deps{Log: e.log, Routes: staticRoutes{table}, Backends: backendMap{"b": cc}, Gate: gate})
+	adm, err := admission.New(gate, e.gateReg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Deps{Log: e.log, Routes: staticRoutes{table}, Backends: backendMap{"b": cc}, Admission: adm})
 	t.Cleanup(p.Close)
 	serverTLS := &tls.Config{
 		Certificates: []tls.Certificate{e.ca.Server(t, "localhost")},

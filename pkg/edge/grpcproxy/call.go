@@ -14,10 +14,6 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
-// adhocBackend is the backend label of calls sent to adhoc destinations: the destination itself is logged but never
-// used as a metric label, which would let clients create unbounded series.
-const adhocBackend = "_adhoc"
-
 type callKey struct{}
 
 // call is what one RPC leaves for its log line and metrics. The interceptor creates it; the director and the header
@@ -114,7 +110,7 @@ func (p *Proxy) finish(c *call, err error) {
 	p.m.requests.WithLabelValues(c.backend, codeLabel).Inc()
 	p.m.duration.WithLabelValues(c.backend).Observe(elapsed.Seconds())
 	if errType != "" {
-		p.m.errors.WithLabelValues(c.backend, string(errType)).Inc()
+		p.admit.CountError(c.backend, errType)
 	}
 
 	if !p.log.Enabled(logging.LevelInfo) {

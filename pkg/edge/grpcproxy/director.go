@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,8 +18,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
-	"github.com/kedge-proxy/kedge/pkg/edge/authz"
+	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
@@ -43,27 +45,16 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	if p.routes != nil {
 		table = p.routes.GRPCTable()
 	}
-	r, routed := table.Match(&route.GRPCRequest{FullMethod: fullMethod, Authority: c.authority, Metadata: in})
-	var (
-		target   route.Target
-		routeErr error
-		label    string
-		need     authz.Requirement
-	)
-	if routed {
-		label = r.Backend
-		need = authz.Requirement{Permissions: r.RequiredPermissions, Identities: r.AllowedIdentities}
-	} else if target, routeErr = table.Adhoc(c.authority); routeErr == nil {
-		label = adhocBackend
-		need = authz.Requirement{Permissions: target.RequiredPermissions, Identities: target.AllowedIdentities}
-	}
-	if err := p.admit(ctx, c, in, label, routeErr == nil, need); err != nil {
+	res := p.admit.GRPC(ctx, table, &route.GRPCRequest{FullMethod: fullMethod, Authority: c.authority, Metadata: in},
+		admission.Caller{Credentials: in.Get(wire.MetadataProxyAuthz), Peer: peerTLS(ctx)})
+	if err := p.recordDecision(c, &res); err != nil {
 		return nil, nil, err
 	}
+	r, routeErr, target := res.GRPC, res.RouteErr, res.Adhoc
 
 	var cc *backendConn
 	switch {
-	case routed:
+	case r != nil:
 		desc := describeRoute(r)
 		conn, ok := p.backendConn(r.Backend)
 		c.update(func(c *call) {
@@ -87,8 +78,9 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 		f.release = release
 		cc = &backendConn{ClientConnInterface: conn.cc, f: f, adhoc: conn}
 	}
-	out := metadata.NewOutgoingContext(ctx, outgoingMetadata(in, c.requestID))
-	return out, cc, nil
+	md := outgoingMetadata(in, c.requestID)
+	p.fwd.SetMetadata(md, in, forwarded.Request{Peer: peerAddr(ctx), Host: c.authority, Proto: "https"})
+	return metadata.NewOutgoingContext(ctx, md), cc, nil
 }
 
 // wellFormedMethod reports whether fullMethod is "/service/method": two non-empty segments, neither a dot segment,
@@ -118,25 +110,17 @@ func wellFormedMethod(fullMethod string) bool {
 	return true
 }
 
-// admit authenticates the caller (proxy-authorization metadata, client certificate) and checks need, the
-// requirement of the route the call matched (routed false: authentication only, so an unauthenticated caller cannot
-// probe the routes). It records the decision for the log line and returns the Unauthenticated or PermissionDenied
-// status of a refusal.
-func (p *Proxy) admit(ctx context.Context, c *call, in metadata.MD, label string, routed bool, need authz.Requirement) error {
-	d := p.gate.Admit(ctx, authz.Request{
-		Route:       label,
-		Routed:      routed,
-		Requirement: need,
-		Credentials: in.Get(wire.MetadataProxyAuthz),
-		Peer:        peerTLS(ctx),
-	})
+// recordDecision records the admission's identity and decision for the log line and returns the Unauthenticated or
+// PermissionDenied status of a refusal.
+func (p *Proxy) recordDecision(c *call, res *admission.Result) error {
+	d := res.Decision
 	c.update(func(c *call) {
 		c.identity = d.Identity.String()
-		if routed || !d.Allowed() {
+		if res.RouteErr == nil || !d.Allowed() {
 			c.decision, c.reason = d.Result(), d.Reason()
 		}
 		if !d.Allowed() {
-			c.backend = label
+			c.backend = res.Label
 			_, c.errType = authn.HTTPStatus(d.Err)
 		}
 	})
@@ -144,6 +128,23 @@ func (p *Proxy) admit(ctx context.Context, c *call, in metadata.MD, label string
 		return nil
 	}
 	return authn.StatusOf(d.Err).Err()
+}
+
+// peerAddr returns the IP address of the call's client, or the zero Addr.
+func peerAddr(ctx context.Context) netip.Addr {
+	pr, ok := peer.FromContext(ctx)
+	if !ok || pr.Addr == nil {
+		return netip.Addr{}
+	}
+	if ta, ok := pr.Addr.(*net.TCPAddr); ok {
+		a, _ := netip.AddrFromSlice(ta.IP)
+		return a.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(pr.Addr.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
 }
 
 // peerTLS returns the TLS state of the call's client connection. grpc-go provides it on the gRPC port and also for
@@ -177,7 +178,7 @@ func adhocError(c *call, err error) error {
 		return status.Error(codes.Unimplemented, "unknown route to service")
 	case errors.As(err, &adhocErr):
 		c.update(func(c *call) {
-			c.backend = adhocBackend
+			c.backend = admission.AdhocLabel
 			c.errType = wire.ErrUnknownRouteError
 		})
 		if adhocErr.BadRequest {
@@ -195,7 +196,7 @@ func adhocError(c *call, err error) error {
 func (p *Proxy) directAdhoc(target route.Target, c *call) (*adhocConn, func(), error) {
 	addr := net.JoinHostPort(target.Host, strconv.FormatUint(uint64(target.Port), 10))
 	c.update(func(c *call) {
-		c.backend = adhocBackend
+		c.backend = admission.AdhocLabel
 		c.adhoc = addr
 	})
 	conn, release, err := p.adhoc.get(addr)

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
@@ -264,15 +265,15 @@ type env struct {
 }
 
 type envConfig struct {
-	routes      []route.GRPCRoute
-	adhoc       []route.Adhoc
-	backends    []string                    // names of test backends to start
-	conns       map[string]*grpc.ClientConn // extra backend connections
-	guard       backend.DialGuard
-	dns         Resolver
-	idle        time.Duration
-	proxyErrors *prometheus.CounterVec
-	reg         *prometheus.Registry
+	routes    []route.GRPCRoute
+	adhoc     []route.Adhoc
+	backends  []string                    // names of test backends to start
+	conns     map[string]*grpc.ClientConn // extra backend connections
+	guard     backend.DialGuard
+	dns       Resolver
+	idle      time.Duration
+	forwarded *forwarded.Policy
+	reg       *prometheus.Registry
 }
 
 func newEnv(t *testing.T, cfg envConfig) *env {
@@ -301,7 +302,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		Backends:         conns,
 		AdhocGuard:       cfg.guard,
 		DNS:              cfg.dns,
-		ProxyErrors:      cfg.proxyErrors,
+		Forwarded:        cfg.forwarded,
 		AdhocIdleTimeout: cfg.idle,
 	})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

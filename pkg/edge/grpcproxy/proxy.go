@@ -15,8 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
-	"github.com/kedge-proxy/kedge/pkg/edge/authz"
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
@@ -56,15 +57,14 @@ type Deps struct {
 	AdhocGuard backend.DialGuard
 	// DNS resolves adhoc names at dial time; nil means net.DefaultResolver.
 	DNS Resolver
-	// ProxyErrors, when set, is the kedge_proxy_errors_total{backend_name,type} counter to count kedge-made errors
-	// in. The HTTP proxy registers a counter with that name, so the root should create it once and pass it to both
-	// proxies; registering a second one with different help text would fail. When nil, the proxy creates the counter
-	// and registers it with Registerer, reusing an identical one that is already registered.
-	ProxyErrors *prometheus.CounterVec
-	// Gate authenticates callers (proxy-authorization metadata, client certificate) and checks route requirements,
-	// after routing and before any backend connection is used. nil means a Gate without token authentication
-	// (registered with Registerer): routes with requirements still refuse callers who do not meet them.
-	Gate *authz.Gate
+	// Admission routes calls and authenticates callers (proxy-authorization metadata, client certificate) against
+	// the route's requirement before any backend connection is used, and counts kedge-made errors in
+	// kedge_proxy_errors_total. nil means admission.Or(nil, Registerer): no token authentication, and routes with
+	// requirements refuse callers who do not meet them.
+	Admission *admission.Admitter
+	// Forwarded sets the forwarding metadata (x-forwarded-*, x-real-ip, forwarded) backends receive, as on the HTTP
+	// path. nil trusts no client's values.
+	Forwarded *forwarded.Policy
 	// AdhocIdleTimeout is how long an adhoc connection with no call in flight is kept; 0 means
 	// DefaultAdhocIdleTimeout.
 	AdhocIdleTimeout time.Duration
@@ -75,7 +75,8 @@ type Proxy struct {
 	log         logging.Logger
 	routes      Routes
 	backends    Backends
-	gate        *authz.Gate
+	admit       *admission.Admitter
+	fwd         *forwarded.Policy
 	adhoc       *adhocPool
 	m           metrics
 	transparent grpc.StreamHandler
@@ -102,16 +103,10 @@ func New(d Deps) *Proxy {
 		log:      d.Log,
 		routes:   d.Routes,
 		backends: d.Backends,
-		gate:     d.Gate,
+		admit:    admission.Or(d.Admission, d.Registerer),
+		fwd:      d.Forwarded,
 		adhoc:    newAdhocPool(guard, dns, idle),
-		m:        newMetrics(d.Log, d.Registerer, d.ProxyErrors),
-	}
-	if p.gate == nil {
-		var err error
-		if p.gate, err = authz.NewGate(nil, d.Registerer); err != nil {
-			d.Log.Warn("grpcproxy: authorization metrics not registered", logging.FieldError, err)
-			p.gate, _ = authz.NewGate(nil, nil)
-		}
+		m:        newMetrics(d.Log, d.Registerer),
 	}
 	p.transparent = proxy.TransparentHandler(p.direct)
 	return p
@@ -139,14 +134,13 @@ func (p *Proxy) Close() {
 type metrics struct {
 	requests *prometheus.CounterVec   // kedge_grpc_requests_total{backend,code}
 	duration *prometheus.HistogramVec // kedge_grpc_request_duration_seconds{backend}
-	errors   *prometheus.CounterVec   // kedge_proxy_errors_total{backend_name,type}
 }
 
-func newMetrics(log logging.Logger, reg prometheus.Registerer, proxyErrors *prometheus.CounterVec) metrics {
+func newMetrics(log logging.Logger, reg prometheus.Registerer) metrics {
 	// Two proxies on one registry share their metrics. A collector that cannot be registered still counts, so the
 	// proxy works; the problem is logged.
-	var errs [3]error
-	m := metrics{errors: proxyErrors}
+	var errs [2]error
+	var m metrics
 	m.requests, errs[0] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kedge_grpc_requests_total",
 		Help: "gRPC calls handled by the proxy, by backend and status code.",
@@ -156,12 +150,6 @@ func newMetrics(log logging.Logger, reg prometheus.Registerer, proxyErrors *prom
 		Help:    "Duration of gRPC calls handled by the proxy, including streams, by backend.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 	}, []string{"backend"}))
-	if m.errors == nil {
-		m.errors, errs[2] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_proxy_errors_total",
-			Help: "Requests that ended with an error made by kedge itself, by backend and error type.",
-		}, []string{"backend_name", "type"}))
-	}
 	if err := errors.Join(errs[:]...); err != nil {
 		log.Warn("grpcproxy: metric not registered", logging.FieldError, err)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -82,10 +84,10 @@ func TestRouting(t *testing.T) {
 		})
 	}
 	// Errors made by kedge are counted by type; the no-route call has no backend.
-	if got := testutil.ToFloat64(e.proxy.m.errors.WithLabelValues("missing", string(wire.ErrNoBackend))); got != 1 {
+	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "missing", "type": string(wire.ErrNoBackend)}); got != 1 {
 		t.Errorf("kedge_proxy_errors_total{no-backend} = %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(e.proxy.m.errors.WithLabelValues("", string(wire.ErrNoRoute))); got != 1 {
+	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": string(wire.ErrNoRoute)}); got != 1 {
 		t.Errorf("kedge_proxy_errors_total{no-route} = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(e.proxy.m.requests.WithLabelValues("a", "OK")); got != 2 {
@@ -260,7 +262,7 @@ func TestBackendDown(t *testing.T) {
 	if code := status.Code(err); code != codes.Unavailable {
 		t.Fatalf("status = %v, want Unavailable", err)
 	}
-	if got := testutil.ToFloat64(e.proxy.m.errors.WithLabelValues("down", string(wire.ErrNoConnection))); got != 1 {
+	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "down", "type": string(wire.ErrNoConnection)}); got != 1 {
 		t.Errorf("kedge_proxy_errors_total{down,%s} = %v, want 1", wire.ErrNoConnection, got)
 	}
 }
@@ -268,11 +270,7 @@ func TestBackendDown(t *testing.T) {
 func TestLogAndMetrics(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	// The HTTP proxy's counter of the same name, registered first: the gRPC proxy must share it, not panic.
-	shared := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_proxy_errors_total", Help: "HTTP help"},
-		[]string{"backend_name", "type"})
-	reg.MustRegister(shared)
-	e := newEnv(t, envConfig{routes: routingRoutes, backends: []string{"a"}, reg: reg, proxyErrors: shared})
+	e := newEnv(t, envConfig{routes: routingRoutes, backends: []string{"a"}, reg: reg})
 	client := e.client(t, "")
 	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
 		t.Fatalf("UnaryCall: %v", err)
@@ -312,7 +310,7 @@ func TestLogAndMetrics(t *testing.T) {
 		t.Errorf("no-route log line = %v", bad.kv)
 	}
 
-	if got := testutil.ToFloat64(shared.WithLabelValues("", string(wire.ErrNoRoute))); got != 1 {
+	if got := sharedtest.MetricValue(t, reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": string(wire.ErrNoRoute)}); got != 1 {
 		t.Errorf("shared kedge_proxy_errors_total{no-route} = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(e.proxy.m.requests.WithLabelValues("", "Unimplemented")); got != 1 {

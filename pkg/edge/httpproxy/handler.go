@@ -13,7 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kedge-proxy/kedge/pkg/edge/authz"
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
+	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
@@ -35,12 +36,9 @@ type Backends interface {
 type Deps struct {
 	// Log receives one line per proxied request (at info) and proxy internals (at debug). nil discards.
 	Log logging.Logger
-	// Registerer receives kedge_http_requests_total, kedge_http_request_duration_seconds and, unless ProxyErrors
-	// is given, kedge_proxy_errors_total. nil means the metrics are kept but not exported.
+	// Registerer receives kedge_http_requests_total and kedge_http_request_duration_seconds. nil means the metrics
+	// are kept but not exported.
 	Registerer prometheus.Registerer
-	// ProxyErrors, if set, is the kedge_proxy_errors_total{backend_name,type} counter shared with other proxies
-	// (the gRPC proxy counts into the same family); otherwise the handler makes and registers its own.
-	ProxyErrors *prometheus.CounterVec
 	// Routes gives the current HTTP routing table.
 	Routes Routes
 	// Backends gives the RoundTripper of a named backend.
@@ -53,10 +51,13 @@ type Deps struct {
 	GRPC http.Handler
 	// Connect, if set, serves CONNECT requests (tunnels). nil answers them 405 with X-Kedge-Error-Type bad-request.
 	Connect http.Handler
-	// Gate authenticates callers (Proxy-Authorization, client certificate) and checks route requirements. nil means
-	// a Gate without token authentication (registered with Registerer): routes with requirements still refuse
-	// callers who do not meet them.
-	Gate *authz.Gate
+	// Admission routes each request and decides whether its caller may use the route (Proxy-Authorization, client
+	// certificate), and counts kedge_proxy_errors_total. nil means admission.Or(nil, Registerer): no token
+	// authentication, and routes with requirements refuse callers who do not meet them.
+	Admission *admission.Admitter
+	// Forwarded sets the forwarding headers (X-Forwarded-*, X-Real-IP, Forwarded) backends receive. nil trusts
+	// no client's values.
+	Forwarded *forwarded.Policy
 	// Options tunes the proxy.
 	Options Options
 }
@@ -102,7 +103,8 @@ type Handler struct {
 	adhoc    http.RoundTripper
 	grpc     http.Handler
 	connect  http.Handler
-	gate     *authz.Gate
+	admit    *admission.Admitter
+	fwd      *forwarded.Policy
 	opts     Options
 	metrics  *metrics
 	// proxy is the one ReverseProxy for every request; its transport dispatches on the route decision that
@@ -124,17 +126,11 @@ func New(d Deps) *Handler {
 		adhoc:    d.Adhoc,
 		grpc:     d.GRPC,
 		connect:  d.Connect,
-		gate:     d.Gate,
+		admit:    admission.Or(d.Admission, d.Registerer),
+		fwd:      d.Forwarded,
 		opts:     d.Options.withDefaults(),
 	}
-	if h.gate == nil {
-		var err error
-		if h.gate, err = authz.NewGate(nil, d.Registerer); err != nil {
-			d.Log.Error("httpproxy: authorization metrics not registered", logging.FieldError, err)
-			h.gate, _ = authz.NewGate(nil, nil)
-		}
-	}
-	h.metrics = newMetrics(d.Registerer, d.ProxyErrors, d.Log)
+	h.metrics = newMetrics(d.Registerer, d.Log)
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      dispatcher{},

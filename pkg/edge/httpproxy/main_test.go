@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
+	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
@@ -136,18 +138,19 @@ type env struct {
 }
 
 type envConfig struct {
-	routes   []route.HTTPRoute
-	adhoc    []route.Adhoc
-	backends []*testBackend
-	pool     Backends // if set, used instead of the backends above (a real backend.Pool)
-	adhocRT  http.RoundTripper
-	grpc     http.Handler
-	connect  http.Handler
-	opts     Options
-	tls      bool                            // serve TLS with h2
-	tlsCfg   *tls.Config                     // with tls: the server's config (client certificates)
-	wrap     func(http.Handler) http.Handler // middleware around the handler
-	gate     *authz.Gate
+	routes    []route.HTTPRoute
+	adhoc     []route.Adhoc
+	backends  []*testBackend
+	pool      Backends // if set, used instead of the backends above (a real backend.Pool)
+	adhocRT   http.RoundTripper
+	grpc      http.Handler
+	connect   http.Handler
+	opts      Options
+	tls       bool                            // serve TLS with h2
+	tlsCfg    *tls.Config                     // with tls: the server's config (client certificates)
+	wrap      func(http.Handler) http.Handler // middleware around the handler
+	gate      *authz.Gate
+	forwarded *forwarded.Policy
 }
 
 func newEnv(t testing.TB, cfg envConfig) *env {
@@ -172,9 +175,14 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		t.Fatal(err)
 	}
 	e := &env{reg: prometheus.NewRegistry(), logs: logs}
+	adm, err := admission.New(cfg.gate, e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.h = New(Deps{
 		Log: log, Registerer: e.reg, Routes: staticRoutes{table}, Backends: backends,
-		Adhoc: cfg.adhocRT, GRPC: cfg.grpc, Connect: cfg.connect, Options: cfg.opts, Gate: cfg.gate,
+		Adhoc: cfg.adhocRT, GRPC: cfg.grpc, Connect: cfg.connect, Options: cfg.opts, Admission: adm,
+		Forwarded: cfg.forwarded,
 	})
 	var h http.Handler = e.h
 	if cfg.wrap != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
@@ -15,18 +16,17 @@ import (
 // metrics are the handler's Prometheus collectors. The backend label is the backend name, "_adhoc" for adhoc
 // destinations, or "" for requests that were not routed.
 type metrics struct {
-	requests    *prometheus.CounterVec   // kedge_http_requests_total{backend,code}
-	duration    *prometheus.HistogramVec // kedge_http_request_duration_seconds{backend}
-	proxyErrors *prometheus.CounterVec   // kedge_proxy_errors_total{backend_name,type}
+	requests *prometheus.CounterVec   // kedge_http_requests_total{backend,code}
+	duration *prometheus.HistogramVec // kedge_http_request_duration_seconds{backend}
 	// codes holds the decimal status codes 100-599, so counting a request does not format one.
 	codes [500]string
 }
 
-func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, log logging.Logger) *metrics {
+func newMetrics(reg prometheus.Registerer, log logging.Logger) *metrics {
 	// Two handlers on one registry share their metrics. Another registration problem is logged: the handler then
 	// counts into an unexported collector.
-	var errs [3]error
-	m := &metrics{proxyErrors: proxyErrors}
+	var errs [2]error
+	m := &metrics{}
 	m.requests, errs[0] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kedge_http_requests_total",
 		Help: "HTTP requests handled by the proxy on the HTTPS port, by backend and status code.",
@@ -36,12 +36,6 @@ func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, l
 		Help:    "Time from receiving an HTTP request to the end of its response, by backend.",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"backend"}))
-	if m.proxyErrors == nil {
-		m.proxyErrors, errs[2] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_proxy_errors_total",
-			Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
-		}, []string{"backend_name", "type"}))
-	}
 	if err := errors.Join(errs[:]...); err != nil {
 		log.Error("httpproxy: registering metrics", logging.FieldError, err)
 	}
@@ -95,7 +89,7 @@ func (h *Handler) logRequest(c *call, r *http.Request, status int, d time.Durati
 	if c.endpoint != nil {
 		endpoint = c.endpoint.Addr
 	}
-	if c.label == adhocLabel {
+	if c.label == admission.AdhocLabel {
 		backendName = c.target
 	}
 	host, path := c.host, c.path

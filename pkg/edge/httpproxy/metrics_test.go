@@ -85,20 +85,12 @@ func TestMetrics(t *testing.T) {
 
 func TestMetricsShared(t *testing.T) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	shared := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_proxy_errors_total", Help: "h"},
-		[]string{"backend_name", "type"})
-	reg.MustRegister(shared)
 	table, _ := route.NewHTTPTable(nil, nil)
-	h1 := New(Deps{Registerer: reg, ProxyErrors: shared, Routes: staticRoutes{table}, Backends: backendMap{}})
-	if h1.metrics.proxyErrors != shared {
-		t.Error("ProxyErrors not used")
-	}
 	// A second handler on the same registry reuses the first one's collectors instead of panicking.
 	reg2 := prometheus.NewRegistry()
 	h2 := New(Deps{Registerer: reg2, Routes: staticRoutes{table}, Backends: backendMap{}})
 	h3 := New(Deps{Registerer: reg2, Routes: staticRoutes{table}, Backends: backendMap{}})
-	if h2.metrics.proxyErrors != h3.metrics.proxyErrors || h2.metrics.requests != h3.metrics.requests ||
+	if h2.metrics.requests != h3.metrics.requests ||
 		h2.metrics.duration != h3.metrics.duration {
 		t.Error("collectors not shared")
 	}

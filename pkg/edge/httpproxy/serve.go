@@ -6,20 +6,18 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
-	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
-
-// adhocLabel is the backend label (metrics, logs) of requests proxied through an adhoc rule; the original's handler
-// name for them.
-const adhocLabel = "_adhoc"
 
 var errNoDecision = errors.New("httpproxy: request reached the transport without a route decision")
 
@@ -41,7 +39,7 @@ type call struct {
 	reason   string
 
 	// Route decision.
-	label     string // backend name, adhocLabel, or "" (metrics label and log field)
+	label     string // backend name, admission.AdhocLabel, or "" (metrics label and log field)
 	target    string // URL.Host of the outgoing request: the backend name or the adhoc "name:port"
 	transport http.RoundTripper
 	endpoint  *backend.EndpointRecord
@@ -77,32 +75,37 @@ func (h *Handler) serve(c *call, r *http.Request) {
 		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "request target and authority name different hosts")
 		return
 	}
-	canon, decoded, err := route.CanonicalPath(u.EscapedPath())
+	p, err := route.CanonicalPath(u.EscapedPath())
 	if err != nil {
 		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "ambiguous or malformed request path")
 		return
 	}
-	c.path, c.decoded = canon, decoded
+	c.path, c.decoded = p.Escaped, p.Decoded
 
 	// Facts for routing. For absolute-form requests net/http has already set r.Host to the URL's host.
-	req := route.HTTPRequest{Path: decoded, Header: r.Header, Mode: route.ModeReverse}
 	c.host = r.Host
+	mode := route.ModeReverse
 	if forward {
-		c.host, req.Mode = u.Host, route.ModeForward
+		c.host, mode = u.Host, route.ModeForward
 	}
 	// Routing first, then authentication and the route's requirement, and only then a backend: a request that may not
 	// pass never reaches a transport, and one that cannot authenticate learns nothing about the routes.
-	table := h.routes.HTTPTable()
-	var need authz.Requirement
-	routeErr := h.routeRequest(c, r, table, &req, forward, &need)
-	if !h.admit(c, r, routeErr == nil, need) {
+	res := h.admitRequest(c, r, p, mode, forward)
+	if !res.Decision.Allowed() {
+		h.refuse(c, res.Decision.Err)
 		return
 	}
-	if routeErr != nil {
-		h.routeError(c, routeErr)
+	if res.RouteErr != nil {
+		h.routeError(c, res.RouteErr)
 		return
 	}
-	if c.label == adhocLabel {
+	c.label = res.Label
+	if res.Label == admission.AdhocLabel {
+		c.target = net.JoinHostPort(res.Adhoc.Host, strconv.FormatUint(uint64(res.Adhoc.Port), 10))
+	} else {
+		c.target = res.Label
+	}
+	if c.label == admission.AdhocLabel {
 		c.transport = h.adhoc
 	} else {
 		w.Header().Set(wire.HeaderKedgeBackendName, c.label)
@@ -123,9 +126,12 @@ func (h *Handler) serve(c *call, r *http.Request) {
 	h.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// routeRequest finds the backend (c.label, c.target) or adhoc destination of a request and the requirement of the route
-// that matched, or returns why there is none.
-func (h *Handler) routeRequest(c *call, r *http.Request, table *route.HTTPTable, req *route.HTTPRequest, forward bool, need *authz.Requirement) error {
+// admitRequest routes a request and admits its caller (admission.Admitter): the route or adhoc destination and the
+// gate's decision, with the identity and decision recorded for the log line.
+func (h *Handler) admitRequest(c *call, r *http.Request, p route.Path, mode route.Mode, forward bool) admission.Result {
+	table := h.routes.HTTPTable()
+	caller := admission.Caller{Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS}
+	var res admission.Result
 	host, port, hasPort, err := route.SplitHostPort(c.host)
 	if err != nil {
 		// With adhoc rules in force, a malformed port is an adhoc refusal (unknown-route-error, as in the original);
@@ -135,52 +141,33 @@ func (h *Handler) routeRequest(c *call, r *http.Request, table *route.HTTPTable,
 				err = aerr
 			}
 		}
-		return err
+		res = h.admit.Unroutable(r.Context(), err, caller)
+	} else {
+		if !hasPort {
+			port = defaultPort(r, forward)
+		}
+		res = h.admit.HTTP(r.Context(), table, &admission.HTTPRequest{
+			Facts:        route.HTTPRequest{Host: host, Port: port, Path: p.Match, Header: r.Header, Mode: mode},
+			HasPort:      hasPort,
+			EncodedSlash: p.EncodedSlash,
+			Adhoc:        h.adhoc != nil,
+			Caller:       caller,
+		})
 	}
-	req.Host, req.Port = host, port
-	if !hasPort {
-		req.Port = defaultPort(r, forward)
+	c.identity = res.Decision.Identity.String()
+	if res.RouteErr == nil || !res.Decision.Allowed() {
+		c.label = res.Label
+		c.decision, c.reason = res.Decision.Result(), res.Decision.Reason()
 	}
-	if rt, ok := table.Match(req); ok {
-		c.label, c.target = rt.Backend, rt.Backend
-		*need = authz.Requirement{Permissions: rt.RequiredPermissions, Identities: rt.AllowedIdentities}
-		return nil
-	}
-	if h.adhoc == nil {
-		return route.ErrNoRoute
-	}
-	t, err := table.Adhoc(host, port, hasPort)
-	if err != nil {
-		return err
-	}
-	c.label = adhocLabel
-	c.target = net.JoinHostPort(t.Host, strconv.FormatUint(uint64(t.Port), 10))
-	*need = authz.Requirement{Permissions: t.RequiredPermissions, Identities: t.AllowedIdentities}
-	return nil
+	return res
 }
 
-// admit authenticates the caller and checks the route's requirement (routed false: authentication only), records
-// the decision for the log line, and answers 401 or 403 when the request may not pass.
-func (h *Handler) admit(c *call, r *http.Request, routed bool, need authz.Requirement) bool {
-	d := h.gate.Admit(r.Context(), authz.Request{
-		Route:       c.label,
-		Routed:      routed,
-		Requirement: need,
-		Credentials: r.Header[wire.HeaderProxyAuthz],
-		Peer:        r.TLS,
-	})
-	c.identity = d.Identity.String()
-	if routed || !d.Allowed() {
-		c.decision, c.reason = d.Result(), d.Reason()
-	}
-	if d.Allowed() {
-		return true
-	}
-	_, typ := authn.HTTPStatus(d.Err)
-	c.errType, c.errMsg = typ, d.Reason()
-	authn.WriteHTTPError(&c.w, d.Err)
-	h.metrics.proxyErrors.WithLabelValues(c.label, string(typ)).Inc()
-	return false
+// refuse answers 401 or 403 for a caller the gate did not admit.
+func (h *Handler) refuse(c *call, err error) {
+	_, typ := authn.HTTPStatus(err)
+	c.errType, c.errMsg = typ, c.reason
+	authn.WriteHTTPError(&c.w, err)
+	h.admit.CountError(c.label, typ)
 }
 
 // defaultPort is the port of a request that names none: this handler serves the TLS port, so 443, except for
@@ -208,6 +195,8 @@ func (h *Handler) routeError(c *call, err error) {
 		h.fail(c, http.StatusBadGateway, wire.ErrUnknownRouteError, ae.Msg)
 	case errors.Is(err, route.ErrBadHostPort):
 		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "malformed host")
+	case errors.Is(err, route.ErrEncodedSlash):
+		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, err.Error())
 	default:
 		h.fail(c, http.StatusBadGateway, wire.ErrUnknownRouteError, err.Error())
 	}
@@ -228,7 +217,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Path, out.URL.RawPath = c.decoded, c.path
 	// And exactly the host that was routed (the absolute-form URL's for forward requests).
 	out.Host = c.host
-	pr.SetXForwarded()
+	h.fwd.SetHTTP(out.Header, pr.In.Header, forwarded.Request{Peer: peerAddr(pr.In.RemoteAddr), Host: c.host, Proto: scheme(pr.In)})
 	sanitizeOutbound(out.Header, c.reqID)
 	if up := out.Header["Upgrade"]; len(up) > 0 && equalFoldASCII(up[0], "h2c") {
 		// An h2c upgrade would turn the connection into an HTTP/2 one straight to the backend, whose requests
@@ -276,7 +265,24 @@ const statusClientClosed = 499
 func (h *Handler) fail(c *call, status int, typ wire.ErrorType, msg string) {
 	c.errType, c.errMsg = typ, msg
 	wire.WriteKedgeError(&c.w, status, typ, msg)
-	h.metrics.proxyErrors.WithLabelValues(c.label, string(typ)).Inc()
+	h.admit.CountError(c.label, typ)
+}
+
+// peerAddr is the IP address of a request's client, or the zero Addr.
+func peerAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// scheme is how the request reached kedge.
+func scheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // modifyResponse removes the headers by which kedge speaks to clients from a backend's response, so that a backend

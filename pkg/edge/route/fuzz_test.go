@@ -91,11 +91,11 @@ func FuzzHTTPMatch(f *testing.F) {
 	f.Add(".example.com", uint16(0), "/health", "", false)
 	tbl := mustHTTPTable(f, fuzzHTTPRoutes, nil)
 	f.Fuzz(func(t *testing.T, host string, port uint16, escPath, env string, forward bool) {
-		_, dec, err := CanonicalPath(escPath)
+		p, err := CanonicalPath(escPath)
 		if err != nil {
 			return
 		}
-		req := &HTTPRequest{Host: host, Port: uint32(port), Path: dec, Header: http.Header{"X-Env": {env}}, Mode: ModeReverse}
+		req := &HTTPRequest{Host: host, Port: uint32(port), Path: p.Match, Header: http.Header{"X-Env": {env}}, Mode: ModeReverse}
 		if forward {
 			req.Mode = ModeForward
 		}

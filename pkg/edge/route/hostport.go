@@ -226,3 +226,23 @@ func checkDNSName(name string) error {
 	}
 	return nil
 }
+
+// ValidHost reports whether host (as SplitHostPort returns it) is an IP literal without a zone or a DNS name made of
+// letters, digits, '-', '_' and '.': nothing a URL parser could read as userinfo, a path or a second authority.
+func ValidHost(host string) bool {
+	if host == "" || len(host) > 253+1 {
+		return false
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		a, err := netip.ParseAddr(host)
+		return err == nil && a.Zone() == ""
+	}
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}

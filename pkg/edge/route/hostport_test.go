@@ -95,3 +95,18 @@ func TestCompileHost(t *testing.T) {
 		}
 	}
 }
+
+func TestValidHost(t *testing.T) {
+	t.Parallel()
+	for _, h := range []string{"example.com", "a-b_c.example.com.", "10.0.0.1", "::1", "2001:db8::1", "localhost"} {
+		if !ValidHost(h) {
+			t.Errorf("ValidHost(%q) = false", h)
+		}
+	}
+	for _, h := range []string{"", "evil.example.com:443@tun.example.com", "a@b", "a/b", "a b", "fe80::1%eth0", "a%2eb",
+		"::g", "a?b", "a#b", "a\\b", "[::1]"} {
+		if ValidHost(h) {
+			t.Errorf("ValidHost(%q) = true", h)
+		}
+	}
+}

@@ -17,7 +17,7 @@ type HTTPRequest struct {
 	// Port is the effective port: the caller has already applied the default (443 on the TLS port, 80 for
 	// X-Forwarded-Proto: http or an http:// absolute-form request).
 	Port uint32
-	// Path is the decoded canonical path, the second result of CanonicalPath.
+	// Path is the match form of the canonical path (Path.Match of CanonicalPath).
 	Path string
 	// Header is the request's header.
 	Header http.Header
@@ -40,6 +40,7 @@ type httpMatcher struct {
 	host    hostMatcher
 	port    uint32
 	paths   []pathRule
+	pathCI  bool // paths hold lower-case rules, compared ignoring ASCII case
 	headers []kv
 	mode    Mode
 }
@@ -98,16 +99,20 @@ func compileHTTPRoute(r HTTPRoute) (httpMatcher, HTTPRoute, error) {
 	if r.Mode > ModeConnect {
 		return m, r, fmt.Errorf("unknown proxy mode %d", r.Mode)
 	}
-	m.host, m.port, m.mode = host, r.Port, r.Mode
+	m.host, m.port, m.mode, m.pathCI = host, r.Port, r.Mode, r.PathCaseInsensitive
 	for _, p := range r.Paths {
 		pr, err := compilePathRule(p)
 		if err != nil {
 			return m, r, err
 		}
+		if m.pathCI {
+			pr.s = strings.ToLower(pr.s)
+		}
 		m.paths = append(m.paths, pr)
 	}
 	norm := HTTPRoute{
 		Backend: r.Backend, Host: hostNorm, Port: r.Port, Paths: slices.Clone(r.Paths), Mode: r.Mode,
+		PathCaseInsensitive: r.PathCaseInsensitive, AllowEncodedSlashes: r.AllowEncodedSlashes,
 		Discovered: r.Discovered, RequiredPermissions: slices.Clone(r.RequiredPermissions),
 		AllowedIdentities: slices.Clone(r.AllowedIdentities),
 	}
@@ -128,8 +133,8 @@ func compileHTTPRoute(r HTTPRoute) (httpMatcher, HTTPRoute, error) {
 	return m, norm, nil
 }
 
-// compilePathRule validates a path rule: "*" (any path), "/prefix*", or an exact path, in canonical decoded form
-// (a rule that CanonicalPath would change could never match).
+// compilePathRule validates a path rule: "*" (any path), "/prefix*", or an exact path, in the canonical match form
+// (a rule that CanonicalPath would change could never match: no dot segments, "//", escapes or ';' parameters).
 func compilePathRule(p string) (pathRule, error) {
 	if p == "*" {
 		return pathRule{prefix: true}, nil
@@ -142,8 +147,11 @@ func compilePathRule(p string) (pathRule, error) {
 		return pathRule{}, fmt.Errorf("path rule %q: bad wildcard: %q is allowed only at the end", p, "*")
 	}
 	if strings.ContainsRune(s, '%') || strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 ||
-		strings.ContainsAny(s, "#?\\") || hasDotSegment(s) {
-		return pathRule{}, fmt.Errorf("path rule %q: not a canonical decoded path (no dot segments, no %%XX escapes)", p)
+		strings.ContainsAny(s, "#?\\") || hasDotSegment(s) || strings.Contains(s, "//") {
+		return pathRule{}, fmt.Errorf("path rule %q: not a canonical decoded path (no dot segments, no \"//\", no %%XX escapes)", p)
+	}
+	if strings.ContainsRune(s, ';') {
+		return pathRule{}, fmt.Errorf("path rule %q: ';' starts segment parameters, which requests are matched without", p)
 	}
 	return pathRule{s: s, prefix: prefix}, nil
 }
@@ -217,7 +225,7 @@ func (m *httpMatcher) match(host string, req *HTTPRequest) bool {
 	if !m.host.match(host) {
 		return false
 	}
-	if len(m.paths) > 0 && !matchPaths(m.paths, req.Path) {
+	if len(m.paths) > 0 && !matchPaths(m.paths, req.Path, m.pathCI) {
 		return false
 	}
 	for _, h := range m.headers {
@@ -228,13 +236,31 @@ func (m *httpMatcher) match(host string, req *HTTPRequest) bool {
 	return true
 }
 
-func matchPaths(rules []pathRule, p string) bool {
+// matchPaths reports whether p matches one of rules; with ci the rules are lower case and ASCII case is ignored.
+func matchPaths(rules []pathRule, p string, ci bool) bool {
 	for _, r := range rules {
-		if r.prefix && strings.HasPrefix(p, r.s) || !r.prefix && p == r.s {
+		if len(p) < len(r.s) || !r.prefix && len(p) != len(r.s) {
+			continue
+		}
+		if ci && equalFoldLower(p[:len(r.s)], r.s) || !ci && p[:len(r.s)] == r.s {
 			return true
 		}
 	}
 	return false
+}
+
+// equalFoldLower reports whether s equals lower (which is lower case) ignoring the case of ASCII letters in s.
+func equalFoldLower(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Routes returns the normalised routes in order (for /debug/config). Callers must not modify them.

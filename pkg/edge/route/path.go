@@ -8,27 +8,46 @@ import (
 // ErrBadPath rejects a request path that kedge will not route: the answer is 400.
 var ErrBadPath = errors.New("route: ambiguous or malformed request path")
 
-// CanonicalPath returns the one canonical form of a request path that kedge routes, authorizes and forwards.
+// ErrEncodedSlash refuses a path with an encoded '/' or '\' (Path.EncodedSlash) for a route that does not allow
+// them (HTTPRoute.AllowEncodedSlashes), or for an adhoc destination: the answer is 400.
+var ErrEncodedSlash = errors.New("encoded '/' or '\\' in the path: the route does not allow them")
+
+// Path is one request path in the three forms kedge needs. Routing and authorization look at Match; the backend
+// receives Escaped (with Decoded as URL.Path). The two differ only in ways a common backend reads identically, so
+// a request cannot reach a backend path other than the one its route's rules were checked against.
+type Path struct {
+	// Escaped is the canonical escaped path, valid for URL.RawPath: dot segments removed, repeated slashes
+	// merged, percent-encodings of unreserved characters decoded and every other one upper-case, bytes that may
+	// not appear raw percent-encoded. It is what the backend receives.
+	Escaped string
+	// Decoded is Escaped percent-decoded (URL.Path).
+	Decoded string
+	// Match is what routes match against: Decoded with every ';' segment parameter removed ("/admin;jsessionid=1"
+	// is "/admin", as Tomcat, Jetty and Spring read it), the empty segments that leaves merged, and encoded
+	// slashes and backslashes kept as "%2F" and "%5C" so that they never split a segment.
+	Match string
+	// EncodedSlash reports an encoded '/' or '\' ("%2F", "%5C"). Backends disagree on whether it separates
+	// segments, so only a route that allows encoded slashes serves such a request; everyone else answers 400.
+	EncodedSlash bool
+}
+
+// CanonicalPath returns the canonical forms of a request path (see Path).
 //
 // Input is the request's escaped path (r.URL.EscapedPath() or RawPath); "" counts as "/". It removes dot segments
-// (RFC 3986 §5.2.4), also when they are percent-encoded ("%2e%2E"), and merges nothing else: "//" and a trailing
-// "/" stay. It rejects with ErrBadPath: a path not starting with '/'; '#' and '\' raw or encoded; a raw '?' (the
-// query is not part of the path; "%3F" is fine); an encoded '/' ("%2F"); NUL and other control bytes raw or
-// encoded; invalid percent-encoding; and "..;" / ".;" segments (which some servers treat as dot segments).
-//
-// canonicalEscaped is valid for URL.RawPath and is what the backend must receive: percent-encodings of unreserved
-// characters are decoded, all others are upper-case, and bytes that may not appear raw in a path are encoded.
-// decoded is its percent-decoding, the form routes and authorization match against. A path that needs none of
-// this is returned as is, without allocating.
-func CanonicalPath(escaped string) (canonicalEscaped, decoded string, err error) {
+// (RFC 3986 §5.2.4), also when they are percent-encoded ("%2e%2E"), and merges repeated slashes ("//admin" is
+// "/admin"); a trailing "/" stays. It rejects with ErrBadPath: a path not starting with '/'; '#' raw or encoded; a
+// raw '\' or '?' (the query is not part of the path; "%3F" is fine); NUL and other control bytes raw or encoded;
+// invalid percent-encoding; and "..;" / ".;" segments (which some servers treat as dot segments). A path that
+// needs no change is returned as is in all three forms, without allocating.
+func CanonicalPath(escaped string) (Path, error) {
 	if escaped == "" {
-		return "/", "/", nil
+		return Path{Escaped: "/", Decoded: "/", Match: "/"}, nil
 	}
 	if escaped[0] != '/' {
-		return "", "", ErrBadPath
+		return Path{}, ErrBadPath
 	}
 	if isCanonical(escaped) {
-		return escaped, escaped, nil
+		return Path{Escaped: escaped, Decoded: escaped, Match: escaped}, nil
 	}
 	return canonicalize(escaped)
 }
@@ -37,7 +56,7 @@ func CanonicalPath(escaped string) (canonicalEscaped, decoded string, err error)
 const (
 	classEncode uint8 = iota // allowed, but must be percent-encoded in the output
 	classRaw                 // allowed raw: unreserved, sub-delims, ':', '@', '/'
-	classReject              // never allowed, raw or encoded
+	classReject              // never allowed raw
 )
 
 // pathClass classifies a byte. Percent signs are handled by the caller.
@@ -63,16 +82,19 @@ func isUnreserved(c byte) bool {
 		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
-// isCanonical reports whether p (starting with '/') is already canonical: only raw-allowed bytes and no segment
-// that is or looks like a dot segment.
+// isCanonical reports whether p (starting with '/') is already canonical in all three forms: only raw-allowed bytes
+// other than ';', no empty segment but a trailing one, and no segment that is or looks like a dot segment.
 func isCanonical(p string) bool {
 	segStart := 1
 	for i := 1; i <= len(p); i++ {
 		if i < len(p) && p[i] != '/' {
-			if pathClass(p[i]) != classRaw {
+			if p[i] == ';' || pathClass(p[i]) != classRaw {
 				return false
 			}
 			continue
+		}
+		if i == segStart && i < len(p) { // "//"
+			return false
 		}
 		if dotSegment(p[segStart:i]) != notDot {
 			return false
@@ -102,26 +124,31 @@ func dotSegment(seg string) int {
 	return notDot
 }
 
-// segment is one path segment in both forms.
-type segment struct{ esc, dec string }
+// segment is one path segment in the three forms.
+type segment struct{ esc, dec, match string }
 
-// canonicalize is the slow path of CanonicalPath: normalise every segment's escaping, then remove dot segments.
-func canonicalize(p string) (string, string, error) {
+// canonicalize is the slow path of CanonicalPath: normalise every segment's escaping, then remove dot segments and
+// empty ones.
+func canonicalize(p string) (Path, error) {
 	// The output stack of segments; RFC 3986 §5.2.4 expressed on whole segments.
 	out := make([]segment, 0, strings.Count(p, "/"))
-	var esc, dec strings.Builder
+	var esc, dec, match strings.Builder
+	var encodedSlash bool
 	rest := p[1:]
 	for {
 		raw, next, more := strings.Cut(rest, "/")
 		esc.Reset()
 		dec.Reset()
-		if err := normalizeSegment(raw, &esc, &dec); err != nil {
-			return "", "", err
+		match.Reset()
+		slash, err := normalizeSegment(raw, &esc, &dec, &match)
+		if err != nil {
+			return Path{}, err
 		}
-		seg := segment{esc: esc.String(), dec: dec.String()}
+		encodedSlash = encodedSlash || slash
+		seg := segment{esc: esc.String(), dec: dec.String(), match: match.String()}
 		switch dotSegment(seg.dec) {
 		case dotParam:
-			return "", "", ErrBadPath
+			return Path{}, ErrBadPath
 		case dotOne:
 			if !more { // "/a/." is "/a/"
 				out = append(out, segment{})
@@ -134,7 +161,9 @@ func canonicalize(p string) (string, string, error) {
 				out = append(out, segment{})
 			}
 		default:
-			out = append(out, seg)
+			if seg.esc != "" || !more { // "//" is "/"; a trailing "/" stays
+				out = append(out, seg)
+			}
 		}
 		if !more {
 			break
@@ -143,48 +172,69 @@ func canonicalize(p string) (string, string, error) {
 	}
 	esc.Reset()
 	dec.Reset()
-	for _, s := range out {
+	match.Reset()
+	for i, s := range out {
 		esc.WriteByte('/')
 		esc.WriteString(s.esc)
 		dec.WriteByte('/')
 		dec.WriteString(s.dec)
+		// A segment that was only parameters (";x") is empty once they are removed; a backend that strips them
+		// merges the slashes around it, so Match does too.
+		if s.match != "" || i == len(out)-1 {
+			match.WriteByte('/')
+			match.WriteString(s.match)
+		}
 	}
-	return esc.String(), dec.String(), nil
+	return Path{Escaped: esc.String(), Decoded: dec.String(), Match: match.String(), EncodedSlash: encodedSlash}, nil
 }
 
-// normalizeSegment writes the canonical escaped and the decoded form of one segment (which contains no '/').
-func normalizeSegment(raw string, esc, dec *strings.Builder) error {
+// normalizeSegment writes the canonical escaped, the decoded and the match form of one segment (which contains no
+// '/'), and reports whether it holds an encoded slash or backslash.
+func normalizeSegment(raw string, esc, dec, match *strings.Builder) (encodedSlash bool, err error) {
 	const hex = "0123456789ABCDEF"
+	inParams := false // past the segment's first raw ';': the rest is parameters, left out of the match form
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c == '%' {
 			if i+2 >= len(raw) {
-				return ErrBadPath
+				return false, ErrBadPath
 			}
 			hi, ok1 := unhex(raw[i+1])
 			lo, ok2 := unhex(raw[i+2])
 			if !ok1 || !ok2 {
-				return ErrBadPath
+				return false, ErrBadPath
 			}
 			i += 2
 			b := hi<<4 | lo
-			// An encoded '?' is data; every other byte that is rejected raw is rejected encoded too, and so is '/'.
-			if b == '/' || b != '?' && pathClass(b) == classReject {
-				return ErrBadPath
+			switch {
+			case b == '/' || b == '\\':
+				encodedSlash = true
+			case b != '?' && pathClass(b) == classReject:
+				// An encoded '?' is data; every other byte that is rejected raw is rejected encoded too.
+				return false, ErrBadPath
 			}
 			dec.WriteByte(b)
 			if isUnreserved(b) {
 				esc.WriteByte(b)
-			} else {
-				esc.WriteByte('%')
-				esc.WriteByte(hex[b>>4])
-				esc.WriteByte(hex[b&0xf])
+				if !inParams {
+					match.WriteByte(b)
+				}
+				continue
+			}
+			enc := [3]byte{'%', hex[b>>4], hex[b&0xf]}
+			esc.Write(enc[:])
+			if !inParams {
+				if encodedSlash && (b == '/' || b == '\\') {
+					match.Write(enc[:]) // never a separator in the match form
+				} else {
+					match.WriteByte(b)
+				}
 			}
 			continue
 		}
 		switch pathClass(c) {
 		case classReject:
-			return ErrBadPath
+			return false, ErrBadPath
 		case classRaw:
 			esc.WriteByte(c)
 		default:
@@ -193,8 +243,14 @@ func normalizeSegment(raw string, esc, dec *strings.Builder) error {
 			esc.WriteByte(hex[c&0xf])
 		}
 		dec.WriteByte(c)
+		if c == ';' {
+			inParams = true // an encoded ";" ("%3B") is data and does not start parameters
+		}
+		if !inParams {
+			match.WriteByte(c)
+		}
 	}
-	return nil
+	return encodedSlash, nil
 }
 
 func unhex(c byte) (byte, bool) {

@@ -11,6 +11,8 @@ import (
 var canonicalPathTests = []struct {
 	in       string
 	esc, dec string // both empty: ErrBadPath
+	match    string // "" means dec
+	slash    bool   // EncodedSlash
 }{
 	{in: "/api/v1/users", esc: "/api/v1/users", dec: "/api/v1/users"},
 	{in: "", esc: "/", dec: "/"},
@@ -28,8 +30,13 @@ var canonicalPathTests = []struct {
 	{in: "/.", esc: "/", dec: "/"},
 	{in: "/a/b/..", esc: "/a/", dec: "/a/"},
 	{in: "/a/.", esc: "/a/", dec: "/a/"},
-	{in: "/a//../b", esc: "/a/b", dec: "/a/b"}, // RFC 3986: ".." removes the empty segment
-	{in: "//a//b", esc: "//a//b", dec: "//a//b"},
+	// Repeated slashes are merged, as nginx (merge_slashes), Python's http.server and path.Clean read them.
+	{in: "//admin", esc: "/admin", dec: "/admin"},
+	{in: "///admin//x", esc: "/admin/x", dec: "/admin/x"},
+	{in: "//a//b", esc: "/a/b", dec: "/a/b"},
+	{in: "/a//../b", esc: "/b", dec: "/b"},
+	{in: "//", esc: "/", dec: "/"},
+	{in: "/a//", esc: "/a/", dec: "/a/"},
 	{in: "/a/b/", esc: "/a/b/", dec: "/a/b/"},
 	{in: "/a/..b/c...", esc: "/a/..b/c...", dec: "/a/..b/c..."},
 	{in: "/a/.../b", esc: "/a/.../b", dec: "/a/.../b"},
@@ -39,21 +46,31 @@ var canonicalPathTests = []struct {
 	{in: "/a%3fb", esc: "/a%3Fb", dec: "/a?b"},
 	{in: "/caf%c3%a9", esc: "/caf%C3%A9", dec: "/café"},
 	{in: "/café", esc: "/caf%C3%A9", dec: "/café"},
-	{in: "/a;b=c/d:e@f!$&'()*+,=~", esc: "/a;b=c/d:e@f!$&'()*+,=~", dec: "/a;b=c/d:e@f!$&'()*+,=~"},
 	{in: "/a%2Bb", esc: "/a%2Bb", dec: "/a+b"},
 	{in: "/a%25b", esc: "/a%25b", dec: "/a%b"},
 	{in: "/[x]", esc: "/%5Bx%5D", dec: "/[x]"},
+	// Segment parameters are forwarded, and left out of the form routes match.
+	{in: "/a;b=c/d:e@f!$&'()*+,=~", esc: "/a;b=c/d:e@f!$&'()*+,=~", dec: "/a;b=c/d:e@f!$&'()*+,=~", match: "/a/d:e@f!$&'()*+,=~"},
+	{in: "/admin;jsessionid=1", esc: "/admin;jsessionid=1", dec: "/admin;jsessionid=1", match: "/admin"},
+	{in: "/admin;", esc: "/admin;", dec: "/admin;", match: "/admin"},
+	{in: "/;x/admin", esc: "/;x/admin", dec: "/;x/admin", match: "/admin"},
+	{in: "/a/;x/b;y/", esc: "/a/;x/b;y/", dec: "/a/;x/b;y/", match: "/a/b/"},
+	{in: "/a/;x", esc: "/a/;x", dec: "/a/;x", match: "/a/"},
+	{in: "/public;x/../admin", esc: "/admin", dec: "/admin"},
+	{in: "/a%3Bb", esc: "/a%3Bb", dec: "/a;b", match: "/a;b"}, // an encoded ';' is data
+	// Encoded slashes and backslashes: kept encoded, never a separator for routing, flagged for the route to allow.
+	{in: "/a/%2F/b", esc: "/a/%2F/b", dec: "/a///b", match: "/a/%2F/b", slash: true},
+	{in: "/a%2fb", esc: "/a%2Fb", dec: "/a/b", match: "/a%2Fb", slash: true},
+	{in: "/a%5Cb", esc: "/a%5Cb", dec: "/a\\b", match: "/a%5Cb", slash: true},
+	{in: "/a%5cb;x", esc: "/a%5Cb;x", dec: "/a\\b;x", match: "/a%5Cb", slash: true},
+	{in: "/x/..%2F..%2Fadmin", esc: "/x/..%2F..%2Fadmin", dec: "/x/../../admin", match: "/x/..%2F..%2Fadmin", slash: true},
 	// Rejected.
 	{in: "a/b"},
 	{in: "*"},
-	{in: "/a/%2F/b"},
-	{in: "/a%2fb"},
 	{in: "/admin#/public"},
 	{in: "/admin%23/public"},
 	{in: "/a?b"},
 	{in: "/a\\b"},
-	{in: "/a%5Cb"},
-	{in: "/a%5cb"},
 	{in: "/a%00b"},
 	{in: "/a\x00b"},
 	{in: "/a%0Ab"},
@@ -67,72 +84,63 @@ var canonicalPathTests = []struct {
 	{in: "/..;/admin"},
 	{in: "/.;/admin"},
 	{in: "/%2e%2e;x/admin"},
+	{in: "/a/..;x"},
 }
 
 func TestCanonicalPath(t *testing.T) {
 	t.Parallel()
 	for _, tt := range canonicalPathTests {
-		esc, dec, err := CanonicalPath(tt.in)
+		p, err := CanonicalPath(tt.in)
 		if tt.esc == "" {
 			if !errors.Is(err, ErrBadPath) {
-				t.Errorf("CanonicalPath(%q) = %q, %q, %v; want ErrBadPath", tt.in, esc, dec, err)
+				t.Errorf("CanonicalPath(%q) = %+v, %v; want ErrBadPath", tt.in, p, err)
 			}
 			continue
 		}
-		if err != nil || esc != tt.esc || dec != tt.dec {
-			t.Errorf("CanonicalPath(%q) = %q, %q, %v; want %q, %q", tt.in, esc, dec, err, tt.esc, tt.dec)
+		want := Path{Escaped: tt.esc, Decoded: tt.dec, Match: tt.match, EncodedSlash: tt.slash}
+		if want.Match == "" {
+			want.Match = tt.dec
+		}
+		if err != nil || p != want {
+			t.Errorf("CanonicalPath(%q) = %+v, %v; want %+v", tt.in, p, err, want)
 		}
 	}
 }
 
 func TestCanonicalPathFastPathAllocs(t *testing.T) {
-	if n := testing.AllocsPerRun(100, func() { _, _, _ = CanonicalPath("/api/v1/users/42;v=1") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _, _ = CanonicalPath("/api/v1/users/42:x@y") }); n != 0 {
 		t.Errorf("CanonicalPath of a canonical path: %v allocs, want 0", n)
 	}
 }
 
-// removeDotSegments is RFC 3986 §5.2.4 written literally, as the reference for FuzzCanonicalPath.
-func removeDotSegments(in string) string {
-	var out string
-	removeLast := func() {
-		if i := strings.LastIndexByte(out, '/'); i >= 0 {
-			out = out[:i]
-		} else {
-			out = ""
+// cleanKeepSlash is path.Clean keeping a trailing slash (or what stands for one: a final "." or ".." segment),
+// the reference reading of a decoded path for FuzzCanonicalPath.
+func cleanKeepSlash(p string) string {
+	c := path.Clean(p)
+	if c != "/" && (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")) {
+		c += "/"
+	}
+	return c
+}
+
+// matchReference derives the match form from the escaped form independently: cut each segment at its first raw ';',
+// decode it except for encoded slashes and backslashes, and drop the segments that leaves empty.
+func matchReference(esc string) string {
+	var segs []string
+	parts := strings.Split(esc[1:], "/")
+	for i, seg := range parts {
+		seg, _, _ = strings.Cut(seg, ";")
+		seg = strings.NewReplacer("%2F", "\x00F", "%5C", "\x00C").Replace(seg)
+		dec, err := url.PathUnescape(seg)
+		if err != nil {
+			return "unescape error: " + err.Error()
+		}
+		dec = strings.NewReplacer("\x00F", "%2F", "\x00C", "%5C").Replace(dec)
+		if dec != "" || i == len(parts)-1 {
+			segs = append(segs, dec)
 		}
 	}
-	for in != "" {
-		switch {
-		case strings.HasPrefix(in, "../"):
-			in = in[3:]
-		case strings.HasPrefix(in, "./"):
-			in = in[2:]
-		case strings.HasPrefix(in, "/./"):
-			in = in[2:]
-		case in == "/.":
-			in = "/"
-		case strings.HasPrefix(in, "/../"):
-			in = in[3:]
-			removeLast()
-		case in == "/..":
-			in = "/"
-			removeLast()
-		case in == "." || in == "..":
-			in = ""
-		default:
-			start := 0
-			if in[0] == '/' {
-				start = 1
-			}
-			end := len(in)
-			if i := strings.IndexByte(in[start:], '/'); i >= 0 {
-				end = start + i
-			}
-			out += in[:end]
-			in = in[end:]
-		}
-	}
-	return out
+	return "/" + strings.Join(segs, "/")
 }
 
 func FuzzCanonicalPath(f *testing.F) {
@@ -140,16 +148,17 @@ func FuzzCanonicalPath(f *testing.F) {
 		f.Add(tt.in)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		esc, dec, err := CanonicalPath(in)
+		p, err := CanonicalPath(in)
 		if err != nil {
-			if !errors.Is(err, ErrBadPath) || esc != "" || dec != "" {
-				t.Fatalf("CanonicalPath(%q) = %q, %q, %v", in, esc, dec, err)
+			if !errors.Is(err, ErrBadPath) || p != (Path{}) {
+				t.Fatalf("CanonicalPath(%q) = %+v, %v", in, p, err)
 			}
 			return
 		}
-		esc2, dec2, err := CanonicalPath(esc)
-		if err != nil || esc2 != esc || dec2 != dec {
-			t.Fatalf("not idempotent: CanonicalPath(%q) = %q, %q; again: %q, %q, %v", in, esc, dec, esc2, dec2, err)
+		esc, dec := p.Escaped, p.Decoded
+		p2, err := CanonicalPath(esc)
+		if err != nil || p2 != p {
+			t.Fatalf("not idempotent: CanonicalPath(%q) = %+v; again: %+v, %v", in, p, p2, err)
 		}
 		if u, err := url.PathUnescape(esc); err != nil || u != dec {
 			t.Fatalf("CanonicalPath(%q): escaped %q decodes to %q (%v), decoded is %q", in, esc, u, err, dec)
@@ -157,16 +166,26 @@ func FuzzCanonicalPath(f *testing.F) {
 		if u := (&url.URL{Path: dec, RawPath: esc}); u.EscapedPath() != esc {
 			t.Fatalf("CanonicalPath(%q): escaped %q is not kept as RawPath (%q)", in, esc, u.EscapedPath())
 		}
-		if !strings.HasPrefix(dec, "/") || strings.ContainsAny(dec, "#\\\x00") ||
-			strings.Contains(strings.ToUpper(esc), "%2F") {
-			t.Fatalf("CanonicalPath(%q) = %q, %q: forbidden content", in, esc, dec)
+		upper := strings.ToUpper(esc)
+		if slash := strings.Contains(upper, "%2F") || strings.Contains(upper, "%5C"); slash != p.EncodedSlash {
+			t.Fatalf("CanonicalPath(%q) = %+v: EncodedSlash wrong", in, p)
 		}
-		for seg := range strings.SplitSeq(dec, "/") {
+		if !strings.HasPrefix(dec, "/") || strings.ContainsAny(dec, "#\x00") || strings.Contains(esc, "//") ||
+			strings.Contains(p.Match, "//") || strings.Contains(p.Match, ";") && !strings.Contains(upper, "%3B") {
+			t.Fatalf("CanonicalPath(%q) = %+v: forbidden content", in, p)
+		}
+		for seg := range strings.SplitSeq(esc, "/") {
 			if seg == "." || seg == ".." {
-				t.Fatalf("CanonicalPath(%q) = %q: dot segment left", in, dec)
+				t.Fatalf("CanonicalPath(%q) = %q: dot segment left", in, esc)
 			}
 		}
-		// The reference: decode everything, then remove dot segments as RFC 3986 says.
+		if want := matchReference(esc); p.Match != want {
+			t.Fatalf("CanonicalPath(%q) = %+v; match reference %q", in, p, want)
+		}
+		if p.EncodedSlash {
+			return // a backend may read encoded slashes either way: only routes that opt in take these
+		}
+		// The reference: decode everything, then clean as path.Clean (and nginx, and Python's http.server) would.
 		if in == "" {
 			in = "/"
 		}
@@ -174,12 +193,8 @@ func FuzzCanonicalPath(f *testing.F) {
 		if err != nil {
 			t.Fatalf("CanonicalPath(%q) accepted what url.PathUnescape rejects: %v", in, err)
 		}
-		if want := removeDotSegments(ref); dec != want {
-			t.Fatalf("CanonicalPath(%q) = %q; RFC 3986 reference %q", in, dec, want)
-		}
-		// Where no empty segment makes RFC 3986 and path.Clean differ, a backend that cleans sees the same path.
-		if !strings.Contains(ref, "//") && path.Clean(dec) != path.Clean(ref) {
-			t.Fatalf("CanonicalPath(%q) = %q; path.Clean reference %q", in, dec, path.Clean(ref))
+		if want := cleanKeepSlash(ref); dec != want {
+			t.Fatalf("CanonicalPath(%q) = %q; path.Clean reference %q", in, dec, want)
 		}
 	})
 }

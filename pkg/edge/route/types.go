@@ -23,8 +23,17 @@ type HTTPRoute struct {
 	Host string `json:"host,omitempty"`
 	// Port is the required port; 0 means any.
 	Port uint32 `json:"port,omitempty"`
-	// Paths are path rules: "/prefix*" is a prefix match, anything else exact. Empty means any path.
+	// Paths are path rules: "/prefix*" is a prefix match, anything else exact. Empty means any path. They match
+	// the request's canonical path in its match form (Path.Match): no dot segments, no repeated slashes, no ';'
+	// segment parameters.
 	Paths []string `json:"paths,omitempty"`
+	// PathCaseInsensitive makes Paths match regardless of the case of ASCII letters, for backends that serve
+	// "/Admin" as "/admin" (Windows, IIS, some Java apps).
+	PathCaseInsensitive bool `json:"path_case_insensitive,omitempty"`
+	// AllowEncodedSlashes lets requests whose path has an encoded '/' or '\' ("%2F", "%5C") use this route; they
+	// are forwarded encoded. Without it such a request is answered 400, since backends disagree on whether "%2F"
+	// separates segments. Set it only for backends that treat it as data (object names, registry paths).
+	AllowEncodedSlashes bool `json:"allow_encoded_slashes,omitempty"`
 	// Headers maps canonical header names to a required value (any of the header's values may match).
 	Headers map[string]string `json:"headers,omitempty"`
 	// Mode restricts the request form.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/httpproxy"
@@ -214,8 +215,12 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	routes := staticRoutes{table}
 	adhoc := backend.NewAdhocDialer(backend.Deps{DNS: fakeDNS{"loop.adhoc.test": {"127.0.0.1"}}}, nil)
-	tunnels := New(Deps{Log: log, Registerer: e.reg, Routes: routes, Backends: pool, Adhoc: adhoc, Gate: gate, IdleTimeout: o.idle})
-	proxy := httpproxy.New(httpproxy.Deps{Log: log, Registerer: e.reg, Routes: routes, Backends: pool, Connect: tunnels, Gate: gate})
+	adm, err := admission.New(gate, e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tunnels := New(Deps{Log: log, Registerer: e.reg, Routes: routes, Backends: pool, Adhoc: adhoc, Admission: adm, IdleTimeout: o.idle})
+	proxy := httpproxy.New(httpproxy.Deps{Log: log, Registerer: e.reg, Routes: routes, Backends: pool, Connect: tunnels, Admission: adm})
 
 	srv := serve.HTTPServer(proxy, serve.HTTPOptions{Name: "https", TLSConfig: &tls.Config{
 		Certificates: []tls.Certificate{e.kedgeCA.Server(t, "127.0.0.1", "localhost")},
@@ -271,10 +276,15 @@ func (e *env) connect(t *testing.T, target string, cert *tls.Certificate, header
 	}
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
+	req := "CONNECT " + target + " HTTP/1.1\r\n"
+	host := "Host: " + target + "\r\n" // unless a header line gives another
 	for _, h := range header {
+		if strings.HasPrefix(strings.ToLower(h), "host:") {
+			host = ""
+		}
 		req += h + "\r\n"
 	}
+	req += host
 	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
 		t.Fatal(err)
 	}

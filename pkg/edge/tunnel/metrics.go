@@ -13,20 +13,19 @@ import (
 // metrics are the handler's collectors. Labels are bounded: direction is upstream or downstream, result is
 // "established", "client-closed" or an X-Kedge-Error-Type, backend_name a configured backend, "_adhoc" or "".
 type metrics struct {
-	open        prometheus.Gauge         // kedge_tunnels_open
-	tunnels     *prometheus.CounterVec   // kedge_tunnels_total{result}
-	bytes       *prometheus.CounterVec   // kedge_tunnel_bytes_total{direction}
-	bytesUp     prometheus.Counter       // direction="upstream": client to backend
-	bytesDown   prometheus.Counter       // direction="downstream": backend to client
-	duration    *prometheus.HistogramVec // kedge_tunnel_duration_seconds{route}
-	proxyErrors *prometheus.CounterVec   // kedge_proxy_errors_total{backend_name,type}
+	open      prometheus.Gauge         // kedge_tunnels_open
+	tunnels   *prometheus.CounterVec   // kedge_tunnels_total{result}
+	bytes     *prometheus.CounterVec   // kedge_tunnel_bytes_total{direction}
+	bytesUp   prometheus.Counter       // direction="upstream": client to backend
+	bytesDown prometheus.Counter       // direction="downstream": backend to client
+	duration  *prometheus.HistogramVec // kedge_tunnel_duration_seconds{route}
 }
 
-func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, log logging.Logger) *metrics {
+func newMetrics(reg prometheus.Registerer, log logging.Logger) *metrics {
 	// Two handlers on one registry share their metrics; another conflict is logged and the collector kept
 	// unexported.
-	var errs [5]error
-	m := &metrics{proxyErrors: proxyErrors}
+	var errs [4]error
+	m := &metrics{}
 	m.open, errs[0] = collector.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kedge_tunnels_open",
 		Help: "CONNECT tunnels currently established.",
@@ -44,12 +43,6 @@ func newMetrics(reg prometheus.Registerer, proxyErrors *prometheus.CounterVec, l
 		Help:    "Lifetime of established CONNECT tunnels, by route (backend name or _adhoc).",
 		Buckets: []float64{.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
 	}, []string{"route"}))
-	if m.proxyErrors == nil {
-		m.proxyErrors, errs[4] = collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kedge_proxy_errors_total",
-			Help: "Requests that kedge itself failed or rejected, by backend and X-Kedge-Error-Type.",
-		}, []string{"backend_name", "type"}))
-	}
 	if err := errors.Join(errs[:]...); err != nil {
 		log.Error("tunnel: registering metrics", logging.FieldError, err)
 	}

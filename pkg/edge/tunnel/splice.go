@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
@@ -40,7 +41,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, t *tunnel, c
 		// TLS ClientHello) wait in brw's buffer; past them, read the connection itself.
 		pending, _ := brw.Reader.Peek(brw.Reader.Buffered())
 		answer := "HTTP/1.1 200 Connection established\r\n" + wire.HeaderRequestID + ": " + t.reqID + "\r\n"
-		if t.label != adhocLabel {
+		if t.label != admission.AdhocLabel {
 			answer += wire.HeaderKedgeBackendName + ": " + t.label + "\r\n"
 		}
 		if _, err := io.WriteString(c, answer+"\r\n"); err != nil {
@@ -53,7 +54,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, t *tunnel, c
 		// A WriteTimeout of the server would cut the stream; tunnels have only the idle timeout.
 		_ = rc.SetReadDeadline(time.Time{})
 		_ = rc.SetWriteDeadline(time.Time{})
-		if t.label != adhocLabel {
+		if t.label != admission.AdhocLabel {
 			w.Header().Set(wire.HeaderKedgeBackendName, t.label)
 		}
 		w.WriteHeader(http.StatusOK)

@@ -17,8 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
-	"github.com/kedge-proxy/kedge/pkg/edge/authz"
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
@@ -51,8 +51,6 @@ const (
 	// drainIdleTimeout replaces a longer idle timeout once the server drains: tunnels that pause this long end
 	// early instead of holding the shutdown until its deadline.
 	drainIdleTimeout = time.Second
-	// adhocLabel is the route label (metrics, logs) of tunnels to adhoc destinations.
-	adhocLabel = "_adhoc"
 )
 
 // Deps are the handler's collaborators.
@@ -62,8 +60,6 @@ type Deps struct {
 	// Registerer receives kedge_tunnels_open, kedge_tunnels_total and kedge_tunnel_bytes_total. nil keeps them
 	// unexported.
 	Registerer prometheus.Registerer
-	// ProxyErrors, if set, is the shared kedge_proxy_errors_total{backend_name,type} counter for refused tunnels.
-	ProxyErrors *prometheus.CounterVec
 	// Routes gives the HTTP table: routes with proxy mode CONNECT, then the HTTP adhoc rules. Required.
 	Routes Routes
 	// Backends dials a route's backend. Required.
@@ -72,8 +68,9 @@ type Deps struct {
 	// that is an IP literal (only an adhoc rule naming that address exactly can produce one) is dialled directly:
 	// the rule names the address explicitly, so the dial guard does not apply.
 	Adhoc Dialer
-	// Gate authenticates and authorizes callers. nil means a Gate without token authentication.
-	Gate *authz.Gate
+	// Admission routes tunnels and authenticates and authorizes their callers, and counts refusals in
+	// kedge_proxy_errors_total. nil means admission.Or(nil, Registerer): no token authentication.
+	Admission *admission.Admitter
 	// IdleTimeout closes a tunnel with no bytes in either direction for this long (DefaultIdleTimeout if zero).
 	IdleTimeout time.Duration
 	// DialTimeout bounds the direct dial of an IP-literal adhoc destination (DefaultDialTimeout if zero).
@@ -90,7 +87,7 @@ type Handler struct {
 	backends Backends
 	adhoc    Dialer
 	direct   net.Dialer
-	gate     *authz.Gate
+	admit    *admission.Admitter
 	idle     time.Duration
 	bufSize  int
 	buffers  sync.Pool // *[]byte of bufSize
@@ -109,10 +106,10 @@ func New(d Deps) *Handler {
 		routes:   d.Routes,
 		backends: d.Backends,
 		adhoc:    d.Adhoc,
-		gate:     d.Gate,
+		admit:    admission.Or(d.Admission, d.Registerer),
 		idle:     d.IdleTimeout,
 		bufSize:  d.BufferSize,
-		m:        newMetrics(d.Registerer, d.ProxyErrors, d.Log),
+		m:        newMetrics(d.Registerer, d.Log),
 	}
 	if h.idle <= 0 {
 		h.idle = DefaultIdleTimeout
@@ -125,13 +122,6 @@ func New(d Deps) *Handler {
 		h.direct.Timeout = DefaultDialTimeout
 	}
 	h.buffers.New = func() any { b := make([]byte, h.bufSize); return &b }
-	if h.gate == nil {
-		var err error
-		if h.gate, err = authz.NewGate(nil, d.Registerer); err != nil {
-			d.Log.Error("tunnel: authorization metrics not registered", logging.FieldError, err)
-			h.gate, _ = authz.NewGate(nil, nil)
-		}
-	}
 	return h
 }
 
@@ -141,7 +131,7 @@ type tunnel struct {
 	reqID    string
 	proto    string
 	target   string // host:port as requested
-	label    string // backend name, adhocLabel, or ""
+	label    string // backend name, admission.AdhocLabel, or ""
 	dest     string // what was dialled: backend name or adhoc host:port
 	endpoint string // remote address of the backend connection
 	identity string
@@ -178,31 +168,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, t, http.StatusServiceUnavailable, wire.ErrShuttingDown, "kedge is shutting down")
 		return
 	}
-	host, port, hasPort, err := route.SplitHostPort(r.Host)
-	if err != nil || !hasPort || port == 0 {
+	host, port, ok := connectTarget(r)
+	if !ok {
 		h.fail(w, r, t, http.StatusBadRequest, wire.ErrBadRequest, "CONNECT needs a host:port target")
 		return
 	}
 
 	// Routing first, then authentication and authorization, then the dial.
-	table := h.routes.HTTPTable()
-	var need authz.Requirement
-	var adhoc route.Target
-	var routeErr error
-	if rt, ok := table.Match(&route.HTTPRequest{Host: host, Port: port, Header: r.Header, Mode: route.ModeConnect}); ok {
-		t.label, t.dest = rt.Backend, rt.Backend
-		need = authz.Requirement{Permissions: rt.RequiredPermissions, Identities: rt.AllowedIdentities}
-	} else if h.adhoc == nil {
-		routeErr = route.ErrNoRoute
-	} else if adhoc, routeErr = table.Adhoc(host, port, true); routeErr == nil {
-		t.label = adhocLabel
-		t.dest = net.JoinHostPort(adhoc.Host, strconv.FormatUint(uint64(adhoc.Port), 10))
-		need = authz.Requirement{Permissions: adhoc.RequiredPermissions, Identities: adhoc.AllowedIdentities}
+	res := h.admit.HTTP(r.Context(), h.routes.HTTPTable(), &admission.HTTPRequest{
+		Facts:   route.HTTPRequest{Host: host, Port: port, Header: r.Header, Mode: route.ModeConnect},
+		HasPort: true,
+		Adhoc:   h.adhoc != nil,
+		Caller:  admission.Caller{Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS},
+	})
+	t.label, t.dest = res.Label, res.Label
+	if res.Label == admission.AdhocLabel {
+		t.dest = net.JoinHostPort(res.Adhoc.Host, strconv.FormatUint(uint64(res.Adhoc.Port), 10))
 	}
-	d := h.gate.Admit(r.Context(), authz.Request{Route: t.label, Routed: routeErr == nil, Requirement: need,
-		Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS})
+	d := res.Decision
 	t.identity = d.Identity.String()
-	if routeErr == nil || !d.Allowed() {
+	if res.RouteErr == nil || !d.Allowed() {
 		t.decision, t.reason = d.Result(), d.Reason()
 	}
 	if !d.Allowed() {
@@ -213,8 +198,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, t, code, typ, d.Reason())
 		return
 	}
-	if routeErr != nil {
-		h.routeError(w, r, t, routeErr)
+	if res.RouteErr != nil {
+		h.routeError(w, r, t, res.RouteErr)
 		return
 	}
 
@@ -227,9 +212,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.establish(w, r, t, conn, tr)
 }
 
+// connectTarget returns the host and port of a CONNECT request whose target is exactly "host:port": a DNS name or
+// IP literal and a port, with nothing a URL parser reads as userinfo ("a:443@b:443"), a path or a query. net/http
+// accepts such targets and routes them by the part after '@'.
+func connectTarget(r *http.Request) (host string, port uint32, ok bool) {
+	if u := r.URL; u == nil || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", 0, false
+	}
+	if r.ProtoMajor == 1 && r.RequestURI != r.Host {
+		return "", 0, false
+	}
+	host, port, hasPort, err := route.SplitHostPort(r.Host)
+	if err != nil || !hasPort || !route.ValidHost(host) {
+		return "", 0, false
+	}
+	return host, port, true
+}
+
 // dial connects to the tunnel's destination.
 func (h *Handler) dial(ctx context.Context, t *tunnel) (net.Conn, error) {
-	if t.label != adhocLabel {
+	if t.label != admission.AdhocLabel {
 		return h.backends.Dial(ctx, t.dest)
 	}
 	if host, _, _ := net.SplitHostPort(t.dest); host != "" {
@@ -293,7 +295,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, t *tunnel, status
 		w.Header().Set("Connection", "close")
 	}
 	wire.WriteKedgeError(w, status, typ, msg)
-	h.m.proxyErrors.WithLabelValues(t.label, string(typ)).Inc()
+	h.admit.CountError(t.label, typ)
 }
 
 func isClosed(c <-chan struct{}) bool {

@@ -35,6 +35,10 @@ func TestRefusedTunnels(t *testing.T) {
 		{"loopback literal not named by a rule", "127.0.0.2:" + reflectPort, []string{auth()}, 502, "no-route", ""},
 		{"backend down", "dead.test:443", []string{auth()}, 502, "tunnel-dial-error", ""},
 		{"no port", "echo.test", []string{auth()}, 400, "bad-request", "host:port"},
+		// A target net/http reads as userinfo@host: it would be routed (and dialled) by the part after '@'.
+		{"userinfo in the target", "evil.example.com:443@echo.test:443", []string{auth(), "Host: echo.test:443"}, 400, "bad-request", "host:port"},
+		{"userinfo without port", "user@echo.test:443", []string{auth(), "Host: echo.test:443"}, 400, "bad-request", "host:port"},
+		{"target and Host differ", "nowhere.test:443", []string{auth(), "Host: echo.test:443"}, 502, "no-route", ""},
 		{"identity route without certificate or token", "robots.test:443", nil, 401, "unauthorized", ""},
 		{"identity route with a token but no certificate", "robots.test:443", []string{auth()}, 403, "forbidden", "client certificate"},
 	}
@@ -47,8 +51,8 @@ func TestRefusedTunnels(t *testing.T) {
 		}
 	})
 	// The parallel cases above have all finished here.
-	if n := counterValue(t, e.reg, "kedge_tunnels_total", map[string]string{"result": "no-route"}); n != 4 {
-		t.Errorf("kedge_tunnels_total{result=no-route} = %v, want 4", n)
+	if n := counterValue(t, e.reg, "kedge_tunnels_total", map[string]string{"result": "no-route"}); n != 5 {
+		t.Errorf("kedge_tunnels_total{result=no-route} = %v, want 5", n)
 	}
 	if n := counterValue(t, e.reg, "kedge_tunnels_total", map[string]string{"result": "unauthorized"}); n != 4 {
 		t.Errorf("kedge_tunnels_total{result=unauthorized} = %v, want 4", n)
