@@ -119,6 +119,31 @@ func (p *process) stop(grace time.Duration) {
 	}
 }
 
+// waitOutput waits until the process has written every one of wants (its log lines are batched a few milliseconds
+// apart, see --log_flush_interval), and returns its output.
+func (p *process) waitOutput(t *testing.T, wants ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := p.out.String()
+		missing := ""
+		for _, w := range wants {
+			if !strings.Contains(out, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s's output lacks %q", p.name, missing)
+			return out
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // exited reports whether the process has ended.
 func (p *process) exited() bool {
 	select {

@@ -65,11 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return checkConfig(cfg, stdout, stderr)
 	}
 
-	log, err := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat, Output: stderr})
+	log, err := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat, Output: stderr, FlushInterval: cfg.LogFlushInterval})
 	if err != nil {
 		fmt.Fprintf(stderr, "kedge: %v\n", err)
 		return 2
 	}
+	defer func() { _ = logging.Flush(log) }()
 	grpclog.SetLoggerV2(logging.GRPCLogger(log))
 
 	srv, err := edge.New(cfg, log)

@@ -78,6 +78,10 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	s := &Server{cfg: cfg, log: log, registry: reg}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "kedge_log_lines_dropped_total",
+		Help: "Log lines dropped because the log output could not keep up (see --log_flush_interval).",
+	}, func() float64 { return float64(logging.Dropped(log)) }))
 	if s.kube, err = newKube(cfg.K8s, log.With(logging.FieldComponent, "kubernetes"), reg); err != nil {
 		return nil, err
 	}

@@ -46,6 +46,8 @@ type Config struct {
 
 	LogLevel  string
 	LogFormat string
+	// LogFlushInterval batches log lines (see logging.Options.FlushInterval).
+	LogFlushInterval time.Duration
 
 	// CheckConfig makes the binary validate the documents and exit.
 	CheckConfig bool
@@ -92,6 +94,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 
 	fs.StringVar(&c.LogLevel, "log_level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log_format", "text", "log format: text or json")
+	fs.DurationVar(&c.LogFlushInterval, "log_flush_interval", 5*time.Millisecond, "write log lines in batches at most this far apart (warnings and errors at once), so requests do not wait for a write per log line; 0 writes every line at once. Lines that cannot be written because the output stalls are dropped and counted in kedge_log_lines_dropped_total")
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the director and backendpool documents, print every problem (file, field, reason) and exit: 0 if valid, 1 if not")
 
 	c.registerAuthFlags(fs)

@@ -113,30 +113,25 @@ func (p *Proxy) finish(c *call, err error) {
 		p.admit.CountError(c.backend, errType)
 	}
 
-	if !p.log.Enabled(logging.LevelInfo) {
-		return
-	}
-	kv := make([]any, 0, 26)
-	kv = append(kv,
-		logging.FieldRequestID, c.requestID,
-		logging.FieldGRPC, c.method,
-		"authority", c.authority,
-		"code", code.String(),
-		logging.FieldDuration, elapsed,
-	)
-	kv = appendNonEmpty(kv, logging.FieldRoute, c.route)
-	kv = appendNonEmpty(kv, logging.FieldBackend, c.backend)
-	kv = appendNonEmpty(kv, "adhoc", c.adhoc)
-	kv = appendNonEmpty(kv, logging.FieldEndpoint, c.endpoint)
-	kv = appendNonEmpty(kv, logging.FieldIdentity, c.identity)
+	ln := logging.Begin(p.log, logging.LevelInfo, "grpc call").
+		Str(logging.FieldRequestID, c.requestID).
+		Str(logging.FieldGRPC, c.method).
+		Str("authority", c.authority).
+		Str("code", code.String()).
+		Dur(logging.FieldDuration, elapsed).
+		StrIf(logging.FieldRoute, c.route).
+		StrIf(logging.FieldBackend, c.backend).
+		StrIf("adhoc", c.adhoc).
+		StrIf(logging.FieldEndpoint, c.endpoint).
+		StrIf(logging.FieldIdentity, c.identity)
 	if c.decision != "" {
-		kv = append(kv, "decision", c.decision, "reason", c.reason)
+		ln.Str("decision", c.decision).Str("reason", c.reason)
 	}
-	kv = appendNonEmpty(kv, logging.FieldErrorType, string(errType))
+	ln.StrIf(logging.FieldErrorType, string(errType))
 	if code != codes.OK {
-		kv = append(kv, logging.FieldError, st.Message())
+		ln.Str(logging.FieldError, st.Message())
 	}
-	p.log.Info("grpc call", kv...)
+	ln.Write()
 }
 
 // errTypeLocked is the type of the error kedge made for the call, or "" when the call succeeded or its status came
@@ -176,6 +171,13 @@ func markKedgeError(ss grpc.ServerStream, c *call, err error) {
 	))
 }
 
+func firstValue(md metadata.MD, key string) string {
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // metadataValue makes s a valid value of a text (non -bin) metadata key: printable ASCII, at most 512 bytes.
 func metadataValue(s string) string {
 	const maxLen = 512
@@ -188,18 +190,4 @@ func metadataValue(s string) string {
 		b = append(b, c)
 	}
 	return string(b)
-}
-
-func appendNonEmpty(kv []any, key, value string) []any {
-	if value == "" {
-		return kv
-	}
-	return append(kv, key, value)
-}
-
-func firstValue(md metadata.MD, key string) string {
-	if v := md.Get(key); len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }

@@ -70,9 +70,7 @@ func (h *Handler) finish(c *call, r *http.Request) {
 	d := time.Since(c.start)
 	h.metrics.requests.WithLabelValues(c.label, h.metrics.code(status)).Inc()
 	h.metrics.duration.WithLabelValues(c.label).Observe(d.Seconds())
-	if h.log.Enabled(logging.LevelInfo) {
-		h.logRequest(c, r, status, d)
-	}
+	h.logRequest(c, r, status, d)
 	if p != nil {
 		panic(p)
 	}
@@ -99,26 +97,23 @@ func (h *Handler) logRequest(c *call, r *http.Request, status int, d time.Durati
 	if path == "" {
 		path = r.URL.Path
 	}
-	kv := []any{
-		logging.FieldRequestID, c.reqID,
-		logging.FieldMethod, r.Method,
-		logging.FieldHost, host,
-		logging.FieldPath, path,
-		logging.FieldRoute, c.label,
-		logging.FieldBackend, backendName,
-		logging.FieldEndpoint, endpoint,
-		logging.FieldStatus, status,
-		logging.FieldDuration, d,
-		logging.FieldBytes, c.w.bytes,
-	}
-	if c.identity != "" {
-		kv = append(kv, logging.FieldIdentity, c.identity)
-	}
+	ln := logging.Begin(h.log, logging.LevelInfo, "http request").
+		Str(logging.FieldRequestID, c.reqID).
+		Str(logging.FieldMethod, r.Method).
+		Str(logging.FieldHost, host).
+		Str(logging.FieldPath, path).
+		Str(logging.FieldRoute, c.label).
+		Str(logging.FieldBackend, backendName).
+		Str(logging.FieldEndpoint, endpoint).
+		Int(logging.FieldStatus, int64(status)).
+		Dur(logging.FieldDuration, d).
+		Int(logging.FieldBytes, c.w.bytes).
+		StrIf(logging.FieldIdentity, c.identity)
 	if c.decision != "" {
-		kv = append(kv, fieldDecision, c.decision, fieldReason, c.reason)
+		ln.Str(fieldDecision, c.decision).Str(fieldReason, c.reason)
 	}
 	if c.errMsg != "" {
-		kv = append(kv, logging.FieldErrorType, string(c.errType), logging.FieldError, c.errMsg)
+		ln.Str(logging.FieldErrorType, string(c.errType)).Str(logging.FieldError, c.errMsg)
 	}
-	h.log.Info("http request", kv...)
+	ln.Write()
 }

@@ -63,32 +63,25 @@ func (h *Handler) finish(t *tunnel) {
 	if t.status == 200 {
 		h.m.duration.WithLabelValues(t.label).Observe(d.Seconds())
 	}
-	if !h.log.Enabled(logging.LevelInfo) {
-		return
-	}
-	kv := make([]any, 0, 36)
-	kv = append(kv,
-		logging.FieldRequestID, t.reqID,
-		logging.FieldMethod, "CONNECT",
-		"proto", t.proto,
-		logging.FieldHost, t.target,
-		logging.FieldRoute, t.label,
-		logging.FieldBackend, t.dest,
-		logging.FieldEndpoint, t.endpoint,
-		logging.FieldStatus, t.status,
-		logging.FieldDuration, d,
-		"bytes_up", t.up,
-		"bytes_down", t.down,
-		logging.FieldIdentity, t.identity,
-	)
+	ln := logging.Begin(h.log, logging.LevelInfo, "connect tunnel").
+		Str(logging.FieldRequestID, t.reqID).
+		Str(logging.FieldMethod, "CONNECT").
+		Str("proto", t.proto).
+		Str(logging.FieldHost, t.target).
+		Str(logging.FieldRoute, t.label).
+		Str(logging.FieldBackend, t.dest).
+		Str(logging.FieldEndpoint, t.endpoint).
+		Int(logging.FieldStatus, int64(t.status)).
+		Dur(logging.FieldDuration, d).
+		Int("bytes_up", t.up).
+		Int("bytes_down", t.down).
+		Str(logging.FieldIdentity, t.identity)
 	if t.decision != "" {
-		kv = append(kv, "decision", t.decision, "reason", t.reason)
+		ln.Str("decision", t.decision).Str("reason", t.reason)
 	}
-	if t.closed != "" {
-		kv = append(kv, "closed", t.closed)
-	}
+	ln.StrIf("closed", t.closed)
 	if t.errMsg != "" {
-		kv = append(kv, logging.FieldErrorType, string(t.errType), logging.FieldError, t.errMsg)
+		ln.Str(logging.FieldErrorType, string(t.errType)).Str(logging.FieldError, t.errMsg)
 	}
-	h.log.Info("connect tunnel", kv...)
+	ln.Write()
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"os"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -66,28 +68,36 @@ type Options struct {
 	Format string
 	// Output receives the lines; nil means os.Stderr.
 	Output io.Writer
+	// FlushInterval batches lines: they are written together at most this long after the first (warnings and errors
+	// at once, with whatever is buffered before them), so a request does not pay a write(2) for its log line. 0
+	// writes every line at once. With a FlushInterval, call Flush before exiting.
+	FlushInterval time.Duration
 }
 
 // New builds a Logger from opts, or reports why the options are invalid.
 func New(opts Options) (Logger, error) {
 	l := logrus.New()
-	if opts.Output != nil {
-		l.SetOutput(opts.Output)
+	out := opts.Output
+	if out == nil {
+		out = os.Stderr
 	}
 	lvl, err := ParseLevel(opts.Level)
 	if err != nil {
 		return nil, err
 	}
 	l.SetLevel(toLogrus(lvl))
+	f := &fastFormat{out: newAsyncWriter(out, opts.FlushInterval)}
+	l.SetOutput(f.out)
 	switch strings.ToLower(opts.Format) {
 	case "", "text":
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
 	case "json":
 		l.SetFormatter(&logrus.JSONFormatter{})
+		f.json = true
 	default:
 		return nil, fmt.Errorf("logging: unknown format %q (want text or json)", opts.Format)
 	}
-	return &entry{e: logrus.NewEntry(l)}, nil
+	return &entry{e: logrus.NewEntry(l), fast: f}, nil
 }
 
 // ParseLevel parses a level name; "warning" is accepted for warn.
@@ -115,6 +125,11 @@ func Discard() Logger {
 
 type entry struct {
 	e *logrus.Entry
+	// fast formats and buffers lines without logrus (nil for Discard).
+	fast *fastFormat
+	// prefixBuf is e.Data formatted for fast, made once by prefix.
+	prefixOnce sync.Once
+	prefixBuf  []byte
 	// funcField: With was given a function value, which logrus left out and noted in e's unexported error; lines
 	// are then logged through e.WithFields, which carries that note.
 	funcField bool
@@ -127,7 +142,7 @@ func (l *entry) Error(msg string, kv ...any) { l.log(logrus.ErrorLevel, msg, kv)
 
 func (l *entry) With(kv ...any) Logger {
 	f, hasFunc := fields(kv)
-	return &entry{e: l.e.WithFields(f), funcField: l.funcField || hasFunc}
+	return &entry{e: l.e.WithFields(f), fast: l.fast, funcField: l.funcField || hasFunc}
 }
 
 func (l *entry) Enabled(level Level) bool { return l.e.Logger.IsLevelEnabled(toLogrus(level)) }
@@ -139,6 +154,10 @@ func (l *entry) log(level logrus.Level, msg string, kv []any) {
 	if !l.e.Logger.IsLevelEnabled(level) {
 		return
 	}
+	if l.logFast(level, msg, kv) {
+		return
+	}
+	defer l.flushUrgent(level)
 	if len(kv) == 0 {
 		l.e.Log(level, msg)
 		return
@@ -155,6 +174,13 @@ func (l *entry) log(level logrus.Level, msg string, kv []any) {
 	e := logrus.NewEntry(l.e.Logger)
 	e.Data = f
 	e.Log(level, msg)
+}
+
+// flushUrgent makes warnings and errors written through logrus reach the output at once.
+func (l *entry) flushUrgent(level logrus.Level) {
+	if l.fast != nil && level <= logrus.WarnLevel {
+		_ = l.fast.out.Flush()
+	}
 }
 
 func fields(kv []any) (logrus.Fields, bool) {
