@@ -94,6 +94,8 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 			ResolveInterval: cfg.ResolveInterval,
 			EjectionBackoff: cfg.EjectionBackoff,
 			DialTimeout:     cfg.BackendDialTimeout,
+
+			MaxIdleConnsPerEndpoint: cfg.BackendMaxIdleConns,
 		},
 	})
 	defer func() {

@@ -189,7 +189,7 @@ func NewAdhocTransport(d Deps, guard DialGuard) http.RoundTripper {
 	return &adhocTransport{t: &http.Transport{
 		Proxy:                  nil,
 		DialContext:            dialer.DialContext,
-		MaxIdleConnsPerHost:    maxIdleConnsPerEndpoint / 8,
+		MaxIdleConnsPerHost:    maxAdhocIdleConnsPerHost,
 		MaxIdleConns:           maxAdhocIdleConns, // hosts are client-chosen names: bound the total too
 		IdleConnTimeout:        d.Options.IdleConnTimeout,
 		ExpectContinueTimeout:  tlsHandshakeTimeout,

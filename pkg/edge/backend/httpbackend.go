@@ -50,7 +50,7 @@ func newHTTPBackend(name string, eps *endpointSet, tlsCfg *tls.Config, o Options
 		DialContext:            h.dial,
 		TLSClientConfig:        tlsCfg,
 		ForceAttemptHTTP2:      tlsCfg != nil, // h2 by ALPN for TLS backends; plaintext stays HTTP/1.1
-		MaxIdleConnsPerHost:    maxIdleConnsPerEndpoint,
+		MaxIdleConnsPerHost:    o.MaxIdleConnsPerEndpoint,
 		IdleConnTimeout:        o.IdleConnTimeout,
 		TLSHandshakeTimeout:    tlsHandshakeTimeout,
 		ExpectContinueTimeout:  tlsHandshakeTimeout,

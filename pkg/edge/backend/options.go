@@ -22,6 +22,11 @@ const (
 	DefaultDialTimeout     = 2 * time.Second
 	DefaultIdleConnTimeout = 60 * time.Second
 	DefaultDrainTimeout    = 20 * time.Second
+	// DefaultMaxIdleConnsPerEndpoint is the keep-alive pool size per endpoint of an HTTP backend. Under more
+	// concurrent requests than this, connections beyond it are closed as requests finish and dialled again for the
+	// next ones (a dial, a TLS handshake and a TIME_WAIT socket each), so it sits well above the concurrency one
+	// kedge usually carries to one endpoint; idle ones close after IdleConnTimeout.
+	DefaultMaxIdleConnsPerEndpoint = 256
 )
 
 const (
@@ -32,8 +37,8 @@ const (
 	lookupTimeout = 2 * time.Second
 	// firstResolutionWait bounds how long a request waits for a new backend's first resolution.
 	firstResolutionWait = 5 * time.Second
-	// maxIdleConnsPerEndpoint is the keep-alive pool size per endpoint of an HTTP backend.
-	maxIdleConnsPerEndpoint = 64
+	// maxAdhocIdleConnsPerHost is the keep-alive pool size per adhoc destination.
+	maxAdhocIdleConnsPerHost = 8
 	// maxAdhocIdleConns bounds the idle connections of the adhoc transport over all destinations.
 	maxAdhocIdleConns = 256
 	// tlsHandshakeTimeout bounds the TLS handshake with an endpoint.
@@ -58,6 +63,9 @@ type Options struct {
 	// DrainTimeout bounds how long a replaced or removed backend waits for its in-flight requests before its
 	// connections are closed (default 20s).
 	DrainTimeout time.Duration
+	// MaxIdleConnsPerEndpoint is the keep-alive pool size per endpoint of an HTTP backend (default
+	// DefaultMaxIdleConnsPerEndpoint).
+	MaxIdleConnsPerEndpoint int
 }
 
 // withDefaults returns o with zero (or too small) fields replaced by defaults.
@@ -77,6 +85,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.MaxIdleConnsPerEndpoint <= 0 {
+		o.MaxIdleConnsPerEndpoint = DefaultMaxIdleConnsPerEndpoint
 	}
 	return o
 }

@@ -124,7 +124,22 @@ func (p *Policy) nearestUntrusted(chain, peer string) string {
 // client's request header.
 func (p *Policy) SetHTTP(out, in http.Header, req Request) {
 	v := p.Decide(req, func(name string) []string { return in[name] })
-	apply(v, func(name string) { delete(out, name) }, func(name, value string) { out[name] = []string{value} })
+	for _, name := range owned {
+		delete(out, name)
+	}
+	// One backing array for the values: this runs for every proxied request.
+	store := make([]string, 0, 5)
+	set := func(name, value string) {
+		if value != "" {
+			store = append(store, value)
+			out[name] = store[len(store)-1 : len(store) : len(store)]
+		}
+	}
+	set(HeaderFor, v.For)
+	set(HeaderHost, v.Host)
+	set(HeaderProto, v.Proto)
+	set(HeaderRealIP, v.RealIP)
+	set(HeaderForwarded, v.Forwarded)
 }
 
 // SetMetadata does what SetHTTP does for gRPC metadata (lower-case keys): out is the metadata sent to the backend, in
