@@ -53,6 +53,7 @@ func startKedge(t *testing.T, director, backendpool string, extra ...string) *ke
 		"--kedge_config_director_config_path=" + e.directorPath,
 		"--kedge_config_backendpool_config_path=" + e.poolPath,
 		"--server-shutdown-drain-timeout=" + e.drain.String(), // kebab-case works too
+		"--server_shutdown_delay=0",                           // tests that exercise the delay set it in extra
 		"--log_level=debug",
 	}, extra...)
 	e.proc = start(t, "kedge", e.drain+5*time.Second, args...)

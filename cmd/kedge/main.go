@@ -93,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Info("SIGHUP: reloading config documents")
 		srv.Reload()
 	})()
+	defer serve.OnRepeatedSignal(ctx, srv.SkipShutdownDelay, syscall.SIGTERM, os.Interrupt)() // a second SIGTERM: drain now
 	if err := srv.Run(ctx); err != nil {
 		log.Error("kedge failed", "error", err)
 		return 1

@@ -134,8 +134,8 @@ func TestManifests(t *testing.T) {
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
 		t.Errorf("resource requests missing: %+v", c.Resources.Requests)
 	}
-	if grace := pod.TerminationGracePeriodSeconds; grace == nil || float64(*grace) <= cfg.DrainTimeout.Seconds() {
-		t.Errorf("terminationGracePeriodSeconds %v does not exceed the drain timeout %v", grace, cfg.DrainTimeout)
+	if grace := pod.TerminationGracePeriodSeconds; grace == nil || float64(*grace) <= (cfg.ShutdownDelay+cfg.DrainTimeout).Seconds() {
+		t.Errorf("terminationGracePeriodSeconds %v does not exceed the shutdown delay %v plus the drain timeout %v", grace, cfg.ShutdownDelay, cfg.DrainTimeout)
 	}
 
 	// The documents kedge reads come from the ConfigMap and load.

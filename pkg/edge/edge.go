@@ -59,6 +59,8 @@ type Server struct {
 	listeners listeners
 	ready     atomic.Bool
 	shutting  atomic.Bool
+	skipDelay chan struct{} // closed by SkipShutdownDelay
+	skipOnce  sync.Once
 }
 
 type listeners struct{ debug, https, grpc net.Listener }
@@ -77,7 +79,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	s := &Server{cfg: cfg, log: log, registry: reg}
+	s := &Server{cfg: cfg, log: log, registry: reg, skipDelay: make(chan struct{})}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "kedge_log_lines_dropped_total",
 		Help: "Log lines dropped because the log output could not keep up (see --log_flush_interval).",
@@ -235,8 +237,10 @@ func (s *Server) Addrs() (debug, https, grpc string) {
 // Reload re-reads the config documents now (as SIGHUP does).
 func (s *Server) Reload() { s.watcher.Trigger() }
 
-// Run serves until ctx is done, then drains: readiness turns false, listeners stop accepting, in-flight requests,
-// streams and tunnels get up to the drain timeout, and everything is closed.
+// Run serves until ctx is done, then shuts down in two phases. First readiness turns false while the listeners keep
+// accepting and serving for the shutdown delay (see shutdownDelay), so that load balancers stop sending new
+// connections before anything is refused. Then the listeners stop accepting, in-flight requests, streams and tunnels
+// get up to the drain timeout, and everything is closed. A failing server skips the delay.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -247,13 +251,6 @@ func (s *Server) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	var stopOnce sync.Once
 	stopAll := func() { stopOnce.Do(func() { s.shutting.Store(true); s.ready.Store(false); close(stop) }) }
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-gctx.Done():
-		}
-		stopAll()
-	}()
 	serveCtx, cancelServe := context.WithCancel(context.Background())
 	go func() { <-stop; cancelServe() }()
 
@@ -276,6 +273,7 @@ func (s *Server) Run(ctx context.Context) error {
 		// The debug port keeps answering until the proxies have drained, so probes see "not ready" meanwhile.
 		g.Go(func() error { return ignoreDrainTimeout(serve.Serve(serveCtx, srv, ln, time.Second)) })
 	}
+	var httpsSrv *http.Server
 	if ln := s.listeners.https; ln != nil {
 		srv := serve.HTTPServer(s.httpProxy, serve.HTTPOptions{
 			Name:         "http_tls",
@@ -284,6 +282,7 @@ func (s *Server) Run(ctx context.Context) error {
 			TLSConfig:    s.tls.TLSConfig(),
 		}, s.log)
 		g.Go(func() error { return s.drained("https", serve.Serve(serveCtx, srv, ln, s.cfg.DrainTimeout)) })
+		httpsSrv = srv
 	}
 	if ln := s.listeners.grpc; ln != nil {
 		g.Go(func() error { return s.drained("grpc", serve.GRPC(serveCtx, s.grpcTLS, ln, s.cfg.DrainTimeout)) })
@@ -295,6 +294,16 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.shutdownDelay(gctx.Done(), httpsSrv)
+			s.log.Info("shutting down: listeners closed, draining", "drain_timeout", s.cfg.DrainTimeout)
+		case <-gctx.Done():
+		}
+		stopAll()
+	}()
+
 	s.ready.Store(true)
 	s.log.Info("kedge serving", "debug", addrOf(s.listeners.debug), "https", addrOf(s.listeners.https), "grpc", addrOf(s.listeners.grpc))
 	err := g.Wait()
@@ -304,6 +313,35 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("kedge stopped")
 	return err
 }
+
+// shutdownDelay is the first phase of a graceful shutdown. Readiness fails at once, so that load balancers take this
+// kedge out of rotation, while the listeners keep accepting and serving for cfg.ShutdownDelay: a load balancer
+// that has not noticed yet still gets its new connections served. Meanwhile keep-alives are off on the HTTPS port:
+// HTTP/1.1 responses carry Connection: close and idle h2 connections get a GOAWAY, so clients open their next
+// connection through the load balancer, which sends it elsewhere once it has noticed, instead of racing the close.
+// The delay ends early when SkipShutdownDelay is called (a second SIGTERM) or a server fails (failed is closed).
+func (s *Server) shutdownDelay(failed <-chan struct{}, https *http.Server) {
+	s.shutting.Store(true)
+	if s.cfg.ShutdownDelay <= 0 {
+		return
+	}
+	if https != nil {
+		https.SetKeepAlivesEnabled(false)
+	}
+	s.log.Info("shutting down: not ready, still serving for the shutdown delay", "delay", s.cfg.ShutdownDelay)
+	t := time.NewTimer(s.cfg.ShutdownDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.skipDelay:
+		s.log.Info("shutdown delay ended early")
+	case <-failed:
+	}
+}
+
+// SkipShutdownDelay ends the shutdown delay now, or makes a later one end at once: kedge's main calls it on a second
+// SIGTERM. It is safe to call at any time, more than once, from any goroutine.
+func (s *Server) SkipShutdownDelay() { s.skipOnce.Do(func() { close(s.skipDelay) }) }
 
 // drained turns a drain that hit its deadline into a log line: cutting what is left is the promised behaviour, not
 // a failure of the process.

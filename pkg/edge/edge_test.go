@@ -34,6 +34,7 @@ func testConfig(t *testing.T, ports [3]int) config.Config {
 	cfg.HTTPPort, cfg.HTTPSPort, cfg.GRPCPort = ports[0], ports[1], ports[2]
 	cfg.TLSCertFile, cfg.TLSKeyFile = cert, key
 	cfg.DrainTimeout = 2 * time.Second
+	cfg.ShutdownDelay = 0 // TestRunShutdownDelay sets its own
 	cfg.Documents.DirectorInline = `{"http": {"routes": [{"backend_name": "web", "host_matcher": "web.example.com"}]}}`
 	cfg.Documents.BackendpoolInline = `{"http": {"backends": [{"name": "web", "host": {"dns_name": "127.0.0.1", "port": 9}}]}}`
 	return cfg

@@ -21,6 +21,9 @@ type Config struct {
 	ReadTimeout  time.Duration // whole-request read limit on the HTTPS port; 0 = none (the default: it cuts uploads)
 	WriteTimeout time.Duration // whole-response write limit on the HTTPS port; 0 = none (the default: it cuts streams)
 	DrainTimeout time.Duration
+	// ShutdownDelay is how long kedge keeps accepting and serving after SIGTERM, with /readyz failing, so that load
+	// balancers stop sending it new connections before its listeners close; 0 disables it.
+	ShutdownDelay time.Duration
 
 	TLSCertFile        string
 	TLSKeyFile         string
@@ -75,7 +78,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.MetricsPath, "server_metrics_path", "/metrics", "path of the Prometheus endpoint on the debug port")
 	fs.DurationVar(&c.ReadTimeout, "server_http_max_read_timeout", 0, "limit on reading a whole request (headers and body) on the HTTPS port; 0 = none. Headers always have 10s; slow bodies are the backend's concern")
 	fs.DurationVar(&c.WriteTimeout, "server_http_max_write_timeout", 0, "limit on writing a whole response on the HTTPS port; 0 = none. The original's 10s default cut long downloads and streams")
-	fs.DurationVar(&c.DrainTimeout, "server_shutdown_drain_timeout", 20*time.Second, "on SIGTERM: how long in-flight requests, streams and tunnels may take to finish before they are cut")
+	fs.DurationVar(&c.ShutdownDelay, "server_shutdown_delay", 5*time.Second, "on SIGTERM: how long /readyz answers 503 while kedge keeps accepting and serving, so that load balancers stop sending new connections before the listeners close; a second SIGTERM ends it early. 0 disables it")
+	fs.DurationVar(&c.DrainTimeout, "server_shutdown_drain_timeout", 20*time.Second, "after the shutdown delay: how long in-flight requests, streams and tunnels may take to finish before they are cut")
 
 	fs.StringVar(&c.TLSCertFile, "server_tls_cert_file", "", "PEM server certificate for the HTTPS and gRPC ports (required when either is enabled); reloaded when it changes")
 	fs.StringVar(&c.TLSKeyFile, "server_tls_key_file", "", "PEM private key of --server_tls_cert_file")
@@ -149,6 +153,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, errors.New("--server_shutdown_drain_timeout must not be negative"))
+	}
+	if c.ShutdownDelay < 0 {
+		errs = append(errs, errors.New("--server_shutdown_delay must not be negative"))
 	}
 	if c.ProxyBufferSize < 1024 {
 		errs = append(errs, fmt.Errorf("--http_reverseproxy_buffer_size_bytes: %d is below 1024", c.ProxyBufferSize))

@@ -4,6 +4,8 @@ package serve_test
 
 import (
 	"context"
+	"os"
+	"os/signal"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +33,40 @@ func TestOnSIGHUP(t *testing.T) {
 	// Until stop, SIGHUP stays caught: this one, during "shutdown", must not end the test process.
 	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
+	}
+	stop()
+	stop() // idempotent
+}
+
+// TestOnRepeatedSignal: a signal after ctx is done calls fn. The test catches SIGUSR1
+// itself throughout, so a signal sent before OnRepeatedSignal listens cannot end the process; it resends until fn
+// runs. Not parallel: the signal goes to the whole process.
+func TestOnRepeatedSignal(t *testing.T) {
+	guard := make(chan os.Signal, 16)
+	signal.Notify(guard, syscall.SIGUSR1)
+	defer signal.Stop(guard)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	calls := make(chan struct{}, 100)
+	stop := serve.OnRepeatedSignal(ctx, func() { calls <- struct{}{} }, syscall.SIGUSR1)
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	<-guard // delivered while ctx is live: not for fn
+
+	cancel()
+	deadline := time.After(5 * time.Second)
+	for called := false; !called; {
+		if err := syscall.Kill(syscall.Getpid(), syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-calls:
+			called = true
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("a signal after ctx was done did not call fn")
+		}
 	}
 	stop()
 	stop() // idempotent
