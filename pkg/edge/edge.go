@@ -10,7 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -72,7 +72,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading config documents:\n%w", err)
 	}
-	for _, w := range slices.Concat(dyn.Warnings, authWarnings(dyn, cfg.Auth)) {
+	for _, w := range cfg.Warnings(dyn) {
 		log.Warn("config warning", "warning", w)
 	}
 
@@ -264,6 +264,8 @@ func (s *Server) Run(ctx context.Context) error {
 			MetricsPath: s.cfg.MetricsPath,
 			Ready:       s.readiness,
 			Config:      s.effectiveConfig,
+			Cmdline:     config.RedactArgs(os.Args),
+			RemoteDebug: s.cfg.DebugRemoteAccess,
 		}
 		if s.cfg.Auth.OIDCForDebugEndpoints {
 			deps.Protect = protectDebug(s.gate)
