@@ -1,5 +1,4 @@
-// Package cli holds the command-line handling kedge and winch share: errors that may span several lines, and
-// secret flags (which flags carry secrets, their _file forms, and command lines with the secrets redacted).
+// Package cli holds what kedge's and winch's commands print the same way: errors that may span several lines.
 package cli
 
 import (
