@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, buildinfo.Get().String())
 		return 0
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cli.ReadSecretFiles(fs), cfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "kedge: invalid flags:\n%v\n", err)
 		return 2
 	}
@@ -101,13 +101,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// checkConfig validates the documents and prints what startup would log about them: every problem (exit 1), then
+// every warning. Without any document there is nothing to check, which is said and exits 1, unless Kubernetes
+// discovery is to supply the routes.
 func checkConfig(cfg config.Config, stdout, stderr io.Writer) int {
-	dyn, err := config.Load(cfg.Documents)
+	src := cfg.Documents
+	if src.DirectorPath == "" && src.DirectorInline == "" && src.BackendpoolPath == "" && src.BackendpoolInline == "" {
+		if !cfg.K8s.DynamicRoutings {
+			fmt.Fprintln(stderr, "no config documents to check: give --kedge_config_director_config_path and --kedge_config_backendpool_config_path (or their inline forms); without them and without --kedge_dynamic_routings_enabled kedge routes nothing")
+			return 1
+		}
+		fmt.Fprintln(stdout, "no config documents given: every route will come from Kubernetes discovery (kedge discover --once shows them)")
+		return 0
+	}
+	dyn, err := config.Load(src)
 	if err != nil {
 		fmt.Fprintf(stderr, "config is invalid:\n%v\n", err)
 		return 1
 	}
-	for _, w := range dyn.Warnings {
+	for _, w := range cfg.Warnings(dyn) {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "config is valid: %d HTTP routes, %d HTTP adhoc rules, %d gRPC routes, %d gRPC adhoc rules, %d backends\n",

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +19,7 @@ func TestMain(m *testing.M) {
 func TestRun(t *testing.T) {
 	t.Parallel()
 	noListeners := []string{"--server_http_port=0", "--server_http_tls_port=0", "--server_grpc_tls_port=0"}
+	pool := `--kedge_config_backendpool_config={"http": {"backends": [{"name": "web", "host": {"dns_name": "127.0.0.1", "port": 8080}}]}}`
 	tests := []struct {
 		name       string
 		args       []string
@@ -23,7 +27,7 @@ func TestRun(t *testing.T) {
 		stdout     string
 		stderr     string
 		stderrNot  string
-		stderrLine int // the number of lines stderr must have; 0 = any
+		stderrLine int // the number of lines stderr must have; 0 = any, -1 = none
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, stdout: "Usage: kedge [flags]"},
 		{name: "unknown flag", args: []string{"--no-such-flag"}, code: 2, stderr: "unknown flag", stderrLine: 1},
@@ -33,6 +37,21 @@ func TestRun(t *testing.T) {
 				"  --kedge_config_director_config: http.routes[0].backend_name: \"nope\" names no http backend in the backendpool config\n" +
 				"  --kedge_config_director_config: http.routes[1].backend_name: \"nada\" names no http backend",
 			stderrNot: `\n`},
+		{name: "check-config without documents", args: []string{"--check-config"}, code: 1,
+			stderr: "no config documents to check", stderrLine: 1},
+		{name: "check-config, discovery only", args: []string{"--check-config", "--kedge_dynamic_routings_enabled"}, code: 0,
+			stdout: "every route will come from Kubernetes discovery"},
+		{name: "check-config prints startup's warnings",
+			args: []string{"--check-config", `--kedge_config_director_config={"http": {"routes": [{"backend_name": "web", "host_matcher": "a.example.com", "required_permissions": ["x"]}]}}`, pool},
+			code: 0, stdout: "config is valid: 1 HTTP routes",
+			stderr: `warning: http route 0 (backend "web") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): nobody can use it`},
+		{name: "check-config warns about a director without routes",
+			args: []string{"--check-config", `--kedge_config_director_config={}`, pool},
+			code: 0, stdout: "config is valid: 0 HTTP routes",
+			stderr: "warning: the director config has no routes and no adhoc rules and Kubernetes discovery is off", stderrLine: 1},
+		{name: "check-config, routes and a claim: no warning",
+			args: []string{"--check-config", `--kedge_config_director_config={"http": {"routes": [{"backend_name": "web", "host_matcher": "a.example.com"}]}}`, pool},
+			code: 0, stdout: "config is valid: 1 HTTP routes", stderrLine: -1},
 		{name: "discover help", args: []string{"discover", "--help"}, code: 0, stdout: "Usage: kedge discover"},
 		{name: "discover unknown flag", args: []string{"discover", "--no-such-flag"}, code: 2,
 			stderr: "kedge discover: unknown flag: --no-such-flag (see --help)", stderrLine: 1},
@@ -53,8 +72,66 @@ func TestRun(t *testing.T) {
 			if tt.stderrNot != "" && strings.Contains(stderr.String(), tt.stderrNot) {
 				t.Errorf("stderr contains %q:\n%s", tt.stderrNot, stderr.String())
 			}
-			if n := strings.Count(stderr.String(), "\n"); tt.stderrLine != 0 && n != tt.stderrLine {
+			if n := strings.Count(stderr.String(), "\n"); tt.stderrLine != 0 && n != max(tt.stderrLine, 0) {
 				t.Errorf("stderr has %d lines, want %d:\n%s", n, tt.stderrLine, stderr.String())
+			}
+		})
+	}
+}
+
+// TestSecretFiles runs kedge with the _file form of the static token. No secret may reach the output.
+func TestSecretFiles(t *testing.T) {
+	t.Parallel()
+	const token = "t0ken-in-a-file"
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyFile := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	docs := []string{"--check-config", "--kedge_config_director_config={}"}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr []string
+	}{
+		{"file form", []string{"--unsafe_bearer_token_proxy_auth_file=" + tokenFile}, 0, nil},
+		{"kebab-case file form", []string{"--unsafe-bearer-token-proxy-auth-file", tokenFile}, 0, nil},
+		{"both forms", []string{"--unsafe_bearer_token_proxy_auth=" + token, "--unsafe_bearer_token_proxy_auth_file=" + tokenFile}, 2,
+			[]string{"kedge: invalid flags:", "--unsafe_bearer_token_proxy_auth and --unsafe_bearer_token_proxy_auth_file both given"}},
+		{"missing file", []string{"--unsafe_bearer_token_proxy_auth_file=" + missing}, 2,
+			[]string{"--unsafe_bearer_token_proxy_auth_file", missing, "no such file"}},
+		{"empty file", []string{"--unsafe_bearer_token_proxy_auth_file=" + emptyFile}, 2,
+			[]string{"--unsafe_bearer_token_proxy_auth_file", emptyFile, "is empty"}},
+		{"file and OIDC", []string{"--unsafe_bearer_token_proxy_auth_file=" + tokenFile, "--server_oidc_provider_url=https://i.example.com",
+			"--server_oidc_client_id=k", "--server_http_tls_port=0", "--server_grpc_tls_port=0"}, 2,
+			[]string{"--unsafe_bearer_token_proxy_auth cannot be combined with OIDC"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := append(slices.Clone(docs), tt.args...)
+			if tt.name == "file and OIDC" {
+				args = tt.args // not --check-config: it skips the authentication checks
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(args, &stdout, &stderr)
+			out := stdout.String() + stderr.String()
+			if strings.Contains(out, token) {
+				t.Fatalf("the token is in the output (exit %d)", code)
+			}
+			if code != tt.code {
+				t.Fatalf("exit code %d, want %d\n%s", code, tt.code, out)
+			}
+			for _, want := range tt.stderr {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+				}
 			}
 		})
 	}

@@ -101,7 +101,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cli.ReadSecretFiles(fs), cfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "winch: invalid flags:\n%v\n", err)
 		return 2
 	}

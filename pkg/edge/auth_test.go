@@ -3,37 +3,12 @@ package edge
 import (
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
-	"github.com/kedge-proxy/kedge/pkg/edge/config"
-	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
-
-func TestAuthWarnings(t *testing.T) {
-	t.Parallel()
-	dyn := &config.Dynamic{
-		HTTPRoutes: []route.HTTPRoute{{Backend: "open"}, {Backend: "ops", RequiredPermissions: []string{"ops"}}},
-		GRPCRoutes: []route.GRPCRoute{{Backend: "api", RequiredPermissions: []string{"x"}, AllowedIdentities: []string{"robot"}}},
-		HTTPAdhoc:  []route.Adhoc{{NamePattern: "*.pods", RequiredPermissions: []string{"pods"}}},
-	}
-	got := authWarnings(dyn, config.AuthConfig{})
-	want := []string{
-		`http route 1 (backend "ops") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): nobody can use it`,
-		`grpc route 0 (backend "api") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): only the allowed client certificates can use it`,
-		`http adhoc rule 0 ("*.pods") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): nobody can use it`,
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	withClaim := config.AuthConfig{OIDCProviderURL: "https://issuer.example.com", OIDCClientID: "k", OIDCPermsClaim: "perms"}
-	if got := authWarnings(dyn, withClaim); len(got) != 0 {
-		t.Errorf("with a permissions claim: %q", got)
-	}
-}
 
 func TestProtectDebug(t *testing.T) {
 	t.Parallel()

@@ -10,7 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -72,7 +72,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading config documents:\n%w", err)
 	}
-	for _, w := range slices.Concat(dyn.Warnings, authWarnings(dyn, cfg.Auth)) {
+	for _, w := range cfg.Warnings(dyn) {
 		log.Warn("config warning", "warning", w)
 	}
 
@@ -139,16 +139,14 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 	fwd := forwarded.New(ipNetsToPrefixes(cfg.TrustedProxies))
-	// One adhoc dialer for HTTP, gRPC and CONNECT: one timeout, one address bound, one dial guard.
-	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
-	adhoc := backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard())
 
 	s.grpcProxy = grpcproxy.New(grpcproxy.Deps{
 		Log:        log.With(logging.FieldComponent, "grpcproxy"),
 		Registerer: reg,
 		Routes:     s.state,
 		Backends:   s.pool,
-		Adhoc:      adhoc,
+		AdhocGuard: backend.DefaultDialGuard(),
+		DNS:        net.DefaultResolver,
 		Admission:  admit,
 		Forwarded:  fwd,
 	})
@@ -158,14 +156,16 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	}
 	s.grpcHTTPS = grpc.NewServer(grpcOpts...)
 
+	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
 	tunnels := tunnel.New(tunnel.Deps{
 		Log:         log.With(logging.FieldComponent, "tunnel"),
 		Registerer:  reg,
 		Admission:   admit,
 		Routes:      s.state,
 		Backends:    s.pool,
-		Adhoc:       adhoc,
+		Adhoc:       backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard()),
 		IdleTimeout: cfg.TunnelIdleTimeout,
+		DialTimeout: cfg.BackendDialTimeout,
 		BufferSize:  cfg.ProxyBufferSize,
 	})
 	s.httpProxy = httpproxy.New(httpproxy.Deps{
@@ -173,7 +173,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 		Registerer: reg,
 		Routes:     s.state,
 		Backends:   s.pool,
-		Adhoc:      backend.NewAdhocTransport(adhocDeps, adhoc),
+		Adhoc:      backend.NewAdhocTransport(adhocDeps, backend.DefaultDialGuard()),
 		GRPC:       s.grpcHTTPS,
 		Connect:    tunnels,
 		Admission:  admit,
@@ -264,6 +264,8 @@ func (s *Server) Run(ctx context.Context) error {
 			MetricsPath: s.cfg.MetricsPath,
 			Ready:       s.readiness,
 			Config:      s.effectiveConfig,
+			Cmdline:     config.RedactArgs(os.Args),
+			RemoteDebug: s.cfg.DebugRemoteAccess,
 		}
 		if s.cfg.Auth.OIDCForDebugEndpoints {
 			deps.Protect = protectDebug(s.gate)

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -72,7 +71,7 @@ func (s *Server) apply(dyn *config.Dynamic) error {
 		s.log.Error("config applied, but the backends it dropped could not be removed; they stay open until the next config change",
 			"error", err)
 	}
-	for _, w := range slices.Concat(dyn.Warnings, authWarnings(dyn, s.cfg.Auth)) {
+	for _, w := range s.cfg.Warnings(dyn) {
 		s.log.Warn("config warning", "warning", w)
 	}
 	s.log.Info("config applied", "http_routes", len(dyn.HTTPRoutes), "grpc_routes", len(dyn.GRPCRoutes), "backends", len(dyn.Backends))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
 	"github.com/kedge-proxy/kedge/pkg/winch/config"
@@ -89,7 +90,10 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Documents.MapperPath, "server_mapper_config_path", "", "file with the mapper config (which kedge serves which destination), JSON or YAML; reloaded on change or SIGHUP")
 	fs.StringVar(&c.Documents.MapperInline, "server_mapper_config", "", "the mapper config inline (JSON or YAML); ignored when the _path flag is set")
 	fs.StringVar(&c.Documents.AuthPath, "server_auth_config_path", "", "file with the auth config (named credential sources), JSON or YAML; reloaded on change or SIGHUP")
-	fs.StringVar(&c.Documents.AuthInline, "server_auth_config", "", "the auth config inline (JSON or YAML); ignored when the _path flag is set")
+	fs.StringVar(&c.Documents.AuthInline, "server_auth_config", "", "the auth config inline (JSON or YAML); ignored when the _path flag is set. It may hold tokens and client secrets, which every local user can read on a command line (ps): prefer the _path flag")
+	// The inline auth document may carry tokens and client secrets; its file form is the _path flag. Secret flags
+	// are marked here, and only here: the redacted command line of /debug/pprof/cmdline reads the mark.
+	cli.MarkSecret(fs, "server_auth_config", "server_auth_config_path")
 
 	fs.StringSliceVar(&c.ClientTLS.RootCAFiles, "client_tls_root_ca_files", nil, "comma-separated PEM CA bundles that verify kedges; empty = system roots")
 	fs.StringVar(&c.ClientTLS.CertFile, "client_tls_cert_file", "", "PEM client certificate presented to kedges")
@@ -116,6 +120,15 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 		_ = fs.MarkHidden(n)
 	}
 	fs.SetNormalizeFunc(NormalizeFlagName)
+}
+
+// RedactArgs returns a copy of args, a winch command line, in which the value of every secret flag (those
+// RegisterFlags marks, in any spelling) is replaced by "<redacted>": what the debug endpoints may show of it.
+func RedactArgs(args []string) []string {
+	var c Config
+	fs := pflag.NewFlagSet("winch", pflag.ContinueOnError)
+	c.RegisterFlags(fs)
+	return cli.RedactArgs(fs, args)
 }
 
 // NormalizeFlagName lets "--server-http-port" mean "--server_http_port".

@@ -1,19 +1,26 @@
 // Package admin is kedge's plain-HTTP debug listener: health and readiness, Prometheus metrics, pprof, the build
 // version and the effective configuration. It never proxies: every other request, whatever its Host, method or
 // request-target form, gets 404.
+//
+// Health, readiness, metrics and the version answer every peer (probes and Prometheus come from other machines);
+// pprof and the effective configuration answer only loopback peers (kubectl port-forward arrives as one) unless
+// Deps.RemoteDebug says otherwise. No page shows a secret: the command line is served with secrets redacted.
 package admin
 
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -44,10 +51,20 @@ type Deps struct {
 	// Config returns the effective configuration for /debug/config, encoded as JSON. It must already be redacted
 	// (no tokens, no keys). A nil func serves 404.
 	Config func() any
+	// Cmdline is what /debug/pprof/cmdline shows: the process's command line with every secret redacted
+	// (cli.RedactArgs). Nil serves 404; pprof's own handler, which shows os.Args as they are, is never used.
+	Cmdline []string
+	// RemoteDebug serves pprof, /debug/config and every other debug path to any peer. By default they answer only
+	// peers on a loopback address (127.0.0.0/8, ::1) and others get 403; /_healthz, /readyz, /_version and the
+	// metrics path answer everyone either way.
+	RemoteDebug bool
 	// Protect, when set, wraps every path except /_healthz, /readyz and the metrics path (which load balancers and
-	// Prometheus must reach without credentials), e.g. with authentication.
+	// Prometheus must reach without credentials), e.g. with authentication. It applies after the loopback check.
 	Protect func(http.Handler) http.Handler
 }
+
+// remoteRefusal is the body of the 403 a non-loopback peer gets for a debug path.
+const remoteRefusal = "debug pages answer only to loopback peers (use kubectl port-forward, or start kedge with --server_debug_remote_access)"
 
 // New returns the debug listener's handler.
 func New(d Deps) http.Handler {
@@ -74,7 +91,11 @@ func New(d Deps) http.Handler {
 	// net/http/pprof's init fills for programs that serve it.
 	mux := http.NewServeMux()
 	mux.HandleFunc(PathPprof, pprof.Index)
-	mux.HandleFunc(PathPprof+"cmdline", pprof.Cmdline)
+	if d.Cmdline != nil {
+		mux.Handle(PathPprof+"cmdline", cli.CmdlineHandler(d.Cmdline))
+	} else {
+		mux.Handle(PathPprof+"cmdline", http.NotFoundHandler())
+	}
 	mux.HandleFunc(PathPprof+"profile", pprof.Profile)
 	mux.HandleFunc(PathPprof+"symbol", pprof.Symbol)
 	mux.HandleFunc(PathPprof+"trace", pprof.Trace)
@@ -99,10 +120,32 @@ func New(d Deps) http.Handler {
 			ready(w, d.Ready)
 		case metricsPath:
 			metrics.ServeHTTP(w, r)
+		case PathVersion:
+			protected.ServeHTTP(w, r)
 		default:
+			// Everything else is a debug page or a 404: checked by peer address before any path matching, so no
+			// spelling of a path (//debug, /x/../debug) gets around it.
+			if !d.RemoteDebug && !LoopbackPeer(r.RemoteAddr) {
+				text(w, http.StatusForbidden, remoteRefusal)
+				return
+			}
 			protected.ServeHTTP(w, r)
 		}
 	})
+}
+
+// LoopbackPeer reports whether remoteAddr, an http.Request's RemoteAddr ("ip:port"), is a loopback address:
+// 127.0.0.0/8, ::1 or an IPv4-mapped 127.x. Anything it cannot parse is not.
+func LoopbackPeer(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	return ip.Unmap().IsLoopback()
 }
 
 func ready(w http.ResponseWriter, check func() error) {

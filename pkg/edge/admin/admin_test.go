@@ -74,6 +74,7 @@ func TestEndpoints(t *testing.T) {
 	s := newServer(t, admin.Deps{
 		Gatherer: testRegistry(t),
 		Config:   func() any { return map[string]any{"routes": []string{"a", "b"}} },
+		Cmdline:  []string{"kedge", "--log_level=debug"},
 	})
 	tests := []struct {
 		path        string
@@ -86,7 +87,7 @@ func TestEndpoints(t *testing.T) {
 		{"/metrics", 200, "text/plain", "kedge_admin_test_total 3"},
 		{"/debug/pprof/", 200, "text/html", "goroutine"},
 		{"/debug/pprof/goroutine?debug=1", 200, "text/plain", "goroutine profile"},
-		{"/debug/pprof/cmdline", 200, "text/plain", ""},
+		{"/debug/pprof/cmdline", 200, "text/plain", "kedge\x00--log_level=debug"},
 		{"/_version", 200, "application/json", `"build_version":"dev"`},
 		{"/debug/config", 200, "application/json", "\n  \"routes\": [\n"},
 		{"/", 404, "text/plain", ""},
@@ -177,6 +178,7 @@ func TestMetricsPathAndMissingParts(t *testing.T) {
 		{"path without slash", admin.Deps{Gatherer: testRegistry(t), MetricsPath: "prom"}, "/prom", 200},
 		{"no gatherer", admin.Deps{}, "/metrics", 404},
 		{"no config func", admin.Deps{}, "/debug/config", 404},
+		{"no command line", admin.Deps{}, "/debug/pprof/cmdline", 404},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,6 +259,7 @@ func TestProtect(t *testing.T) {
 		Gatherer:    testRegistry(t),
 		MetricsPath: "/prom",
 		Config:      func() any { return "cfg" },
+		Cmdline:     []string{"kedge"},
 		Protect:     protect,
 	})
 	tests := []struct {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 )
 
 // Config is kedge's static configuration: everything set by flags at startup. Dynamic routing lives in the
@@ -36,6 +38,9 @@ type Config struct {
 	BackendDialTimeout time.Duration
 	// BackendMaxIdleConns is the keep-alive pool size per endpoint of an HTTP backend.
 	BackendMaxIdleConns int
+
+	// DebugRemoteAccess serves pprof and /debug/config on the debug port to every peer, not only to loopback ones.
+	DebugRemoteAccess bool
 
 	// Auth is the proxy authentication (OIDC or the static token); see flags_auth.go.
 	Auth AuthConfig
@@ -76,6 +81,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.HTTPSPort, "server_http_tls_port", 8443, "HTTPS proxy port: HTTP/1.1 and HTTP/2 (ALPN); gRPC requests on it go to the gRPC proxy. 0 disables it")
 	fs.IntVar(&c.GRPCPort, "server_grpc_tls_port", 8444, "gRPC-over-TLS proxy port. 0 disables it")
 	fs.StringVar(&c.MetricsPath, "server_metrics_path", "/metrics", "path of the Prometheus endpoint on the debug port")
+	fs.BoolVar(&c.DebugRemoteAccess, "server_debug_remote_access", false, "serve /debug/pprof/ and /debug/config on the debug port to any peer; by default only loopback peers (kubectl port-forward) get them. /_healthz, /readyz, /_version and the metrics path answer everyone")
 	fs.DurationVar(&c.ReadTimeout, "server_http_max_read_timeout", 0, "limit on reading a whole request (headers and body) on the HTTPS port; 0 = none. Headers always have 10s; slow bodies are the backend's concern")
 	fs.DurationVar(&c.WriteTimeout, "server_http_max_write_timeout", 0, "limit on writing a whole response on the HTTPS port; 0 = none. The original's 10s default cut long downloads and streams")
 	fs.DurationVar(&c.ShutdownDelay, "server_shutdown_delay", 5*time.Second, "on SIGTERM: how long /readyz answers 503 while kedge keeps accepting and serving, so that load balancers stop sending new connections before the listeners close; a second SIGTERM ends it early. 0 disables it")
@@ -115,6 +121,15 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	}
 	c.K8s.RegisterFlags(fs)
 	fs.SetNormalizeFunc(NormalizeFlagName)
+}
+
+// RedactArgs returns a copy of args, a kedge command line, in which the value of every secret flag (those
+// RegisterFlags marks, in any spelling) is replaced by "<redacted>": what the debug port may show of it.
+func RedactArgs(args []string) []string {
+	var c Config
+	fs := pflag.NewFlagSet("kedge", pflag.ContinueOnError)
+	c.RegisterFlags(fs)
+	return cli.RedactArgs(fs, args)
 }
 
 // NormalizeFlagName lets "--server-http-port" mean "--server_http_port" and resolves deprecated aliases.

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 )
 
 // DefaultTunnelIdleTimeout is the default of --server_tunnel_idle_timeout.
@@ -36,16 +37,16 @@ type AuthConfig struct {
 	StaticToken Secret
 }
 
-// Secret is a string that must not reach logs: it formats as "<redacted>" (or "" when empty), also inside structs
+// Secret is a string that must not reach logs: it formats as cli.Redacted (or "" when empty), also inside structs
 // printed with %v and in JSON.
 type Secret string
 
-// String returns "<redacted>" for a set secret.
+// String returns cli.Redacted for a set secret.
 func (s Secret) String() string {
 	if s == "" {
 		return ""
 	}
-	return "<redacted>"
+	return cli.Redacted
 }
 
 // GoString is String, for %#v.
@@ -78,7 +79,10 @@ func (c *Config) registerAuthFlags(fs *pflag.FlagSet) {
 	fs.Var(perms, "server_oidc_required_perm", "comma-separated permissions; a token must carry at least one of them to use kedge at all. Routes may require more")
 	fs.Var(perms, "server_oidc_whitelist_perms", "the original kedge's name of --server_oidc_required_perm (both add to the same list)")
 	fs.BoolVar(&a.OIDCForDebugEndpoints, "server_enable_oidc_for_debug_endpoints", false, "require an OIDC token (Authorization or Proxy-Authorization: Bearer) on the debug port, except /_healthz, /readyz and the metrics path")
-	fs.Var((*secretValue)(&a.StaticToken), "unsafe_bearer_token_proxy_auth", "static token every proxied request must carry as 'Proxy-Authorization: Bearer <token>' (tests, simple setups); mutually exclusive with OIDC")
+	// Secret flags are marked here, and only here: cli.RedactArgs, the debug port's command line and the docs test
+	// read the mark. Each has a _file form that cmd/kedge reads at startup (cli.ReadSecretFiles).
+	fs.Var((*secretValue)(&a.StaticToken), "unsafe_bearer_token_proxy_auth", "static token every proxied request must carry as 'Proxy-Authorization: Bearer <token>' (tests, simple setups); mutually exclusive with OIDC. Prefer the _file form: a flag value is visible to every local user (ps)")
+	cli.SecretFileFlag(fs, "unsafe_bearer_token_proxy_auth")
 	fs.DurationVar(&c.TunnelIdleTimeout, "server_tunnel_idle_timeout", DefaultTunnelIdleTimeout, "CONNECT tunnels with no bytes in either direction for this long are closed")
 }
 

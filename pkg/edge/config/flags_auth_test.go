@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 )
 
 // parseFlags parses args into a Config the way cmd/kedge does, with the TLS files set so that Validate only looks
@@ -113,10 +117,65 @@ func TestStaticTokenIsRedacted(t *testing.T) {
 	for _, s := range []string{fmt.Sprintf("%v|%+v|%#v|%s", c, *c, c.Auth, c.Auth.StaticToken), string(js), usage.String(),
 		fs.Lookup("unsafe_bearer_token_proxy_auth").Value.String()} {
 		if strings.Contains(s, token) {
-			t.Errorf("the static token leaks: %s", s)
+			t.Errorf("the static token leaks (%d bytes of output)", len(s)) // the output itself would show it
 		}
 	}
 	if !strings.Contains(fmt.Sprintf("%+v", c.Auth), "<redacted>") {
 		t.Errorf("%+v does not show that a token is set", c.Auth)
+	}
+}
+
+// TestSecretFlags pins the list of kedge's secret flags (a new one must be marked in RegisterFlags, where this list
+// comes from) and checks that each has a working _file form.
+func TestSecretFlags(t *testing.T) {
+	t.Parallel()
+	_, fs := parseFlags(t)
+	if got, want := cli.SecretFlags(fs), []string{"unsafe_bearer_token_proxy_auth"}; !slices.Equal(got, want) {
+		t.Fatalf("secret flags = %q, want %q", got, want)
+	}
+	const token = "t0ken-from-a-file"
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range cli.SecretFlags(fs) {
+		for _, spelling := range []string{"--" + name + "_file=", "--" + strings.ReplaceAll(name, "_", "-") + "-file="} {
+			c, fs := parseFlags(t, spelling+file)
+			if err := cli.ReadSecretFiles(fs); err != nil {
+				t.Fatalf("%s: %v", spelling, err)
+			}
+			if !fs.Changed(name) || string(c.Auth.StaticToken) != token {
+				t.Errorf("%s did not set --%s", spelling, name)
+			}
+			if err := c.Validate(); err != nil {
+				t.Errorf("%s: Validate: %v", spelling, err)
+			}
+		}
+		_, fs = parseFlags(t, "--"+name+"=x", "--"+name+"_file="+file)
+		if err := cli.ReadSecretFiles(fs); err == nil || !strings.Contains(err.Error(), "--"+name+" and --"+name+"_file both given") {
+			t.Errorf("both forms of --%s: %v", name, err)
+		}
+	}
+}
+
+func TestRedactArgs(t *testing.T) {
+	t.Parallel()
+	const token = "s3cret-token-value"
+	args := []string{"/bin/kedge", "--unsafe_bearer_token_proxy_auth=" + token, "--unsafe-bearer-token-proxy-auth", token,
+		"--unsafe_bearer_token_proxy_auth_file=/run/secrets/token", "--log_level", "debug"}
+	want := []string{"/bin/kedge", "--unsafe_bearer_token_proxy_auth=<redacted>", "--unsafe-bearer-token-proxy-auth", "<redacted>",
+		"--unsafe_bearer_token_proxy_auth_file=/run/secrets/token", "--log_level", "debug"}
+	if got := RedactArgs(args); !slices.Equal(got, want) || strings.Contains(strings.Join(got, " "), token) {
+		t.Errorf("RedactArgs = %d args, want %q", len(got), want)
+	}
+}
+
+func TestDebugRemoteAccessFlag(t *testing.T) {
+	t.Parallel()
+	if c, _ := parseFlags(t); c.DebugRemoteAccess {
+		t.Error("debug pages are open to remote peers by default")
+	}
+	if c, _ := parseFlags(t, "--server-debug-remote-access"); !c.DebugRemoteAccess {
+		t.Error("--server-debug-remote-access not parsed")
 	}
 }

@@ -1,4 +1,5 @@
-// Package cli holds what kedge's and winch's commands print the same way: errors that may span several lines.
+// Package cli holds the command-line handling kedge and winch share: errors that may span several lines, and
+// secret flags (which flags carry secrets, their _file forms, and command lines with the secrets redacted).
 package cli
 
 import (

@@ -1,0 +1,56 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
+)
+
+func TestConfigWarnings(t *testing.T) {
+	t.Parallel()
+	guarded := &Dynamic{
+		HTTPRoutes: []route.HTTPRoute{{Backend: "open"}, {Backend: "ops", RequiredPermissions: []string{"ops"}}},
+		GRPCRoutes: []route.GRPCRoute{{Backend: "api", RequiredPermissions: []string{"x"}, AllowedIdentities: []string{"robot"}}},
+		HTTPAdhoc:  []route.Adhoc{{NamePattern: "*.pods", RequiredPermissions: []string{"pods"}}},
+		Warnings:   []string{"director.yaml: http.routes[0]: from the documents"},
+	}
+	withClaim := AuthConfig{OIDCProviderURL: "https://issuer.example.com", OIDCClientID: "k", OIDCPermsClaim: "perms"}
+	director := Source{DirectorPath: "director.yaml", BackendpoolPath: "pool.yaml"}
+	tests := []struct {
+		name string
+		cfg  Config
+		dyn  *Dynamic
+		want []string
+	}{
+		{"permissions without a claim", Config{Documents: director}, guarded, []string{
+			"director.yaml: http.routes[0]: from the documents",
+			`http route 1 (backend "ops") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): nobody can use it`,
+			`grpc route 0 (backend "api") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): only the allowed client certificates can use it`,
+			`http adhoc rule 0 ("*.pods") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): nobody can use it`,
+		}},
+		{"with a claim only the documents' own", Config{Documents: director, Auth: withClaim}, guarded, []string{
+			"director.yaml: http.routes[0]: from the documents",
+		}},
+		{"a director without routes", Config{Documents: director}, &Dynamic{}, []string{
+			"the director config has no routes and no adhoc rules and Kubernetes discovery is off (--kedge_dynamic_routings_enabled): every proxied request gets no-route",
+		}},
+		{"no director at all", Config{}, &Dynamic{}, []string{
+			"no director config is given (--kedge_config_director_config_path) and Kubernetes discovery is off (--kedge_dynamic_routings_enabled): every proxied request gets no-route",
+		}},
+		{"adhoc rules only", Config{Documents: director}, &Dynamic{GRPCAdhoc: []route.Adhoc{{NamePattern: "*.svc"}}}, nil},
+		{"no routes but discovery", Config{K8s: K8sConfig{DynamicRoutings: true}}, &Dynamic{}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := tt.cfg.Warnings(tt.dyn)
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+	if len(guarded.Warnings) != 1 {
+		t.Error("Warnings changed dyn.Warnings")
+	}
+}
