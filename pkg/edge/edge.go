@@ -139,14 +139,16 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 	fwd := forwarded.New(ipNetsToPrefixes(cfg.TrustedProxies))
+	// One adhoc dialer for HTTP, gRPC and CONNECT: one timeout, one address bound, one dial guard.
+	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
+	adhoc := backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard())
 
 	s.grpcProxy = grpcproxy.New(grpcproxy.Deps{
 		Log:        log.With(logging.FieldComponent, "grpcproxy"),
 		Registerer: reg,
 		Routes:     s.state,
 		Backends:   s.pool,
-		AdhocGuard: backend.DefaultDialGuard(),
-		DNS:        net.DefaultResolver,
+		Adhoc:      adhoc,
 		Admission:  admit,
 		Forwarded:  fwd,
 	})
@@ -156,16 +158,14 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	}
 	s.grpcHTTPS = grpc.NewServer(grpcOpts...)
 
-	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
 	tunnels := tunnel.New(tunnel.Deps{
 		Log:         log.With(logging.FieldComponent, "tunnel"),
 		Registerer:  reg,
 		Admission:   admit,
 		Routes:      s.state,
 		Backends:    s.pool,
-		Adhoc:       backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard()),
+		Adhoc:       adhoc,
 		IdleTimeout: cfg.TunnelIdleTimeout,
-		DialTimeout: cfg.BackendDialTimeout,
 		BufferSize:  cfg.ProxyBufferSize,
 	})
 	s.httpProxy = httpproxy.New(httpproxy.Deps{
@@ -173,7 +173,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 		Registerer: reg,
 		Routes:     s.state,
 		Backends:   s.pool,
-		Adhoc:      backend.NewAdhocTransport(adhocDeps, backend.DefaultDialGuard()),
+		Adhoc:      backend.NewAdhocTransport(adhocDeps, adhoc),
 		GRPC:       s.grpcHTTPS,
 		Connect:    tunnels,
 		Admission:  admit,

@@ -9,8 +9,11 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"slices"
+	"strconv"
 	"syscall"
+	"time"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
@@ -94,32 +97,74 @@ func (p *dialPolicy) embeddedIPv4(a netip.Addr) netip.Addr {
 	return netip.AddrFrom4([4]byte(b[2:6]))
 }
 
-// AdhocDialer dials adhoc and CONNECT destinations: it resolves the name once, then dials the resolved IPs in
-// turn, each checked by the guard at dial time (so a second lookup cannot rebind the name to a refused address).
+// adhocMaxAddrs bounds how many resolved addresses one adhoc dial tries: the name is client-chosen and may resolve
+// to many addresses, each of which may take the whole dial timeout.
+const adhocMaxAddrs = 4
+
+// AdhocDialer is kedge's one dialer for adhoc destinations, shared by HTTP, gRPC and CONNECT so that all three
+// follow one policy: it resolves the name once, then dials at most adhocMaxAddrs of the resolved IPs in turn, each
+// connect bounded by the dial timeout and checked by the guard at dial time (so a second lookup cannot rebind the
+// name to a refused address). The guard's one exemption is an address an adhoc rule names exactly
+// (route.Target.Explicit), which the caller passes in the context with WithAdhocTarget.
 type AdhocDialer struct {
-	dns    DNSResolver
-	guard  DialGuard
-	dialer net.Dialer
+	dns     DNSResolver
+	guard   DialGuard
+	timeout time.Duration
+	dialer  net.Dialer
 }
 
-// NewAdhocDialer returns a dialer checking every address with guard (nil means DefaultDialGuard()).
+// NewAdhocDialer returns a dialer checking every address with guard (nil means DefaultDialGuard()); each connect
+// is bounded by d.Options.DialTimeout.
 func NewAdhocDialer(d Deps, guard DialGuard) *AdhocDialer {
 	d = d.withDefaults()
 	if guard == nil {
 		guard = DefaultDialGuard()
 	}
-	a := &AdhocDialer{dns: d.DNS, guard: guard}
-	a.dialer = net.Dialer{Timeout: d.Options.DialTimeout, Control: a.control}
+	a := &AdhocDialer{dns: d.DNS, guard: guard, timeout: d.Options.DialTimeout}
+	a.dialer = net.Dialer{Timeout: a.timeout, ControlContext: a.control}
 	return a
 }
 
+// MaxDialTime is the longest one DialContext may take: the lookup, then a connect to every address it tries.
+func (a *AdhocDialer) MaxDialTime() time.Duration {
+	return lookupTimeout + adhocMaxAddrs*a.timeout
+}
+
+// explicitKey is the context key of the address (netip.AddrPort, zone-less and unmapped) an adhoc rule names
+// exactly.
+type explicitKey struct{}
+
+// WithAdhocTarget returns the context in which to dial t: when t is Explicit, an AdhocDialer dialling exactly
+// t.HostPort() with it connects even if the guard refuses the address (the operator wrote it down); for any other
+// target, or any other address, the guard decides.
+func WithAdhocTarget(ctx context.Context, t route.Target) context.Context {
+	var ap netip.AddrPort
+	if ip, err := netip.ParseAddr(t.Host); err == nil && t.Explicit && t.Port <= 65535 {
+		ap = netip.AddrPortFrom(ip.WithZone("").Unmap(), uint16(t.Port))
+	}
+	if !ap.IsValid() && ctx.Value(explicitKey{}) == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, explicitKey{}, ap)
+}
+
+// explicitFrom returns the exempt address of ctx, or the zero AddrPort.
+func explicitFrom(ctx context.Context) netip.AddrPort {
+	ap, _ := ctx.Value(explicitKey{}).(netip.AddrPort)
+	return ap
+}
+
 // control runs on the socket about to connect: the address is an IP literal by then.
-func (a *AdhocDialer) control(_, address string, _ syscall.RawConn) error {
+func (a *AdhocDialer) control(ctx context.Context, _, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return fmt.Errorf("%w: unparsable address %q", ErrForbiddenAddress, address)
 	}
-	return a.guard(ap.Addr().Unmap())
+	addr := ap.Addr().WithZone("").Unmap()
+	if ex := explicitFrom(ctx); ex.IsValid() && ex == netip.AddrPortFrom(addr, ap.Port()) {
+		return nil
+	}
+	return a.guard(addr)
 }
 
 // DialContext connects to address ("host:port"). Failures are *Error (Backend empty): wire.ErrForbidden when the
@@ -135,10 +180,15 @@ func (a *AdhocDialer) DialContext(ctx context.Context, network, address string) 
 	if err != nil {
 		return nil, &Error{Type: wire.ErrNoResolution, Err: fmt.Errorf("adhoc: %w", err)}
 	}
+	ex := explicitFrom(ctx)
 	var ips []string
 	if ip, err := netip.ParseAddr(host); err == nil {
 		ips = []string{ip.String()}
+		if ex.IsValid() && (ex.Addr() != ip.WithZone("").Unmap() || strconv.Itoa(int(ex.Port())) != port) {
+			ex = netip.AddrPort{}
+		}
 	} else {
+		ex = netip.AddrPort{} // a name is never explicit, whatever it resolves to
 		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 		ips, err = a.dns.LookupHost(lctx, host)
 		cancel()
@@ -148,6 +198,12 @@ func (a *AdhocDialer) DialContext(ctx context.Context, network, address string) 
 		if err != nil {
 			return nil, &Error{Type: wire.ErrNoResolution, Err: fmt.Errorf("adhoc: cannot resolve %s: %w", address, err)}
 		}
+	}
+	if explicitFrom(ctx) != ex {
+		ctx = context.WithValue(ctx, explicitKey{}, ex) // the exemption covers the literal it names, nothing else
+	}
+	if len(ips) > adhocMaxAddrs {
+		ips = ips[:adhocMaxAddrs]
 	}
 	var errs []error
 	forbidden := 0
@@ -179,13 +235,17 @@ type adhocTransport struct {
 	t *http.Transport
 }
 
-// NewAdhocTransport returns the RoundTripper for adhoc destinations: it resolves the request's host, checks every
-// resolved IP with guard at dial time (nil means DefaultDialGuard()), dials plaintext (the URL scheme is forced to
-// http) and never uses environment proxies. Failures are *Error as for AdhocDialer, or wire.ErrTransportUnknown /
-// wire.ErrBackendTimeout after the connection was made. The result also has CloseIdleConnections.
-func NewAdhocTransport(d Deps, guard DialGuard) http.RoundTripper {
+// NewAdhocTransport returns the RoundTripper for adhoc destinations: it connects with dialer (nil means
+// NewAdhocDialer(d, nil)), so the request's host is resolved and every resolved IP checked at dial time, with the
+// exemption of an explicit target when the request's context carries it (WithAdhocTarget); it dials plaintext (the
+// URL scheme is forced to http) and never uses environment proxies. Failures are *Error as for AdhocDialer, or
+// wire.ErrTransportUnknown / wire.ErrBackendTimeout after the connection was made. The result also has
+// CloseIdleConnections.
+func NewAdhocTransport(d Deps, dialer *AdhocDialer) http.RoundTripper {
 	d = d.withDefaults()
-	dialer := NewAdhocDialer(d, guard)
+	if dialer == nil {
+		dialer = NewAdhocDialer(d, nil)
+	}
 	return &adhocTransport{t: &http.Transport{
 		Proxy:                  nil,
 		DialContext:            dialer.DialContext,

@@ -5,9 +5,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"testing"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
@@ -65,27 +67,36 @@ func TestAdhocTransport(t *testing.T) {
 	_, port := hostPort(t, s)
 	dns := newFakeDNS()
 	dns.setHost("local.test", "127.0.0.1")
-	dns.setHost("mixed.test", "127.0.0.1")
 	dns.setFail("broken.test", errors.New("SERVFAIL"))
 	deps := Deps{Log: logging.Discard(), DNS: dns}
+	p := uint32(port)
 	tests := []struct {
 		name     string
 		host     string
 		guard    DialGuard
+		target   route.Target // passed with WithAdhocTarget
 		wantType wire.ErrorType
 	}{
-		{"loopback name refused", "local.test", DefaultDialGuard(), wire.ErrForbidden},
-		{"loopback literal refused", "127.0.0.1", DefaultDialGuard(), wire.ErrForbidden},
-		{"v4-mapped literal refused", "::ffff:127.0.0.1", DefaultDialGuard(), wire.ErrForbidden},
-		{"explicitly allowed", "local.test", DefaultDialGuard(netip.MustParsePrefix("127.0.0.1/32")), ""},
-		{"DNS failure", "broken.test", DefaultDialGuard(), wire.ErrNoResolution},
+		{"loopback name refused", "local.test", DefaultDialGuard(), route.Target{}, wire.ErrForbidden},
+		{"loopback literal refused", "127.0.0.1", DefaultDialGuard(), route.Target{}, wire.ErrForbidden},
+		{"v4-mapped literal refused", "::ffff:127.0.0.1", DefaultDialGuard(), route.Target{}, wire.ErrForbidden},
+		{"explicitly allowed", "local.test", DefaultDialGuard(netip.MustParsePrefix("127.0.0.1/32")), route.Target{}, ""},
+		{"DNS failure", "broken.test", DefaultDialGuard(), route.Target{}, wire.ErrNoResolution},
+		{"literal a rule names", "127.0.0.1", nil, route.Target{Host: "127.0.0.1", Port: p, Explicit: true}, ""},
+		{"v4-mapped literal a rule names", "::ffff:127.0.0.1", nil,
+			route.Target{Host: "::ffff:127.0.0.1", Port: p, Explicit: true}, ""},
+		{"literal a rule names, other port", "127.0.0.1", nil,
+			route.Target{Host: "127.0.0.1", Port: p + 1, Explicit: true}, wire.ErrForbidden},
+		{"literal not explicit", "127.0.0.1", nil, route.Target{Host: "127.0.0.1", Port: p}, wire.ErrForbidden},
+		{"name resolving to a literal a rule names", "local.test", nil,
+			route.Target{Host: "127.0.0.1", Port: p, Explicit: true}, wire.ErrForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			rt := NewAdhocTransport(deps, tt.guard)
+			rt := NewAdhocTransport(deps, NewAdhocDialer(deps, tt.guard))
 			defer rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
-			ctx, rec := WithEndpointRecorder(t.Context())
+			ctx, rec := WithEndpointRecorder(WithAdhocTarget(t.Context(), tt.target))
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+net.JoinHostPort(tt.host, strconv.Itoa(port))+"/", nil)
 			resp, err := rt.RoundTrip(req)
 			if tt.wantType != "" {
@@ -108,6 +119,9 @@ func TestAdhocTransport(t *testing.T) {
 	}
 }
 
+// TestAdhocDialerTriesAllowedAddresses checks that a dial skips refused addresses, but tries at most adhocMaxAddrs
+// of the addresses a name resolves to: the name is the client's choice, and every address may cost the whole dial
+// timeout.
 func TestAdhocDialerTriesAllowedAddresses(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -118,12 +132,20 @@ func TestAdhocDialerTriesAllowedAddresses(t *testing.T) {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	dns := newFakeDNS()
 	dns.setHost("two.test", "169.254.169.254", "127.0.0.1")
+	refused := []string{"169.254.0.1", "169.254.0.2", "169.254.0.3", "169.254.0.4"}
+	dns.setHost("last.test", slices.Concat(refused[:adhocMaxAddrs-1], []string{"127.0.0.1"})...)
+	dns.setHost("beyond.test", slices.Concat(refused[:adhocMaxAddrs], []string{"127.0.0.1"})...)
 	d := NewAdhocDialer(Deps{DNS: dns}, DefaultDialGuard(netip.MustParsePrefix("127.0.0.0/8")))
-	c, err := d.DialContext(t.Context(), "tcp", net.JoinHostPort("two.test", port))
-	if err != nil {
-		t.Fatalf("dial: %v (the metadata address must be skipped, the allowed one dialled)", err)
+	for _, name := range []string{"two.test", "last.test"} {
+		c, err := d.DialContext(t.Context(), "tcp", net.JoinHostPort(name, port))
+		if err != nil {
+			t.Fatalf("dial %s: %v (the refused addresses must be skipped, the allowed one dialled)", name, err)
+		}
+		_ = c.Close()
 	}
-	_ = c.Close()
+	if _, err := d.DialContext(t.Context(), "tcp", net.JoinHostPort("beyond.test", port)); errType(err) != string(wire.ErrForbidden) {
+		t.Errorf("dial of a name whose first %d addresses are refused: %v, want type %q", adhocMaxAddrs, err, wire.ErrForbidden)
+	}
 	if _, err := d.DialContext(t.Context(), "udp", "two.test:53"); errType(err) != string(wire.ErrForbidden) {
 		t.Errorf("udp dial: %v, want type %q", err, wire.ErrForbidden)
 	}

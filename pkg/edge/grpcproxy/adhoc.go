@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,17 +14,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
-const (
-	// adhocDialTimeout bounds one TCP connect to an adhoc address.
-	adhocDialTimeout = 2 * time.Second
-	// adhocMaxAddrs bounds how many resolved addresses one dial tries.
-	adhocMaxAddrs = 4
-	// defaultMaxAdhocConns bounds the cached adhoc connections: destination names come from clients, so without a
-	// bound every distinct name a rule's pattern admits would keep a grpc.ClientConn for the idle timeout.
-	defaultMaxAdhocConns = 1024
-)
+// defaultMaxAdhocConns bounds the cached adhoc connections: destination names come from clients, so without a
+// bound every distinct name a rule's pattern admits would keep a grpc.ClientConn for the idle timeout.
+const defaultMaxAdhocConns = 1024
 
 var (
 	// errClosed is returned for adhoc calls after Close.
@@ -36,49 +29,58 @@ var (
 	errTooManyAdhoc = errors.New("grpcproxy: too many adhoc destinations in use")
 )
 
-// adhocPool caches one plaintext grpc.ClientConn per adhoc destination "host:port", at most max of them. A
-// connection with no call in flight is closed after the idle timeout, or earlier when a new destination needs its
-// place; close closes them all. The pool owns no goroutine: idle expiry runs on time.AfterFunc timers, which are
-// stopped or made harmless by close.
+// adhocPool caches one plaintext grpc.ClientConn per adhoc destination, at most max of them. Its connections dial
+// through kedge's one adhoc dialer, so gRPC follows the dial policy of HTTP and CONNECT. A connection with no call in
+// flight is closed after the idle timeout, or earlier when a new destination needs its place; close closes them all.
+// The pool owns no goroutine: idle expiry runs on time.AfterFunc timers, which are stopped or made harmless by close.
 type adhocPool struct {
-	guard backend.DialGuard
-	dns   Resolver
-	idle  time.Duration
-	max   int
+	dialer *backend.AdhocDialer
+	idle   time.Duration
+	max    int
 
 	mu     sync.Mutex // guards the fields below and adhocConn's active, gen and timer
 	closed bool
-	conns  map[string]*adhocConn
+	conns  map[adhocKey]*adhocConn
 }
+
+// adhocKey identifies a cached connection: the destination, and whether its address is exempt from the dial guard
+// (route.Target.Explicit), which a connection keeps for its whole life.
+type adhocKey struct {
+	hostPort string
+	explicit bool
+}
+
+func keyOf(t route.Target) adhocKey { return adhocKey{hostPort: t.HostPort(), explicit: t.Explicit} }
 
 // adhocConn is one cached adhoc connection.
 type adhocConn struct {
 	cc      *grpc.ClientConn
-	refused atomic.Bool // the last dial failed because the guard refused every address
+	refused atomic.Bool // the last dial failed because the dial guard refused every address
 	active  int         // calls using cc
 	gen     uint64      // bumped whenever the idle timer is re-armed or cancelled
 	timer   *time.Timer // armed while active == 0
 }
 
-func newAdhocPool(guard backend.DialGuard, dns Resolver, idle time.Duration) *adhocPool {
-	return &adhocPool{guard: guard, dns: dns, idle: idle, max: defaultMaxAdhocConns, conns: make(map[string]*adhocConn)}
+func newAdhocPool(dialer *backend.AdhocDialer, idle time.Duration) *adhocPool {
+	return &adhocPool{dialer: dialer, idle: idle, max: defaultMaxAdhocConns, conns: make(map[adhocKey]*adhocConn)}
 }
 
-// get returns the connection to target ("host:port") and the function that ends the caller's use of it. When the
-// pool is full, a new destination takes the place of an idle connection, or fails with errTooManyAdhoc.
-func (a *adhocPool) get(target string) (*adhocConn, func(), error) {
+// get returns the connection to target and the function that ends the caller's use of it. When the pool is full, a
+// new destination takes the place of an idle connection, or fails with errTooManyAdhoc.
+func (a *adhocPool) get(target route.Target) (*adhocConn, func(), error) {
 	var evicted *adhocConn
 	defer func() {
 		if evicted != nil {
 			_ = evicted.cc.Close() // outside mu: Close waits for the connection's goroutines
 		}
 	}()
+	key := keyOf(target)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
 		return nil, nil, errClosed
 	}
-	e, ok := a.conns[target]
+	e, ok := a.conns[key]
 	if !ok {
 		if len(a.conns) >= a.max {
 			if evicted = a.evictIdleLocked(); evicted == nil {
@@ -87,25 +89,25 @@ func (a *adhocPool) get(target string) (*adhocConn, func(), error) {
 		}
 		e = &adhocConn{}
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
-			conn, err := a.dial(ctx, addr)
-			var refused *refusedError
-			e.refused.Store(errors.As(err, &refused))
+			conn, err := a.dialer.DialContext(backend.WithAdhocTarget(ctx, target), "tcp", addr)
+			var be *backend.Error
+			e.refused.Store(errors.As(err, &be) && be.Type == wire.ErrForbidden)
 			return conn, err
 		}
-		cc, err := grpc.NewClient("passthrough:///"+target,
+		cc, err := grpc.NewClient("passthrough:///"+key.hostPort,
 			grpc.WithTransportCredentials(insecure.NewCredentials()), // adhoc destinations are plaintext, as in the original
 			grpc.WithContextDialer(dial),
 			grpc.WithNoProxy(),
 			grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
-				MinConnectTimeout: adhocDialTimeout * adhocMaxAddrs,
+				MinConnectTimeout: a.dialer.MaxDialTime(), // the dialer bounds each connect itself
 			}),
 		)
 		if err != nil {
-			return nil, nil, fmt.Errorf("grpcproxy: adhoc %s: %w", target, err)
+			return nil, nil, fmt.Errorf("grpcproxy: adhoc %s: %w", key.hostPort, err)
 		}
 		e.cc = cc
-		a.conns[target] = e
+		a.conns[key] = e
 	}
 	e.active++
 	e.gen++
@@ -113,17 +115,17 @@ func (a *adhocPool) get(target string) (*adhocConn, func(), error) {
 		e.timer.Stop()
 		e.timer = nil
 	}
-	return e, sync.OnceFunc(func() { a.release(target, e) }), nil
+	return e, sync.OnceFunc(func() { a.release(key, e) }), nil
 }
 
 // evictIdleLocked removes one cached connection without calls in flight and returns it for the caller to close, or
 // returns nil when every connection is in use. a.mu must be held.
 func (a *adhocPool) evictIdleLocked() *adhocConn {
-	for target, e := range a.conns {
+	for key, e := range a.conns {
 		if e.active > 0 {
 			continue
 		}
-		delete(a.conns, target)
+		delete(a.conns, key)
 		e.gen++ // its idle timer, if it fires anyway, finds nothing to do
 		if e.timer != nil {
 			e.timer.Stop()
@@ -134,7 +136,7 @@ func (a *adhocPool) evictIdleLocked() *adhocConn {
 	return nil
 }
 
-func (a *adhocPool) release(target string, e *adhocConn) {
+func (a *adhocPool) release(key adhocKey, e *adhocConn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	e.active--
@@ -143,17 +145,17 @@ func (a *adhocPool) release(target string, e *adhocConn) {
 	}
 	e.gen++
 	gen := e.gen
-	e.timer = time.AfterFunc(a.idle, func() { a.expire(target, e, gen) })
+	e.timer = time.AfterFunc(a.idle, func() { a.expire(key, e, gen) })
 }
 
 // expire closes e if it is still cached and nothing used it since the timer of generation gen was armed.
-func (a *adhocPool) expire(target string, e *adhocConn, gen uint64) {
+func (a *adhocPool) expire(key adhocKey, e *adhocConn, gen uint64) {
 	a.mu.Lock()
-	if a.conns[target] != e || e.active > 0 || e.gen != gen {
+	if a.conns[key] != e || e.active > 0 || e.gen != gen {
 		a.mu.Unlock()
 		return
 	}
-	delete(a.conns, target)
+	delete(a.conns, key)
 	a.mu.Unlock()
 	_ = e.cc.Close() // Close only fails on a connection already closed
 }
@@ -162,7 +164,7 @@ func (a *adhocPool) close() {
 	a.mu.Lock()
 	a.closed = true
 	conns := a.conns
-	a.conns = make(map[string]*adhocConn)
+	a.conns = make(map[adhocKey]*adhocConn)
 	for _, e := range conns {
 		e.gen++
 		if e.timer != nil {
@@ -180,81 +182,4 @@ func (a *adhocPool) len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.conns)
-}
-
-// dial connects to addr ("host:port") for gRPC: it resolves host itself and connects only to addresses the guard
-// approves, checked on the address actually dialled (net.Dialer.Control), so no name or numeric trick reaches a
-// refused address.
-func (a *adhocPool) dial(ctx context.Context, addr string) (net.Conn, error) {
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("grpcproxy: adhoc: %w", err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("grpcproxy: adhoc: bad port in %q: %w", addr, err)
-	}
-	var ips []netip.Addr
-	if ip, err := netip.ParseAddr(host); err == nil {
-		ips = []netip.Addr{ip}
-	} else {
-		names, err := a.dns.LookupHost(ctx, host)
-		if err != nil {
-			return nil, fmt.Errorf("grpcproxy: adhoc: cannot resolve %s: %w", host, err)
-		}
-		for _, n := range names {
-			if ip, err := netip.ParseAddr(n); err == nil {
-				ips = append(ips, ip)
-			}
-		}
-		if len(ips) == 0 {
-			return nil, fmt.Errorf("grpcproxy: adhoc: %s resolved to no address", host)
-		}
-	}
-	if len(ips) > adhocMaxAddrs {
-		ips = ips[:adhocMaxAddrs]
-	}
-	d := net.Dialer{Timeout: adhocDialTimeout, Control: a.control}
-	var errs []error
-	refused := 0
-	for _, ip := range ips {
-		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip.Unmap(), uint16(port)).String())
-		if err == nil {
-			return conn, nil
-		}
-		var r *refusedError
-		if errors.As(err, &r) {
-			refused++
-			err = r
-		}
-		errs = append(errs, err)
-	}
-	if refused == len(ips) {
-		return nil, errs[0] // a *refusedError
-	}
-	return nil, errors.Join(errs...)
-}
-
-// refusedError is the guard's refusal of an address.
-type refusedError struct {
-	addr string
-	err  error
-}
-
-func (e *refusedError) Error() string {
-	return fmt.Sprintf("grpcproxy: adhoc: refusing to dial %s: %v", e.addr, e.err)
-}
-
-func (e *refusedError) Unwrap() error { return e.err }
-
-// control vets the address the socket is about to connect to.
-func (a *adhocPool) control(_, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("grpcproxy: adhoc: unexpected dial address %q", address)
-	}
-	if err := a.guard(ap.Addr().Unmap()); err != nil {
-		return &refusedError{addr: address, err: err}
-	}
-	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ func adhocEnv(t *testing.T, guard backend.DialGuard, idle time.Duration) (*env, 
 			{NamePattern: "*.adhoc.test", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}}},
 			{NamePattern: "*.replace.test", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}},
 				Replace: &route.NameReplace{Pattern: "absent", Substitution: "x"}},
+			{NamePattern: "127.0.0.1", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}}},
 		},
 		guard: guard,
 		dns:   fakeDNS{"svc.adhoc.test": {"127.0.0.1"}},
@@ -62,6 +64,9 @@ func TestAdhoc(t *testing.T) {
 		{name: "unresolvable", guard: allowLoopback, authority: func(p string) string { return "nxdomain.adhoc.test:" + p },
 			wantCode: codes.Unavailable, wantMsg: "cannot resolve nxdomain.adhoc.test"},
 		{name: "no rule", guard: allowLoopback, authority: func(p string) string { return "svc.other.test:" + p },
+			wantCode: codes.Unimplemented, wantMsg: "unknown route to service", errType: wire.ErrNoRoute},
+		{name: "loopback literal a rule names", authority: func(p string) string { return "127.0.0.1:" + p }, wantCalls: 1},
+		{name: "loopback literal no rule names", authority: func(p string) string { return "127.0.0.2:" + p },
 			wantCode: codes.Unimplemented, wantMsg: "unknown route to service", errType: wire.ErrNoRoute},
 	}
 	for _, tt := range tests {
@@ -129,7 +134,7 @@ func TestAdhocConnCache(t *testing.T) {
 	if _, err := stream.Recv(); err != nil {
 		t.Fatalf("Recv: %v", err)
 	}
-	if active, armed := e.proxy.adhoc.state("svc.adhoc.test:" + port); active != 1 || armed {
+	if active, armed := e.proxy.adhoc.state(adhocKey{hostPort: "svc.adhoc.test:" + port}); active != 1 || armed {
 		t.Fatalf("adhoc connection with a stream open: %d active calls, idle timer armed %v; want 1, false", active, armed)
 	}
 
@@ -146,11 +151,11 @@ func TestAdhocConnCache(t *testing.T) {
 	}
 }
 
-// state reports how many calls use the connection to target and whether its idle timer is armed.
-func (a *adhocPool) state(target string) (active int, armed bool) {
+// state reports how many calls use the connection of key and whether its idle timer is armed.
+func (a *adhocPool) state(key adhocKey) (active int, armed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	e, ok := a.conns[target]
+	e, ok := a.conns[key]
 	if !ok {
 		return 0, false
 	}
@@ -162,10 +167,12 @@ func (a *adhocPool) state(target string) (active int, armed bool) {
 func TestAdhocPoolBounded(t *testing.T) {
 	t.Parallel()
 	const max = 4
-	a := newAdhocPool(backend.DefaultDialGuard(), fakeDNS{}, time.Hour)
+	a := newAdhocPool(backend.NewAdhocDialer(backend.Deps{DNS: fakeDNS{}}, nil), time.Hour)
 	a.max = max
 	t.Cleanup(a.close)
-	target := func(i int) string { return "svc" + strconv.Itoa(i) + ".adhoc.test:9000" }
+	target := func(i int) route.Target {
+		return route.Target{Host: "svc" + strconv.Itoa(i) + ".adhoc.test", Port: 9000}
+	}
 
 	// Many destinations, each used once and released: the pool keeps at most max of them.
 	for i := range 3 * max {
@@ -207,4 +214,62 @@ func TestAdhocPoolBounded(t *testing.T) {
 	if n := a.len(); n != max {
 		t.Errorf("%d cached connections, want %d", n, max)
 	}
+}
+
+// TestAdhocDialTimeout checks that adhoc calls connect with the timeout kedge was configured with
+// (--backend_dial_timeout), as HTTP and CONNECT do: a destination that never answers the handshake fails the call
+// after that long, not after a timeout of the gRPC proxy's own.
+func TestAdhocDialTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 200 * time.Millisecond
+	addr := unansweredAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	e := newEnv(t, envConfig{
+		adhoc: []route.Adhoc{{NamePattern: "127.0.0.1", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}}}},
+		dial:  timeout,
+	})
+	start := time.Now()
+	_, err := e.client(t, "127.0.0.1:"+port).UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+	took := time.Since(start)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("call to a destination that never answers: %v, want Unavailable", err)
+	}
+	// The bound is generous against a slow machine and still below the default timeout (2 s).
+	if limit := backend.DefaultDialTimeout * 3 / 4; took >= limit {
+		t.Errorf("call failed after %v, want less than %v with a %v dial timeout", took, limit, timeout)
+	}
+}
+
+// unansweredAddr returns a loopback address whose TCP handshakes never complete: a listener with a backlog of zero
+// whose one queued connection is never accepted, so the kernel drops further SYNs. It skips the test where the
+// system completes handshakes anyway.
+func unansweredAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) { lerr = syscall.Listen(int(fd), 0) }); err != nil || lerr != nil {
+		t.Skipf("cannot shrink the listen backlog: %v %v", err, lerr)
+	}
+	// Fill the queue until a handshake times out.
+	for range 4 {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 200*time.Millisecond)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return ln.Addr().String()
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	t.Skip("this system completes TCP handshakes beyond the listen backlog")
+	return ""
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -194,12 +193,11 @@ func adhocError(c *call, err error) error {
 // directAdhoc returns the cached connection to an adhoc destination and the function that ends the call's use of
 // it.
 func (p *Proxy) directAdhoc(target route.Target, c *call) (*adhocConn, func(), error) {
-	addr := net.JoinHostPort(target.Host, strconv.FormatUint(uint64(target.Port), 10))
 	c.update(func(c *call) {
 		c.backend = admission.AdhocLabel
-		c.adhoc = addr
+		c.adhoc = target.HostPort()
 	})
-	conn, release, err := p.adhoc.get(addr)
+	conn, release, err := p.adhoc.get(target)
 	switch {
 	case errors.Is(err, errTooManyAdhoc):
 		c.update(func(c *call) { c.errType = wire.ErrNoConnection })

@@ -207,6 +207,11 @@ func (f fakeDNS) LookupHost(_ context.Context, host string) ([]string, error) {
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
+// LookupSRV completes backend.DNSResolver; adhoc dials never look up SRV records.
+func (f fakeDNS) LookupSRV(_ context.Context, _, _, name string) (string, []*net.SRV, error) {
+	return "", nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
 // logLine is one line written to a recordLogger.
 type logLine struct {
 	level string
@@ -269,8 +274,9 @@ type envConfig struct {
 	adhoc     []route.Adhoc
 	backends  []string                    // names of test backends to start
 	conns     map[string]*grpc.ClientConn // extra backend connections
-	guard     backend.DialGuard
-	dns       Resolver
+	guard     backend.DialGuard           // of the adhoc dialer; nil means backend.DefaultDialGuard()
+	dns       fakeDNS
+	dial      time.Duration // the adhoc dialer's timeout; 0 means the default
 	idle      time.Duration
 	forwarded *forwarded.Policy
 	reg       *prometheus.Registry
@@ -300,8 +306,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		Registerer:       e.reg,
 		Routes:           staticRoutes{table},
 		Backends:         conns,
-		AdhocGuard:       cfg.guard,
-		DNS:              cfg.dns,
+		Adhoc:            backend.NewAdhocDialer(backend.Deps{DNS: cfg.dns, Options: backend.Options{DialTimeout: cfg.dial}}, cfg.guard),
 		Forwarded:        cfg.forwarded,
 		AdhocIdleTimeout: cfg.idle,
 	})

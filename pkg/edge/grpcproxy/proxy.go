@@ -6,9 +6,7 @@
 package grpcproxy
 
 import (
-	"context"
 	"errors"
-	"net"
 	"time"
 
 	"github.com/mwitkow/grpc-proxy/proxy"
@@ -35,11 +33,6 @@ type Backends interface {
 	GRPC(name string) (*grpc.ClientConn, bool)
 }
 
-// Resolver resolves adhoc host names; *net.Resolver implements it.
-type Resolver interface {
-	LookupHost(ctx context.Context, host string) ([]string, error)
-}
-
 // DefaultAdhocIdleTimeout is how long an unused adhoc connection is kept when Deps.AdhocIdleTimeout is zero.
 const DefaultAdhocIdleTimeout = 5 * time.Minute
 
@@ -52,11 +45,11 @@ type Deps struct {
 	// Routes and Backends decide where calls go. Required.
 	Routes   Routes
 	Backends Backends
-	// AdhocGuard vets every IP an adhoc connection is about to dial (after Unmap); nil means
-	// backend.DefaultDialGuard(), which refuses loopback, link-local and unspecified addresses.
-	AdhocGuard backend.DialGuard
-	// DNS resolves adhoc names at dial time; nil means net.DefaultResolver.
-	DNS Resolver
+	// Adhoc dials adhoc destinations: kedge's one adhoc dialer, shared with the HTTP proxy and the CONNECT handler,
+	// so a call is refused or allowed exactly as a request to the same destination would be (its timeout, address
+	// bound and dial guard, with the exemption of an address a rule names exactly). nil means
+	// backend.NewAdhocDialer(backend.Deps{}, nil): net.DefaultResolver, the default timeout and guard.
+	Adhoc *backend.AdhocDialer
 	// Admission routes calls and authenticates callers (proxy-authorization metadata, client certificate) against
 	// the route's requirement before any backend connection is used, and counts kedge-made errors in
 	// kedge_proxy_errors_total. nil means admission.Or(nil, Registerer): no token authentication, and routes with
@@ -87,13 +80,9 @@ func New(d Deps) *Proxy {
 	if d.Log == nil {
 		d.Log = logging.Discard()
 	}
-	guard := d.AdhocGuard
-	if guard == nil {
-		guard = backend.DefaultDialGuard()
-	}
-	var dns Resolver = net.DefaultResolver
-	if d.DNS != nil {
-		dns = d.DNS
+	dialer := d.Adhoc
+	if dialer == nil {
+		dialer = backend.NewAdhocDialer(backend.Deps{}, nil)
 	}
 	idle := d.AdhocIdleTimeout
 	if idle <= 0 {
@@ -105,7 +94,7 @@ func New(d Deps) *Proxy {
 		backends: d.Backends,
 		admit:    admission.Or(d.Admission, d.Registerer),
 		fwd:      d.Forwarded,
-		adhoc:    newAdhocPool(guard, dns, idle),
+		adhoc:    newAdhocPool(dialer, idle),
 		m:        newMetrics(d.Log, d.Registerer),
 	}
 	p.transparent = proxy.TransparentHandler(p.direct)

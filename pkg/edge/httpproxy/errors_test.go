@@ -75,7 +75,7 @@ func TestAdhoc(t *testing.T) {
 	dead := closedPort(t)
 	dns := fakeDNS{"127-0-0-1.pods.test.local": {"127.0.0.1"}}
 	newAdhocEnv := func(guard backend.DialGuard) *env {
-		rt := backend.NewAdhocTransport(backend.Deps{DNS: dns}, guard)
+		rt := backend.NewAdhocTransport(backend.Deps{}, backend.NewAdhocDialer(backend.Deps{DNS: dns}, guard))
 		t.Cleanup(rt.(interface{ CloseIdleConnections() }).CloseIdleConnections)
 		return newEnv(t, envConfig{
 			adhoc:   []route.Adhoc{{NamePattern: "*.pods.test.local", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}}}},

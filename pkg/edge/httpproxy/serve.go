@@ -3,11 +3,9 @@ package httpproxy
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -101,7 +99,7 @@ func (h *Handler) serve(c *call, r *http.Request) {
 	}
 	c.label = res.Label
 	if res.Label == admission.AdhocLabel {
-		c.target = net.JoinHostPort(res.Adhoc.Host, strconv.FormatUint(uint64(res.Adhoc.Port), 10))
+		c.target = res.Adhoc.HostPort()
 	} else {
 		c.target = res.Label
 	}
@@ -118,6 +116,9 @@ func (h *Handler) serve(c *call, r *http.Request) {
 
 	ctx := context.WithValue(r.Context(), callKey{}, c)
 	ctx, c.endpoint = backend.WithEndpointRecorder(ctx)
+	if c.label == admission.AdhocLabel {
+		ctx = backend.WithAdhocTarget(ctx, res.Adhoc) // the adhoc dialer's one exemption: an address a rule names
+	}
 	if r.ProtoMajor == 1 && r.ContentLength != 0 {
 		// A backend may answer (or stream its answer) before the request body has been read to the end; without
 		// full duplex net/http's HTTP/1 server would discard the unread body at the first response write.

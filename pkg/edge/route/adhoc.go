@@ -3,17 +3,24 @@ package route
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
 // Target is an adhoc destination: the name to resolve (after dns_name_replace) and the port to dial. Host is lower
 // case without a trailing dot; an IP literal (only when a rule names it exactly) is in netip.Addr.String() form.
-// The caller still checks the resolved address at dial time (loopback, link-local, metadata).
+// The caller still checks the resolved address at dial time (loopback, link-local, metadata) unless Explicit.
 type Target struct {
 	Host string
 	Port uint32
+	// Explicit marks a destination the operator wrote down: a rule whose pattern is this IP literal matched, and no
+	// replace rewrote it. Only such a target may reach an address the dial guard refuses (loopback, link-local,
+	// metadata), and only at exactly Host:Port. A name, even one a rule names exactly ("localhost", "127.1"), is
+	// never explicit: what it resolves to is not written in the rule.
+	Explicit bool
 	// RequiredPermissions and AllowedIdentities are the requirement of the rule that allowed the destination (as
 	// Adhoc's). They are shared with the table: read-only.
 	RequiredPermissions []string
@@ -220,9 +227,16 @@ func (a *adhocRules) target(host string, port uint32, hasPort bool) (Target, err
 				return Target{}, &AdhocError{Msg: fmt.Sprintf("adhoc: host %q rewritten to %q, which is not a DNS name", host, name)}
 			}
 		}
-		return Target{Host: name, Port: port, RequiredPermissions: r.perms, AllowedIdentities: r.idents}, nil
+		// A replace never yields an IP literal (refused above), so an IP host is the rule's own literal.
+		return Target{Host: name, Port: port, Explicit: isIP && r.replace == nil,
+			RequiredPermissions: r.perms, AllowedIdentities: r.idents}, nil
 	}
 	return Target{}, ErrNoRoute
+}
+
+// HostPort returns the "host:port" to dial, IPv6 literals in brackets.
+func (t Target) HostPort() string {
+	return net.JoinHostPort(t.Host, strconv.FormatUint(uint64(t.Port), 10))
 }
 
 // targetHostPort is target for a "host[:port]" string (an :authority, a CONNECT target, a Host header).

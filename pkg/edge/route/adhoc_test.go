@@ -164,3 +164,43 @@ func TestAdhocRequirementAllocs(t *testing.T) {
 		t.Errorf("Adhoc with a requirement allocates %v times per call, without %v", n, base)
 	}
 }
+
+// TestAdhocExplicit checks which targets count as written down by the operator: only an IP literal an exact rule
+// names, not rewritten. Everything else is subject to the dial guard.
+func TestAdhocExplicit(t *testing.T) {
+	t.Parallel()
+	rules := []Adhoc{
+		{NamePattern: "10.0.0.9", AllowedPorts: []uint32{80},
+			Replace: &NameReplace{Pattern: "10.0.0.9", Substitution: "ten.example"}},
+		{NamePattern: "127.0.0.1", AllowedPorts: []uint32{80}},
+		{NamePattern: "::1", AllowedPorts: []uint32{80}},
+		{NamePattern: "localhost", AllowedPorts: []uint32{80}},
+		{NamePattern: "127.1", AllowedPorts: []uint32{80}},
+		{NamePattern: "*", AllowedPorts: []uint32{80}},
+	}
+	h := mustHTTPTable(t, nil, rules)
+	g := mustGRPCTable(t, nil, rules)
+	tests := []struct {
+		hostport string
+		want     Target
+	}{
+		{"127.0.0.1:80", Target{Host: "127.0.0.1", Port: 80, Explicit: true}},
+		{"[::1]:80", Target{Host: "::1", Port: 80, Explicit: true}},
+		{"[0:0::1]:80", Target{Host: "::1", Port: 80, Explicit: true}},
+		{"10.0.0.9:80", Target{Host: "ten.example", Port: 80}},
+		{"localhost:80", Target{Host: "localhost", Port: 80}},
+		{"127.1:80", Target{Host: "127.1", Port: 80}},
+		{"db.example.com:80", Target{Host: "db.example.com", Port: 80}},
+	}
+	for _, tt := range tests {
+		for proto, adhoc := range map[string]func(string) (Target, error){"http": h.AdhocHostPort, "grpc": g.Adhoc} {
+			got, err := adhoc(tt.hostport)
+			if err != nil || !sameDest(got, tt.want) || got.Explicit != tt.want.Explicit {
+				t.Errorf("%s adhoc(%q) = %+v, %v; want %+v", proto, tt.hostport, got, err, tt.want)
+			}
+		}
+	}
+	if got := (Target{Host: "::1", Port: 80}).HostPort(); got != "[::1]:80" {
+		t.Errorf("HostPort() = %q, want [::1]:80", got)
+	}
+}

@@ -10,8 +10,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -46,7 +44,6 @@ type Dialer interface {
 // Defaults of Deps.
 const (
 	DefaultIdleTimeout = 5 * time.Minute
-	DefaultDialTimeout = 2 * time.Second
 	DefaultBufferSize  = 32 << 10
 	// drainIdleTimeout replaces a longer idle timeout once the server drains: tunnels that pause this long end
 	// early instead of holding the shutdown until its deadline.
@@ -64,17 +61,16 @@ type Deps struct {
 	Routes Routes
 	// Backends dials a route's backend. Required.
 	Backends Backends
-	// Adhoc dials adhoc destinations given by name. nil means adhoc rules do not apply to tunnels. A destination
-	// that is an IP literal (only an adhoc rule naming that address exactly can produce one) is dialled directly:
-	// the rule names the address explicitly, so the dial guard does not apply.
+	// Adhoc dials adhoc destinations: kedge's one *backend.AdhocDialer, shared with the HTTP and gRPC proxies, so
+	// a tunnel is refused or allowed exactly as a request to the same destination would be. The dial context
+	// carries the target (backend.WithAdhocTarget): an address an adhoc rule names exactly is exempt from the dial
+	// guard, nothing else is. nil means adhoc rules do not apply to tunnels.
 	Adhoc Dialer
 	// Admission routes tunnels and authenticates and authorizes their callers, and counts refusals in
 	// kedge_proxy_errors_total. nil means admission.Or(nil, Registerer): no token authentication.
 	Admission *admission.Admitter
 	// IdleTimeout closes a tunnel with no bytes in either direction for this long (DefaultIdleTimeout if zero).
 	IdleTimeout time.Duration
-	// DialTimeout bounds the direct dial of an IP-literal adhoc destination (DefaultDialTimeout if zero).
-	DialTimeout time.Duration
 	// BufferSize is the copy buffer per direction (DefaultBufferSize if zero).
 	BufferSize int
 }
@@ -86,7 +82,6 @@ type Handler struct {
 	routes   Routes
 	backends Backends
 	adhoc    Dialer
-	direct   net.Dialer
 	admit    *admission.Admitter
 	idle     time.Duration
 	bufSize  int
@@ -116,10 +111,6 @@ func New(d Deps) *Handler {
 	}
 	if h.bufSize <= 0 {
 		h.bufSize = DefaultBufferSize
-	}
-	h.direct.Timeout = d.DialTimeout
-	if h.direct.Timeout <= 0 {
-		h.direct.Timeout = DefaultDialTimeout
 	}
 	h.buffers.New = func() any { b := make([]byte, h.bufSize); return &b }
 	return h
@@ -183,7 +174,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	t.label, t.dest = res.Label, res.Label
 	if res.Label == admission.AdhocLabel {
-		t.dest = net.JoinHostPort(res.Adhoc.Host, strconv.FormatUint(uint64(res.Adhoc.Port), 10))
+		t.dest = res.Adhoc.HostPort()
 	}
 	d := res.Decision
 	t.identity = d.Identity.String()
@@ -203,7 +194,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	conn, err := h.dial(r.Context(), t)
+	conn, err := h.dial(r.Context(), t, res.Adhoc)
 	if err != nil {
 		h.dialError(w, r, t, err)
 		return
@@ -229,21 +220,13 @@ func connectTarget(r *http.Request) (host string, port uint32, ok bool) {
 	return host, port, true
 }
 
-// dial connects to the tunnel's destination.
-func (h *Handler) dial(ctx context.Context, t *tunnel) (net.Conn, error) {
+// dial connects to the tunnel's destination: a route's backend, or the adhoc target through the shared adhoc
+// dialer.
+func (h *Handler) dial(ctx context.Context, t *tunnel, target route.Target) (net.Conn, error) {
 	if t.label != admission.AdhocLabel {
 		return h.backends.Dial(ctx, t.dest)
 	}
-	if host, _, _ := net.SplitHostPort(t.dest); host != "" {
-		if _, err := netip.ParseAddr(host); err == nil {
-			c, err := h.direct.DialContext(ctx, "tcp", t.dest)
-			if err != nil {
-				return nil, &backend.Error{Type: wire.ErrTunnelDial, Err: err}
-			}
-			return c, nil
-		}
-	}
-	return h.adhoc.DialContext(ctx, "tcp", t.dest)
+	return h.adhoc.DialContext(backend.WithAdhocTarget(ctx, target), "tcp", t.dest)
 }
 
 // routeError answers a tunnel no route or adhoc rule allows.
