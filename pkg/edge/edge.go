@@ -111,7 +111,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	if err = s.pool.Update(dyn.Backends); err != nil {
 		return nil, fmt.Errorf("building backends: %w", err)
 	}
-	s.watcher = config.NewWatcher(cfg.Documents, s.kube.fileApplier(dyn, s.apply), log.With(logging.FieldComponent, "config"), reg)
+	s.watcher = config.NewWatcher(cfg.Documents, s.applyFile, log.With(logging.FieldComponent, "config"), reg)
 
 	if cfg.HTTPSPort != 0 || cfg.GRPCPort != 0 {
 		s.tls, err = tlsconfig.NewServer(tlsconfig.ServerConfig{
@@ -255,7 +255,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { <-stop; cancelServe() }()
 
 	g.Go(func() error { return s.watcher.Run(serveCtx) })
-	g.Go(func() error { return s.kube.run(serveCtx) })
+	g.Go(func() error { return s.kube.run(serveCtx, s.applyDiscovered) })
 	g.Go(func() error { return s.auth.Run(serveCtx) })
 	if ln := s.listeners.debug; ln != nil {
 		deps := admin.Deps{

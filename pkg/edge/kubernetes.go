@@ -21,25 +21,18 @@ import (
 )
 
 // kube is kedge's Kubernetes part: the informers behind the k8s resolver and, with
-// --kedge_dynamic_routings_enabled, Service discovery. It also owns the merge of discovered routes with the file
-// config: the file watcher and discovery both apply through it, one at a time, so each apply sees the latest of the
-// other.
+// --kedge_dynamic_routings_enabled, Service discovery. What discovery finds goes to the apply function given to
+// run; merging it with the file config is the state's business (see Server.applyDiscovered).
 type kube struct {
 	cluster *discovery.Cluster    // nil when no Kubernetes API is configured or reachable from a pod
 	disc    *discovery.Discoverer // nil unless discovery is enabled
 	noAPI   error                 // why cluster is nil
-	log     logging.Logger
-
-	mu    sync.Mutex // serialises applies; guards the fields below
-	apply func(*config.Dynamic) error
-	file  *config.Dynamic    // the file config last applied
-	found []config.Generated // the discovered config last applied
 }
 
 // newKube builds the Kubernetes part. It does not talk to the API server. Without any API configuration and
 // outside a pod, the k8s resolver reports a clear error and discovery cannot be enabled.
 func newKube(cfg config.K8sConfig, log logging.Logger, reg prometheus.Registerer) (*kube, error) {
-	k := &kube{log: log}
+	k := &kube{}
 	client, err := discovery.NewClient(cfg, os.Getenv)
 	switch {
 	case errors.Is(err, discovery.ErrNoAPI) && !cfg.DynamicRoutings:
@@ -75,53 +68,15 @@ type noAPI struct{ err error }
 
 func (n noAPI) Source(backend.Spec) (backend.EndpointSource, error) { return nil, n.err }
 
-// fileApplier returns the apply function for the file watcher: it merges each file config with the discovered
-// routes and hands the result to apply. initial is the file config already in force.
-func (k *kube) fileApplier(initial *config.Dynamic, apply func(*config.Dynamic) error) func(*config.Dynamic) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.file, k.apply = initial, apply
-	return k.applyFile
-}
-
-func (k *kube) applyFile(dyn *config.Dynamic) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	merged, rejected := config.Merge(dyn, k.found)
-	if err := k.apply(merged); err != nil {
-		return err
-	}
-	k.file = dyn
-	for _, r := range rejected {
-		k.log.Warn("service skipped by discovery after a config reload", "service", r.Source, logging.FieldError, r.Err)
-	}
-	return nil
-}
-
-// applyDiscovered is discovery's Applier.
-func (k *kube) applyDiscovered(gens []config.Generated) ([]config.Rejected, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.apply == nil {
-		return nil, errors.New("kubernetes: discovery started before the config was loaded")
-	}
-	merged, rejected := config.Merge(k.file, gens)
-	if err := k.apply(merged); err != nil {
-		return nil, err
-	}
-	k.found = gens
-	return rejected, nil
-}
-
-// run runs the informers and discovery until ctx is done.
-func (k *kube) run(ctx context.Context) error {
+// run runs the informers and, with discovery, hands every discovered config to apply, until ctx is done.
+func (k *kube) run(ctx context.Context, apply discovery.Applier) error {
 	if k.cluster == nil {
 		return nil
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return k.cluster.Run(gctx) })
 	if k.disc != nil {
-		g.Go(func() error { return k.disc.Run(gctx, k.applyDiscovered) })
+		g.Go(func() error { return k.disc.Run(gctx, apply) })
 	}
 	return g.Wait()
 }
@@ -163,7 +118,7 @@ func Discover(ctx context.Context, k8s config.K8sConfig, docs config.Source, log
 	g.Go(func() error {
 		defer cancel(nil)
 		return disc.Run(gctx, func(gens []config.Generated) ([]config.Rejected, error) {
-			merged, rejected := config.Merge(file, gens)
+			merged, rejected := config.Merge(file, config.Check(gens))
 			if err := printDocuments(out, merged); err != nil {
 				cancel(err)
 				return rejected, nil

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -39,58 +40,123 @@ func hostsOf(d *config.Dynamic) []string {
 	return out
 }
 
-// TestKubeMergesFileAndDiscovered checks that file reloads and discovery each apply the latest of the other, file
+// fixedK8s makes k8s sources with one fixed endpoint; it refuses the Service "broken".
+type fixedK8s struct{}
+
+func (fixedK8s) Source(spec backend.Spec) (backend.EndpointSource, error) {
+	if strings.HasPrefix(spec.Resolver.K8sTarget, "broken.") {
+		return nil, errors.New("no such Service")
+	}
+	return fixedSource{}, nil
+}
+
+type fixedSource struct{}
+
+func (fixedSource) Run(ctx context.Context, publish func([]string)) {
+	publish([]string{"127.0.0.1:1"})
+	<-ctx.Done()
+}
+
+// stateServer is the part of a Server that config changes go through: no Kubernetes part at all (s.kube is nil),
+// so a file reload that reached for it would panic.
+func stateServer(t *testing.T, file *config.Dynamic) *Server {
+	t.Helper()
+	s := &Server{log: logging.Discard(), pool: backend.NewPool(backend.Deps{K8s: fixedK8s{}})}
+	t.Cleanup(s.pool.Close)
+	var err error
+	if s.state, err = newState(file); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.pool.Update(file.Backends); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func backendNames(s *Server) []string {
+	var out []string
+	for _, st := range s.pool.Snapshot() {
+		out = append(out, st.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestFileReloadWithoutCluster checks the straight path of a reload without Kubernetes: the file config is swapped in
+// as it is, routes and backends together.
+func TestFileReloadWithoutCluster(t *testing.T) {
+	s := stateServer(t, fileDoc(t, "a.example.com"))
+	next, err := config.Parse([]byte(`{"http": {"routes": [{"backend_name": "web2", "host_matcher": "b.example.com"}]}}`),
+		[]byte(`{"http": {"backends": [{"name": "web2", "host": {"dns_name": "127.0.0.1", "port": 81}}]}}`), "d", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.applyFile(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := hostsOf(s.state.current.Load().dyn); !slices.Equal(got, []string{"b.example.com"}) {
+		t.Errorf("hosts %q, want the reloaded file's", got)
+	}
+	if got := backendNames(s); !slices.Equal(got, []string{"web2"}) {
+		t.Errorf("backends %q, want the removed one drained and the new one in", got)
+	}
+}
+
+// TestStateMergesFileAndDiscovered checks that file reloads and discovery each apply the latest of the other, file
 // routes first, and that a failed apply changes nothing.
-func TestKubeMergesFileAndDiscovered(t *testing.T) {
-	k := &kube{log: logging.Discard()}
-	var applied *config.Dynamic
-	var fail error
-	applyFile := k.fileApplier(fileDoc(t, "a.example.com"), func(d *config.Dynamic) error {
-		if fail != nil {
-			return fail
-		}
-		applied = d
-		return nil
-	})
+func TestStateMergesFileAndDiscovered(t *testing.T) {
+	s := stateServer(t, fileDoc(t, "a.example.com"))
+	applied := func() []string { return hostsOf(s.state.current.Load().dyn) }
+	discover := func(host string) error { _, err := s.applyDiscovered(discovered(host)); return err }
 	steps := []struct {
 		name string
 		do   func() error
 		want []string
 	}{
-		{"discovered", func() error { _, err := k.applyDiscovered(discovered("echo.example.com")); return err }, []string{"a.example.com", "echo.example.com"}},
-		{"file reload keeps discovered", func() error { return applyFile(fileDoc(t, "b.example.com")) }, []string{"b.example.com", "echo.example.com"}},
-		{"discovery keeps the reloaded file", func() error { _, err := k.applyDiscovered(discovered("echo2.example.com")); return err }, []string{"b.example.com", "echo2.example.com"}},
+		{"discovered", func() error { return discover("echo.example.com") }, []string{"a.example.com", "echo.example.com"}},
+		{"file reload keeps discovered", func() error { return s.applyFile(fileDoc(t, "b.example.com")) }, []string{"b.example.com", "echo.example.com"}},
+		{"discovery keeps the reloaded file", func() error { return discover("echo2.example.com") }, []string{"b.example.com", "echo2.example.com"}},
 	}
-	for _, s := range steps {
-		if err := s.do(); err != nil {
-			t.Fatalf("%s: %v", s.name, err)
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
 		}
-		if got := hostsOf(applied); !slices.Equal(got, s.want) {
-			t.Errorf("%s: hosts %q, want %q", s.name, got, s.want)
+		if got := applied(); !slices.Equal(got, st.want) {
+			t.Errorf("%s: hosts %q, want %q", st.name, got, st.want)
 		}
 	}
 
-	fail = errors.New("refused")
-	if err := applyFile(fileDoc(t, "c.example.com")); err == nil {
-		t.Fatal("a failed apply was not reported")
+	// The pool refuses a backend: neither kind of apply changes anything, and the next one builds on what is in
+	// force, not on what was refused.
+	broken := fileDoc(t, "c.example.com")
+	broken.Backends[0].Resolver = backend.Resolver{Kind: backend.ResolverK8s, K8sTarget: "broken.x:http"}
+	if err := s.applyFile(broken); err == nil {
+		t.Fatal("a refused file config was not reported")
 	}
-	if _, err := k.applyDiscovered(discovered("echo3.example.com")); err == nil {
-		t.Fatal("a failed discovered apply was not reported")
+	gens := discovered("echo3.example.com")
+	gens[0].Backends[0].Resolver.K8sTarget = "broken.shop:http"
+	if _, err := s.applyDiscovered(gens); err == nil {
+		t.Fatal("a refused discovered config was not reported")
 	}
-	fail = nil
-	if _, err := k.applyDiscovered(nil); err != nil {
+	if got, want := applied(), []string{"b.example.com", "echo2.example.com"}; !slices.Equal(got, want) {
+		t.Errorf("after refused applies: hosts %q, want %q", got, want)
+	}
+	if err := discover("echo4.example.com"); err != nil {
 		t.Fatal(err)
 	}
-	if got := hostsOf(applied); !slices.Equal(got, []string{"b.example.com"}) {
-		t.Errorf("after failed applies: hosts %q, want the last applied file only", got)
+	if got, want := applied(), []string{"b.example.com", "echo4.example.com"}; !slices.Equal(got, want) {
+		t.Errorf("after refused applies: hosts %q, want the last applied file with the new discovery %q", got, want)
 	}
 
-	// A discovered backend named like a file backend is rejected, the rest applied.
-	gens := discovered("web2.example.com")
+	// A discovered backend named like a file backend is rejected, naming the Service; the rest is applied.
+	gens = discovered("web2.example.com")
 	gens[0].Backends[0].Name, gens[0].HTTPRoutes[0].Backend = "web", "web"
-	rejected, err := k.applyDiscovered(gens)
+	rejected, err := s.applyDiscovered(gens)
 	if err != nil || len(rejected) != 1 || rejected[0].Source != "service shop/echo" {
 		t.Errorf("rejected = %+v, %v", rejected, err)
+	}
+	if got, want := applied(), []string{"b.example.com"}; !slices.Equal(got, want) {
+		t.Errorf("hosts %q, want %q", got, want)
 	}
 }
 
@@ -108,7 +174,7 @@ func TestKubeWithoutAPI(t *testing.T) {
 	if err := k.ready(); err != nil {
 		t.Errorf("ready: %v", err)
 	}
-	if err := k.run(t.Context()); err != nil {
+	if err := k.run(t.Context(), nil); err != nil {
 		t.Errorf("run: %v", err)
 	}
 

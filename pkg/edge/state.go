@@ -8,6 +8,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
 // tables is one immutable routing snapshot.
@@ -17,18 +18,24 @@ type tables struct {
 	dyn  *config.Dynamic
 }
 
-// state holds the routing snapshot that requests read without locks; apply swaps it.
+// state is the running dynamic config: the routing snapshot that requests read without locks, and the two inputs
+// it was merged from. Both inputs change through Server.applyFile and Server.applyDiscovered, which take mu, so
+// changes never overlap and each one merges with the latest of the other input.
 type state struct {
 	current atomic.Pointer[tables]
-	mu      sync.Mutex // serialises apply
+
+	mu    sync.Mutex         // serialises changes; guards file and found
+	file  *config.Dynamic    // the file config in force
+	found *config.Discovered // the discovered config in force; nil until discovery first applies (or without it)
 }
 
-func newState(dyn *config.Dynamic) (*state, error) {
-	t, err := compile(dyn)
+// newState compiles the initial file config; nothing is discovered yet.
+func newState(file *config.Dynamic) (*state, error) {
+	t, err := compile(file)
 	if err != nil {
 		return nil, err
 	}
-	s := &state{}
+	s := &state{file: file}
 	s.current.Store(t)
 	return s, nil
 }
@@ -51,12 +58,40 @@ func (s *state) HTTPTable() *route.HTTPTable { return s.current.Load().http }
 // GRPCTable implements grpcproxy.Routes.
 func (s *state) GRPCTable() *route.GRPCTable { return s.current.Load().grpc }
 
-// apply swaps in a new dynamic config without failing a request: first the pool gains the new and changed backends
-// while keeping the removed ones, then the routes switch, then the removed backends drain. A request that picked a
-// route from the old table therefore always finds its backend.
-func (s *Server) apply(dyn *config.Dynamic) error {
+// applyFile is the config watcher's apply step: file (loaded and validated by the watcher) is merged with the
+// discovered config in force and swapped in. On error nothing changed.
+func (s *Server) applyFile(file *config.Dynamic) error {
 	s.state.mu.Lock()
 	defer s.state.mu.Unlock()
+	merged, rejected := config.Merge(file, s.state.found)
+	if err := s.swap(merged); err != nil {
+		return err
+	}
+	s.state.file = file
+	for _, r := range rejected {
+		s.log.Warn("service skipped by discovery after a config reload", "service", r.Source, logging.FieldError, r.Err)
+	}
+	return nil
+}
+
+// applyDiscovered is discovery's Applier: gens are checked, merged with the file config in force and swapped in.
+// On error nothing changed.
+func (s *Server) applyDiscovered(gens []config.Generated) ([]config.Rejected, error) {
+	found := config.Check(gens) // outside the lock: it reads only gens
+	s.state.mu.Lock()
+	defer s.state.mu.Unlock()
+	merged, rejected := config.Merge(s.state.file, found)
+	if err := s.swap(merged); err != nil {
+		return nil, err
+	}
+	s.state.found = found
+	return rejected, nil
+}
+
+// swap puts a merged dynamic config in force without failing a request: first the pool gains the new and changed
+// backends while keeping the removed ones, then the routes switch, then the removed backends drain. A request that
+// picked a route from the old table therefore always finds its backend. The caller holds s.state.mu.
+func (s *Server) swap(dyn *config.Dynamic) error {
 	next, err := compile(dyn)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -131,6 +132,78 @@ func (c *K8sConfig) Validate() error {
 		errs = append(errs, errors.New("--k8s_cache_sync_timeout must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// K8sTarget is a parsed k8s resolver target: "<service>[.<namespace>[.<anything>]][:<port number>|:<port name>]".
+type K8sTarget struct {
+	Service   string
+	Namespace string // "default" when the target names none
+	// PortName or PortNumber selects the endpoint port; both empty means the Service must have exactly one port.
+	PortName   string
+	PortNumber int32
+}
+
+// String returns "namespace/service:port".
+func (t K8sTarget) String() string {
+	s := t.Namespace + "/" + t.Service
+	switch {
+	case t.PortName != "":
+		s += ":" + t.PortName
+	case t.PortNumber != 0:
+		s += ":" + strconv.Itoa(int(t.PortNumber))
+	}
+	return s
+}
+
+// ParseK8sTarget parses a k8s resolver target; the validator and the resolver both use it, so a target that
+// passes validation always resolves. Labels after the namespace ("svc.ns.svc.cluster.local") are ignored; a
+// trailing ':' means no port. A port number selects the endpoints' (target) port of that number; a name selects the
+// Service port of that name.
+func ParseK8sTarget(s string) (K8sTarget, error) {
+	t, reason := parseK8sTarget(s)
+	if reason != "" {
+		return K8sTarget{}, fmt.Errorf("k8s target %q %s", s, reason)
+	}
+	return t, nil
+}
+
+// parseK8sTarget is ParseK8sTarget with the problem as a reason that reads well after the quoted target.
+func parseK8sTarget(s string) (K8sTarget, string) {
+	if s == "" {
+		return K8sTarget{}, "is required"
+	}
+	if strings.Contains(s, "://") {
+		return K8sTarget{}, "must not have a scheme (write \"service.namespace:port\")"
+	}
+	hostPart, port, _ := strings.Cut(s, ":")
+	if strings.Contains(port, ":") {
+		return K8sTarget{}, "must have at most one ':'"
+	}
+	labels := strings.Split(hostPart, ".")
+	t := K8sTarget{Service: labels[0], Namespace: "default"}
+	if !isDNSLabel(t.Service) || t.Service[0] < 'a' {
+		return K8sTarget{}, "does not start with a Service name (lower-case letters, digits and '-', starting with a letter)"
+	}
+	if len(labels) > 1 {
+		if !isDNSLabel(labels[1]) {
+			return K8sTarget{}, "has an invalid namespace (lower-case letters, digits and '-')"
+		}
+		t.Namespace = labels[1]
+	}
+	switch {
+	case port == "":
+	case strings.Trim(port, "0123456789") == "":
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || n == 0 {
+			return K8sTarget{}, "has a port number outside 1-65535"
+		}
+		t.PortNumber = int32(n)
+	case !isDNSLabel(port):
+		return K8sTarget{}, "has an invalid port name (lower-case letters, digits and '-')"
+	default:
+		t.PortName = port
+	}
+	return t, ""
 }
 
 // checkQualifiedName checks a Kubernetes label or annotation key: an optional DNS-subdomain prefix and '/', then a

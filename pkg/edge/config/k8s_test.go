@@ -131,3 +131,56 @@ func TestK8sValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestParseK8sTarget covers the one parser of k8s targets, which both the validator and the resolver use: a target
+// that validates is one the resolver can follow.
+func TestParseK8sTarget(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    K8sTarget
+		wantErr string
+	}{
+		{"echo", K8sTarget{Service: "echo", Namespace: "default"}, ""},
+		{"echo.team-a", K8sTarget{Service: "echo", Namespace: "team-a"}, ""},
+		{"echo.team-a.svc.cluster.local", K8sTarget{Service: "echo", Namespace: "team-a"}, ""},
+		{"echo.team-a:http", K8sTarget{Service: "echo", Namespace: "team-a", PortName: "http"}, ""},
+		{"echo:8080", K8sTarget{Service: "echo", Namespace: "default", PortNumber: 8080}, ""},
+		{"echo:65535", K8sTarget{Service: "echo", Namespace: "default", PortNumber: 65535}, ""},
+		{"echo.team-a:", K8sTarget{Service: "echo", Namespace: "team-a"}, ""},
+		{"echo.ns:grpc-web", K8sTarget{Service: "echo", Namespace: "ns", PortName: "grpc-web"}, ""},
+		{"", K8sTarget{}, "is required"},
+		{"k8s://echo.ns:80", K8sTarget{}, "scheme"},
+		{"echo.ns:80:81", K8sTarget{}, "at most one ':'"},
+		{"Echo.ns", K8sTarget{}, "Service name"},
+		{"1echo.ns", K8sTarget{}, "Service name"},
+		{"echo.Team_A", K8sTarget{}, "namespace"},
+		{"echo..x", K8sTarget{}, "namespace"},
+		{"echo:0", K8sTarget{}, "outside 1-65535"},
+		{"echo:70000", K8sTarget{}, "outside 1-65535"},
+		// Once accepted by the validator as a port name, then refused by the resolver.
+		{"echo:99999999999", K8sTarget{}, "outside 1-65535"},
+		{"echo:Http", K8sTarget{}, "invalid port name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseK8sTarget(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseK8sTarget(%q) = %+v, %v; want an error with %q", tt.in, got, err, tt.wantErr)
+				}
+				if reason := checkK8sTarget(tt.in); !strings.Contains(reason, tt.wantErr) {
+					t.Errorf("checkK8sTarget(%q) = %q, want the parser's reason", tt.in, reason)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("ParseK8sTarget(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+			}
+			if reason := checkK8sTarget(tt.in); reason != "" {
+				t.Errorf("checkK8sTarget(%q) = %q, but the parser accepts it", tt.in, reason)
+			}
+		})
+	}
+}

@@ -35,14 +35,41 @@ type Rejected struct {
 	Err error
 }
 
-// Merge returns the file config followed by the Generated that are valid: file routes first (so they win), then
-// generated routes in the order of gens; file backends, then generated ones. Each Generated goes through the
-// validation of a document of its own (Field paths are those of "kedge discover" output for that Service) and
-// must not reuse the name of a file backend or of an earlier Generated's backend, nor the host matcher (and port)
-// of an earlier Generated's route. A Generated that fails any check is left out whole and returned in rejected,
-// so one bad Service never blocks the others. Merged routes and backends are marked Discovered. file is not
-// modified.
-func Merge(file *Dynamic, gens []Generated) (merged *Dynamic, rejected []Rejected) {
+// Discovered is what discovery found, after each Generated was checked on its own by Check: the input of Merge.
+// A nil *Discovered means nothing was discovered.
+type Discovered struct{ services []checked }
+
+// checked is one Generated with the findings of its own check.
+type checked struct {
+	gen      Generated
+	warnings []string
+	errs     []error // *FieldError (File = gen.Source); none = valid on its own
+}
+
+// Check validates each Generated as a document of its own, with the validator that file documents go through
+// (field paths are those of "kedge discover" output for that Service). It is the validation step of discovered
+// config and runs once per discovery change; Merge, which runs again on every file reload, only looks for conflicts
+// with the file config and between Services.
+func Check(gens []Generated) *Discovered {
+	d := &Discovered{services: make([]checked, 0, len(gens))}
+	for _, g := range gens {
+		v := &validator{}
+		dir, pool := documents(&Dynamic{HTTPRoutes: g.HTTPRoutes, GRPCRoutes: g.GRPCRoutes, Backends: g.Backends})
+		names := v.backendpool(g.Source, pool)
+		v.director(g.Source, dir, names)
+		v.authRules(g.Source, dir, pool)
+		d.services = append(d.services, checked{gen: g, warnings: v.warnings, errs: v.errs})
+	}
+	return d
+}
+
+// Merge returns the file config followed by the discovered Services that are valid: file routes first (so they
+// win), then generated routes in the order given to Check; file backends, then generated ones. A Service is left
+// out whole, and returned in rejected, when Check found a problem in it, when it reuses the name of a file backend
+// or of an earlier Service's backend, or the host matcher (and port) of an earlier Service's route; so one bad
+// Service never blocks the others. Merged routes and backends are marked Discovered. file is not modified; found
+// may be nil.
+func Merge(file *Dynamic, found *Discovered) (merged *Dynamic, rejected []Rejected) {
 	out := &Dynamic{
 		HTTPRoutes: slices.Clone(file.HTTPRoutes),
 		GRPCRoutes: slices.Clone(file.GRPCRoutes),
@@ -50,6 +77,9 @@ func Merge(file *Dynamic, gens []Generated) (merged *Dynamic, rejected []Rejecte
 		GRPCAdhoc:  slices.Clone(file.GRPCAdhoc),
 		Backends:   slices.Clone(file.Backends),
 		Warnings:   slices.Clone(file.Warnings),
+	}
+	if found == nil {
+		return out, nil
 	}
 	type backendKey struct {
 		proto backend.Protocol
@@ -67,13 +97,9 @@ func Merge(file *Dynamic, gens []Generated) (merged *Dynamic, rejected []Rejecte
 	}
 	hostOwner := map[hostKey]string{}
 
-	for _, g := range gens {
-		v := &validator{}
-		dir, pool := documents(&Dynamic{HTTPRoutes: g.HTTPRoutes, GRPCRoutes: g.GRPCRoutes, Backends: g.Backends})
-		names := v.backendpool(g.Source, pool)
-		v.director(g.Source, dir, names)
-		v.authRules(g.Source, dir, pool)
-
+	for _, c := range found.services {
+		g := c.gen
+		v := &validator{errs: slices.Clone(c.errs)}
 		index := map[backend.Protocol]int{}
 		for _, b := range g.Backends {
 			field := fmt.Sprintf("%s.backends[%d].name", b.Protocol, index[b.Protocol])
@@ -123,7 +149,7 @@ func Merge(file *Dynamic, gens []Generated) (merged *Dynamic, rejected []Rejecte
 			r.Discovered = true
 			out.GRPCRoutes = append(out.GRPCRoutes, r)
 		}
-		out.Warnings = append(out.Warnings, v.warnings...)
+		out.Warnings = append(out.Warnings, c.warnings...)
 	}
 	return out, rejected
 }

@@ -51,7 +51,7 @@ func TestMergeOrderAndMarks(t *testing.T) {
 		GRPCRoutes: []route.GRPCRoute{{Backend: "api_b_9000", AuthorityHost: "api.b.svc.example.com", AuthorityPort: 9000, Service: "pkg.Api/*", RequiredPermissions: []string{"api:read"}}},
 		Backends:   []backend.Spec{{Name: "api_b_9000", Protocol: backend.GRPC, Resolver: backend.Resolver{Kind: backend.ResolverK8s, K8sTarget: "api.b:grpc"}, TLS: backend.TLS{Enabled: true, InsecureSkipVerify: true}}},
 	}
-	merged, rejected := Merge(file, []Generated{service("echo", "a", "echo.a.svc.example.com"), grpcSvc})
+	merged, rejected := Merge(file, Check([]Generated{service("echo", "a", "echo.a.svc.example.com"), grpcSvc}))
 	if len(rejected) != 0 {
 		t.Fatalf("rejected: %+v", rejected)
 	}
@@ -117,7 +117,7 @@ func TestMergeRejectsBadServicesOnly(t *testing.T) {
 			t.Parallel()
 			good := service("echo", "a", "echo.a.svc.example.com")
 			after := service("late", "c", "late.c.svc.example.com")
-			merged, rejected := Merge(fileConfig(t), []Generated{good, tt.gen, after})
+			merged, rejected := Merge(fileConfig(t), Check([]Generated{good, tt.gen, after}))
 			if len(rejected) != 1 || rejected[0].Source != tt.gen.Source {
 				t.Fatalf("rejected = %+v, want only %s", rejected, tt.gen.Source)
 			}
@@ -166,7 +166,7 @@ func TestDocumentsRoundTrip(t *testing.T) {
 	file.HTTPAdhoc = []route.Adhoc{{NamePattern: "*.pods.cluster.local", DefaultPort: 8080, AllowedPorts: []uint32{8080},
 		AllowedRanges: []route.PortRange{{From: 9000, To: 9100}}, Replace: &route.NameReplace{Pattern: "-", Substitution: "."},
 		RequiredPermissions: []string{"adhoc"}}}
-	merged, rejected := Merge(file, []Generated{gen})
+	merged, rejected := Merge(file, Check([]Generated{gen}))
 	if len(rejected) > 0 {
 		t.Fatal(rejected[0].Err)
 	}
@@ -188,5 +188,73 @@ func TestDocumentsRoundTrip(t *testing.T) {
 	slices.SortStableFunc(merged.Backends, byProtocol)
 	if !reflect.DeepEqual(back, merged) {
 		t.Errorf("round trip changed the config:\n got %+v\nwant %+v", back, merged)
+	}
+}
+
+// TestMergeNothingDiscovered checks the path of a file reload without discovery: the file config comes through as
+// it is, and Merge does not share its slices with it.
+func TestMergeNothingDiscovered(t *testing.T) {
+	t.Parallel()
+	file := fileConfig(t)
+	merged, rejected := Merge(file, nil)
+	if len(rejected) != 0 || !reflect.DeepEqual(merged, file) {
+		t.Fatalf("Merge(file, nil) = %+v, %+v; want the file config", merged, rejected)
+	}
+	merged.HTTPRoutes[0].Host = "changed.example.com"
+	if file.HTTPRoutes[0].Host != "web.example.com" {
+		t.Error("Merge returned the file config's own slices")
+	}
+}
+
+// TestMergeRechecksConflictsPerFile checks that a Service checked once is merged again with each file config: a
+// file reload that takes its backend name rejects it, naming the Service and the field, and the next reload that
+// frees the name brings it back.
+func TestMergeRechecksConflictsPerFile(t *testing.T) {
+	t.Parallel()
+	found := Check([]Generated{service("echo", "a", "echo.a.svc.example.com")})
+	clash, err := Parse(nil, []byte(`{"http": {"backends": [{"name": "echo_a_8080", "host": {"dns_name": "h", "port": 80}}]}}`), "d", "backendpool.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, file := range []*Dynamic{fileConfig(t), clash, fileConfig(t)} {
+		merged, rejected := Merge(file, found)
+		wantRejected := file == clash
+		if got := len(rejected) == 1; got != wantRejected {
+			t.Fatalf("file %d: rejected = %+v, want rejected %v", i, rejected, wantRejected)
+		}
+		if wantRejected {
+			fes := FieldErrors(rejected[0].Err)
+			if len(fes) != 1 || fes[0].File != "service a/echo" || fes[0].Field != "http.backends[0].name" ||
+				!strings.Contains(fes[0].Reason, "backendpool config") {
+				t.Errorf("file %d: error %v, want one naming service a/echo, http.backends[0].name and the backendpool", i, rejected[0].Err)
+			}
+			continue
+		}
+		if n := len(merged.HTTPRoutes); n != 2 {
+			t.Errorf("file %d: %d HTTP routes, want the file's and the Service's", i, n)
+		}
+	}
+}
+
+// TestCheckKeepsWarnings checks that the warnings Check finds in a Service reach the merged config, once.
+func TestCheckKeepsWarnings(t *testing.T) {
+	t.Parallel()
+	svc := service("echo", "a", "echo.a.svc.example.com")
+	svc.HTTPRoutes[0].RequiredPermissions = []string{"echo:use", "echo:use"}
+	found := Check([]Generated{svc})
+	for range 2 {
+		merged, rejected := Merge(fileConfig(t), found)
+		if len(rejected) != 0 {
+			t.Fatal(rejected[0].Err)
+		}
+		var mine []string
+		for _, w := range merged.Warnings {
+			if strings.HasPrefix(w, "service a/echo: ") {
+				mine = append(mine, w)
+			}
+		}
+		if len(mine) != 1 {
+			t.Errorf("warnings of the Service = %q, want one", mine)
+		}
 	}
 }

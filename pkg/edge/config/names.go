@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/textproto"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode"
 )
@@ -93,38 +92,10 @@ func checkAdhocPattern(s string) string {
 	return checkDNSName(rest, !wildcard)
 }
 
-// checkK8sTarget checks a k8s resolver's "<service>[.<namespace>[.<anything>]][:<port number>|:<port name>]".
+// checkK8sTarget checks a k8s resolver's target with the parser the resolver uses (ParseK8sTarget).
 func checkK8sTarget(s string) string {
-	if s == "" {
-		return "is required"
-	}
-	if strings.Contains(s, "://") {
-		return "must not have a scheme (write \"service.namespace:port\")"
-	}
-	hostPart, port, hasPort := strings.Cut(s, ":")
-	if strings.Contains(port, ":") {
-		return "must have at most one ':'"
-	}
-	labels := strings.Split(hostPart, ".")
-	if !isDNSLabel(labels[0]) || labels[0][0] < 'a' {
-		return "does not start with a Service name (lower-case letters, digits and '-', starting with a letter)"
-	}
-	if len(labels) > 1 && !isDNSLabel(labels[1]) {
-		return "has an invalid namespace (lower-case letters, digits and '-')"
-	}
-	if !hasPort || port == "" {
-		return ""
-	}
-	if n, err := strconv.ParseUint(port, 10, 32); err == nil {
-		if n == 0 || n > 65535 {
-			return "has a port number outside 1-65535"
-		}
-		return ""
-	}
-	if !isDNSLabel(port) {
-		return "has an invalid port name (lower-case letters, digits and '-')"
-	}
-	return ""
+	_, reason := parseK8sTarget(s)
+	return reason
 }
 
 // isDNSLabel reports whether s is an RFC 1123 label: 1-63 lower-case letters, digits and '-', alphanumeric at both

@@ -50,7 +50,7 @@ func (a *applier) apply(gens []config.Generated) ([]config.Rejected, error) {
 	if a.fail.Load() {
 		return nil, errors.New("pool refused the backends")
 	}
-	merged, rejected := config.Merge(a.file, gens)
+	merged, rejected := config.Merge(a.file, config.Check(gens))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.merged, a.calls = merged, a.calls+1

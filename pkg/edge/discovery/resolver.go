@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/config"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
 
@@ -22,9 +23,9 @@ var _ backend.SourceFactory = (*Cluster)(nil)
 // Source implements backend.SourceFactory for k8s resolvers: the source follows the EndpointSlices of the Service
 // that spec.Resolver.K8sTarget names. The first call registers the EndpointSlice informer, which Run starts.
 func (c *Cluster) Source(spec backend.Spec) (backend.EndpointSource, error) {
-	t, err := ParseTarget(spec.Resolver.K8sTarget)
+	t, err := config.ParseK8sTarget(spec.Resolver.K8sTarget)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("discovery: %w", err)
 	}
 	if c.opts.Namespace != "" && t.Namespace != c.opts.Namespace {
 		return nil, fmt.Errorf("discovery: service %s/%s is outside namespace %q, the only one kedge watches (--discovery_namespace)",
@@ -157,7 +158,7 @@ func (x *sliceIndex) slicesOf(key string) ([]*discoveryv1.EndpointSlice, error) 
 // source is the EndpointSource of one k8s backend.
 type source struct {
 	idx         *sliceIndex
-	target      Target
+	target      config.K8sTarget
 	backend     string
 	log         logging.Logger
 	metrics     *metrics

@@ -20,50 +20,9 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
+	"github.com/kedge-proxy/kedge/pkg/edge/config"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 )
-
-func TestParseTarget(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in      string
-		want    Target
-		wantErr string
-	}{
-		{"echo", Target{Service: "echo", Namespace: "default"}, ""},
-		{"echo.team-a", Target{Service: "echo", Namespace: "team-a"}, ""},
-		{"echo.team-a.svc.cluster.local", Target{Service: "echo", Namespace: "team-a"}, ""},
-		{"echo.team-a:http", Target{Service: "echo", Namespace: "team-a", PortName: "http"}, ""},
-		{"echo:8080", Target{Service: "echo", Namespace: "default", PortNumber: 8080}, ""},
-		{"echo.team-a:", Target{Service: "echo", Namespace: "team-a"}, ""},
-		{"echo.ns:grpc-web", Target{Service: "echo", Namespace: "ns", PortName: "grpc-web"}, ""},
-		{"", Target{}, "empty"},
-		{"k8s://echo.ns:80", Target{}, "scheme"},
-		{"echo.ns:80:81", Target{}, "more than one ':'"},
-		{"Echo.ns", Target{}, "Service name"},
-		{"1echo.ns", Target{}, "Service name"},
-		{"echo.Team_A", Target{}, "namespace"},
-		{"echo..x", Target{}, "namespace"},
-		{"echo:0", Target{}, "port 0"},
-		{"echo:70000", Target{}, "invalid port"},
-		{"echo:Http", Target{}, "invalid port"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			t.Parallel()
-			got, err := ParseTarget(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("ParseTarget(%q) = %+v, %v; want an error with %q", tt.in, got, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("ParseTarget(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
-			}
-		})
-	}
-}
 
 func TestEndpointsOf(t *testing.T) {
 	t.Parallel()
@@ -127,7 +86,7 @@ func TestEndpointsOf(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			target, err := ParseTarget(tt.target)
+			target, err := config.ParseK8sTarget(tt.target)
 			if err != nil {
 				t.Fatal(err)
 			}

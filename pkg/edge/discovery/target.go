@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -10,84 +9,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/config"
 )
-
-// Target is a parsed k8s resolver target: "<service>[.<namespace>[.<anything>]][:<port number>|:<port name>]".
-type Target struct {
-	Service   string
-	Namespace string // "default" when the target names none
-	// PortName or PortNumber selects the endpoint port; both empty means the Service must have exactly one port.
-	PortName   string
-	PortNumber int32
-}
-
-// String returns "namespace/service:port".
-func (t Target) String() string {
-	s := t.Namespace + "/" + t.Service
-	switch {
-	case t.PortName != "":
-		s += ":" + t.PortName
-	case t.PortNumber != 0:
-		s += ":" + strconv.Itoa(int(t.PortNumber))
-	}
-	return s
-}
-
-// ParseTarget parses a k8s resolver target. Labels after the namespace ("svc.ns.svc.cluster.local") are ignored;
-// a trailing ':' means no port. A port number selects the endpoints' (target) port of that number; a name selects
-// the Service port of that name.
-func ParseTarget(s string) (Target, error) {
-	if s == "" {
-		return Target{}, errors.New("discovery: empty k8s target")
-	}
-	if strings.Contains(s, "://") {
-		return Target{}, fmt.Errorf("discovery: k8s target %q must not have a scheme", s)
-	}
-	hostPart, port, _ := strings.Cut(s, ":")
-	if strings.Contains(port, ":") {
-		return Target{}, fmt.Errorf("discovery: k8s target %q has more than one ':'", s)
-	}
-	labels := strings.Split(hostPart, ".")
-	t := Target{Service: labels[0], Namespace: "default"}
-	if !isDNSLabel(t.Service) || t.Service[0] < 'a' {
-		return Target{}, fmt.Errorf("discovery: k8s target %q does not start with a Service name", s)
-	}
-	if len(labels) > 1 {
-		if !isDNSLabel(labels[1]) {
-			return Target{}, fmt.Errorf("discovery: k8s target %q has an invalid namespace", s)
-		}
-		t.Namespace = labels[1]
-	}
-	if port == "" {
-		return t, nil
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err == nil {
-		if n == 0 {
-			return Target{}, fmt.Errorf("discovery: k8s target %q has port 0", s)
-		}
-		t.PortNumber = int32(n)
-		return t, nil
-	}
-	if !isDNSLabel(port) || strings.Trim(port, "0123456789") == "" {
-		return Target{}, fmt.Errorf("discovery: k8s target %q has an invalid port", s)
-	}
-	t.PortName = port
-	return t, nil
-}
-
-// isDNSLabel reports whether s is an RFC 1123 label: 1-63 lower-case letters, digits and '-', alphanumeric at both
-// ends.
-func isDNSLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // endpointsOf returns the "ip:port" endpoints of the Service that all (its EndpointSlices) belong to, for t's port. Ready endpoints
 // are used; only when none is ready anywhere are serving-but-terminating ones used (so a Service whose pods are all
@@ -95,7 +19,7 @@ func isDNSLabel(s string) bool {
 // port-less placeholder the EndpointSlice controller leaves for a Service without pods) and non-TCP ports are
 // ignored. It fails when t names no port and the slices have several, or when t names a port that no slice with
 // endpoints has.
-func endpointsOf(all []*discoveryv1.EndpointSlice, t Target) ([]string, error) {
+func endpointsOf(all []*discoveryv1.EndpointSlice, t config.K8sTarget) ([]string, error) {
 	var ready, terminating []string
 	portsSeen := map[string]bool{} // TCP port names ("" = unnamed) across all slices, for "no port given"
 	found := t.PortName == "" && t.PortNumber == 0
@@ -154,7 +78,7 @@ func endpointsOf(all []*discoveryv1.EndpointSlice, t Target) ([]string, error) {
 
 // pickPort returns the number of the port of ports that t selects. Without a port in t it records the TCP ports
 // in seen, and picks the only one.
-func pickPort(ports []discoveryv1.EndpointPort, t Target, seen map[string]bool) (int32, bool) {
+func pickPort(ports []discoveryv1.EndpointPort, t config.K8sTarget, seen map[string]bool) (int32, bool) {
 	var only int32
 	n := 0
 	for _, p := range ports {
@@ -183,7 +107,7 @@ func pickPort(ports []discoveryv1.EndpointPort, t Target, seen map[string]bool) 
 	return only, n == 1
 }
 
-func portLabel(t Target) string {
+func portLabel(t config.K8sTarget) string {
 	if t.PortName != "" {
 		return strconv.Quote(t.PortName)
 	}
