@@ -1,21 +1,26 @@
-// Command gen compiles the repository's .proto files with a pure-Go compiler (protocompile) and writes the Go code
-// that protoc-gen-go would write, so `make proto` needs no protoc binary. Its versions are pinned by this module's
-// go.mod, which is separate from the main module so the compiler never becomes a dependency of kedge or winch.
+// Command gen compiles the repository's .proto files with a pure-Go compiler (protocompile) and has protoc-gen-go
+// write the Go code, so `make proto` needs no protoc binary. It plays protoc's part of the plugin protocol: it
+// builds the CodeGeneratorRequest protoc would send, runs protoc-gen-go (`go tool protoc-gen-go`, declared in this
+// module's go.mod) with it on stdin and writes the files of the CodeGeneratorResponse. protoc-gen-go's code
+// generator has no public Go API; the plugin protocol is its public interface. Every version is pinned by this
+// module's go.mod, which is separate from the main module so the compiler never becomes a dependency of kedge or
+// winch.
 //
-// Usage: go run . -root DIR file.proto...   (paths relative to DIR; outputs are written next to the inputs)
+// Usage, from this directory: go run . -root DIR file.proto...   (paths relative to DIR; outputs are written next to
+// the inputs)
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/bufbuild/protocompile"
-	"google.golang.org/protobuf/cmd/protoc-gen-go/internal_gengo"
-	"google.golang.org/protobuf/compiler/protogen"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/types/pluginpb"
@@ -61,16 +66,10 @@ func run(root, module string, names []string) error {
 			req.ProtoFile = append(req.ProtoFile, fd)
 		}
 	}
-	plugin, err := protogen.Options{}.New(req)
+	resp, err := runPlugin(req)
 	if err != nil {
 		return err
 	}
-	for _, f := range plugin.Files {
-		if f.Generate {
-			internal_gengo.GenerateFile(plugin, f)
-		}
-	}
-	resp := plugin.Response()
 	if resp.Error != nil {
 		return fmt.Errorf("%s", resp.GetError())
 	}
@@ -81,4 +80,23 @@ func run(root, module string, names []string) error {
 		}
 	}
 	return nil
+}
+
+// runPlugin runs protoc-gen-go, at the version this module's go.mod pins, with req and returns its response.
+func runPlugin(req *pluginpb.CodeGeneratorRequest) (*pluginpb.CodeGeneratorResponse, error) {
+	in, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	var out, stderr bytes.Buffer
+	cmd := exec.Command("go", "tool", "protoc-gen-go")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("running protoc-gen-go: %w\n%s", err, stderr.Bytes())
+	}
+	resp := &pluginpb.CodeGeneratorResponse{}
+	if err := proto.Unmarshal(out.Bytes(), resp); err != nil {
+		return nil, fmt.Errorf("reading protoc-gen-go's response: %w", err)
+	}
+	return resp, nil
 }
