@@ -85,7 +85,24 @@ func TestDecode(t *testing.T) {
 			want: []problem{{"items[0].portt", `unknown field "portt"`}}},
 		{name: "second oneof member", doc: `{"items": [{"host": "h", "srv": "s"}]}`,
 			want: []problem{{"items[0].srv", `only one target may be set (host, srv or k8s); "srv" is a second one`}}},
-		{name: "wrong type", doc: `{"items": [{"port": "x"}]}`, want: []problem{{"items[0].port", "invalid value"}}},
+		{name: "wrong type", doc: `{"items": [{"port": "x"}]}`, want: []problem{{"items[0].port", `invalid value "x" for a field of type uint32 (line 1, column 21)`}}},
+		{name: "number out of range", doc: `{"items": [{"port": 4294967296}]}`, want: []problem{{"items[0].port", "invalid value 4294967296 for a field of type uint32"}}},
+		{name: "negative unsigned", doc: `{"items": [{"port": -1}]}`, want: []problem{{"items[0].port", "invalid value -1"}}},
+		{name: "fraction", doc: `{"items": [{"port": 1.5}]}`, want: []problem{{"items[0].port", "invalid value 1.5"}}},
+		{name: "numbers as protojson reads them", doc: `{"items": [{"port": "80"}, {"port": 1e2}, {"port": 4294967295}, {"port": 0}]}`},
+		{name: "bool as a string", doc: `{"items": [{"tls": "yes"}]}`, want: []problem{{"items[0].tls", "must be true or false, not a string"}}},
+		{name: "object where a list goes", doc: `{"items": {"host": "h"}}`, want: []problem{{"items", "must be a list, not an object (line 1, column 11)"}}},
+		{name: "first in document order", doc: "{\"name\": \"a\",\n \"items\": [{\"port\": true}],\n \"zzz\": 1}",
+			want: []problem{{"items[0].port", "must be a number, not true or false (line 2, column 21)"}}},
+		{name: "column counts characters", doc: `{"name": "é", "x": 1}`, want: []problem{{"x", `unknown field "x" (line 1, column 15)`}}},
+		{name: "unknown enum name", doc: `{"mode": "FTP"}`, want: []problem{{"mode", `unknown value "FTP"; one of ANY, HTTP`}}},
+		{name: "field set twice", doc: `{"name": "a", "name": "b"}`, want: []problem{{"name", `duplicate field "name" (line 1, column 15)`}}},
+		{name: "field set twice, all problems", doc: `{"name": "a", "name": "b"}`, mode: AllProblems, want: []problem{{"name", `name is set twice (also as "name")`}}},
+		{name: "too deep, first problem", doc: strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40),
+			want: []problem{{strings.TrimSuffix(strings.Repeat("a.", 33), "."), "nested deeper than 32 levels"}}},
+		{name: "JSON syntax, first problem", doc: "{\"items\": [{\"host\": \"h\"},\n ]}", want: []problem{{"items[1]", "unexpected token ] (line 2, column 2)"}}},
+		{name: "JSON syntax, bad literal", doc: `{"name": tru}`, want: []problem{{"name", "unexpected token tru (line 1, column 10)"}}},
+		{name: "JSON cut short", doc: `{"items": [`, want: []problem{{"items", "unexpected end of the document"}}},
 		{name: "all problems", doc: `{"name": 1, "items": [{"host": "h", "srv": "s", "tls": "yes"}], "mode": "FTP", "x": 1}`, mode: AllProblems,
 			want: []problem{
 				{"name", "must be a string, not a number"},
@@ -195,30 +212,5 @@ func TestFieldErrors(t *testing.T) {
 	}
 	if got, want := b.Error(), "f: unreadable"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
-	}
-}
-
-func TestJSONPathAt(t *testing.T) {
-	t.Parallel()
-	js := `{"a": {"b": [1, {"c": "x", "d": [true]}]}, "e": 2}`
-	tests := []struct {
-		at   string // the token whose start is looked up
-		want string
-	}{
-		{`"a"`, "a"},
-		{`{"b"`, "a"},
-		{`"b"`, "a.b"},
-		{`1`, "a.b[0]"},
-		{`"c"`, "a.b[1].c"},
-		{`"x"`, "a.b[1].c"},
-		{`true`, "a.b[1].d[0]"},
-		{`"e"`, "e"},
-		{`2`, "e"},
-	}
-	for _, tt := range tests {
-		off := strings.Index(js, tt.at)
-		if got := jsonPathAt([]byte(js), off); got != tt.want {
-			t.Errorf("jsonPathAt(%s) = %q, want %q", tt.at, got, tt.want)
-		}
 	}
 }

@@ -8,11 +8,12 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// maxDepth bounds the nesting of a document in AllProblems mode; config documents are a handful of levels deep.
+// maxDepth bounds the nesting of a document; config documents are a handful of levels deep.
 const maxDepth = 32
 
 // kind is the JSON type of a node.
@@ -33,36 +34,73 @@ func (k kind) String() string {
 
 // node is a parsed JSON value that keeps the order of object members.
 type node struct {
-	kind  kind
-	keys  []string // object member names, in order
-	vals  []*node  // object member values (kindObject) or list elements (kindArray)
-	str   string   // string value, or the number's text
-	truth bool
+	kind    kind
+	off     int64    // byte offset of the value in the document
+	keys    []string // object member names, in order
+	keyOffs []int64  // byte offsets of the member names
+	vals    []*node  // object member values (kindObject) or list elements (kindArray)
+	str     string   // string value, or the number's text
+	truth   bool
 }
 
+// syntaxError is where and why a document is not JSON (or too deep to read).
+type syntaxError struct {
+	path string // of the value being read
+	off  int64  // where reading stopped
+	err  error
+}
+
+func (e *syntaxError) Error() string { return strings.TrimPrefix(e.err.Error(), "json: ") }
+
 // parseJSON parses one JSON value, with nothing but white space after it.
-func parseJSON(js []byte) (*node, error) {
+func parseJSON(js []byte) (*node, *syntaxError) {
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.UseNumber()
-	n, err := parseValue(dec, 0)
+	n, err := parseValue(dec, js, 0, "")
 	if err == nil {
 		if _, extra := dec.Token(); extra != io.EOF {
-			err = errors.New("unexpected data after the document")
+			err = &syntaxError{off: dec.InputOffset(), err: errors.New("unexpected data after the document")}
 		}
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		err = errors.New("unexpected end of the document")
+	var se *syntaxError
+	if !errors.As(err, &se) && err != nil {
+		se = &syntaxError{off: dec.InputOffset(), err: err}
 	}
-	if err != nil {
-		line, col := position(js, dec.InputOffset())
-		return nil, fmt.Errorf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(err.Error(), "json: "))
+	if se != nil && (errors.Is(se.err, io.EOF) || errors.Is(se.err, io.ErrUnexpectedEOF)) {
+		se.err = errors.New("unexpected end of the document")
+	}
+	if se != nil {
+		return nil, se
 	}
 	return n, nil
 }
 
-func parseValue(dec *json.Decoder, depth int) (*node, error) {
+// describe says what is wrong at se in the words of FirstProblem: the token found where it does not belong.
+func (se *syntaxError) describe(js []byte) string {
+	off := tokenStart(js, se.off)
+	if errors.Is(se.err, errTooDeep) || off >= int64(len(js)) {
+		return se.Error()
+	}
+	end := off + 1
+	for end < int64(len(js)) && end-off < 20 && strings.IndexByte(" \t\r\n,:[]{}\"", js[end]) < 0 {
+		end++
+	}
+	return "unexpected token " + string(js[off:end])
+}
+
+// errTooDeep refuses documents nested deeper than maxDepth.
+var errTooDeep = fmt.Errorf("nested deeper than %d levels", maxDepth)
+
+func parseValue(dec *json.Decoder, js []byte, depth int, path string) (_ *node, err error) {
+	off := tokenStart(js, dec.InputOffset())
+	defer func() {
+		var se *syntaxError
+		if err != nil && !errors.As(err, &se) {
+			err = &syntaxError{path: path, off: dec.InputOffset(), err: err}
+		}
+	}()
 	if depth > maxDepth {
-		return nil, fmt.Errorf("nested deeper than %d levels", maxDepth)
+		return nil, errTooDeep
 	}
 	tok, err := dec.Token()
 	if err == io.EOF {
@@ -73,20 +111,24 @@ func parseValue(dec *json.Decoder, depth int) (*node, error) {
 	}
 	switch v := tok.(type) {
 	case json.Delim:
-		n := &node{kind: kindArray}
+		n := &node{kind: kindArray, off: off}
 		if v == '{' {
 			n.kind = kindObject
 		}
-		for dec.More() {
+		for i := 0; dec.More(); i++ {
+			childPath := fmt.Sprintf("%s[%d]", path, i)
 			if n.kind == kindObject {
+				keyOff := tokenStart(js, dec.InputOffset())
 				k, err := dec.Token()
 				if err != nil {
 					return nil, err
 				}
 				key, _ := k.(string)
 				n.keys = append(n.keys, key)
+				n.keyOffs = append(n.keyOffs, keyOff)
+				childPath = joinPath(path, key)
 			}
-			child, err := parseValue(dec, depth+1)
+			child, err := parseValue(dec, js, depth+1, childPath)
 			if err != nil {
 				return nil, err
 			}
@@ -97,61 +139,98 @@ func parseValue(dec *json.Decoder, depth int) (*node, error) {
 		}
 		return n, nil
 	case string:
-		return &node{kind: kindString, str: v}, nil
+		return &node{kind: kindString, off: off, str: v}, nil
 	case json.Number:
-		return &node{kind: kindNumber, str: v.String()}, nil
+		return &node{kind: kindNumber, off: off, str: v.String()}, nil
 	case bool:
-		return &node{kind: kindBool, truth: v}, nil
+		return &node{kind: kindBool, off: off, truth: v}, nil
 	default:
-		return &node{kind: kindNull}, nil
+		return &node{kind: kindNull, off: off}, nil
 	}
 }
 
-// position converts a byte offset of js into a 1-based line and column.
+// tokenStart returns where the token after offset off of js starts: past white space and the ',' or ':' that
+// separate tokens.
+func tokenStart(js []byte, off int64) int64 {
+	for off < int64(len(js)) && strings.IndexByte(" \t\r\n,:", js[off]) >= 0 {
+		off++
+	}
+	return off
+}
+
+// position converts a byte offset of js into a 1-based line and column; columns count characters.
 func position(js []byte, off int64) (line, col int) {
 	if off > int64(len(js)) {
 		off = int64(len(js))
 	}
 	before := js[:off]
 	line = bytes.Count(before, []byte("\n")) + 1
-	col = int(off) - (bytes.LastIndexByte(before, '\n') + 1) + 1
+	col = utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:]) + 1
 	return line, col
 }
 
-// schemaCheck compares a JSON tree with a message descriptor the way protojson reads it, collecting every problem.
+// schemaCheck compares a JSON tree with a message descriptor the way protojson reads it, collecting every problem
+// in document order. It accepts everything protojson accepts; what it lets through that protojson refuses is left
+// to protojson's error.
 type schemaCheck struct {
-	file string
-	errs []error
+	file  string
+	first bool   // FirstProblem: its phrasing, and enum numbers the schema does not know are accepted
+	js    []byte // with FirstProblem, the document as written in JSON, for line and column; nil otherwise
+	errs  []error
 }
 
-func (s *schemaCheck) fail(path, format string, args ...any) {
-	s.errs = append(s.errs, &FieldError{File: s.file, Field: path, Reason: fmt.Sprintf(format, args...)})
+// fail records a problem of the token at byte offset off.
+func (s *schemaCheck) fail(path string, off int64, format string, args ...any) {
+	reason := fmt.Sprintf(format, args...)
+	if s.js != nil {
+		line, col := position(s.js, off)
+		reason += fmt.Sprintf(" (line %d, column %d)", line, col)
+	}
+	s.errs = append(s.errs, &FieldError{File: s.file, Field: path, Reason: reason})
 }
 
 // message checks an object against md.
 func (s *schemaCheck) message(md protoreflect.MessageDescriptor, n *node, path string) {
+	if md.FullName().Parent() == "google.protobuf" {
+		return // well-known types have JSON forms of their own; protojson checks them
+	}
 	fields := md.Fields()
 	seen := map[protoreflect.FieldNumber]string{}
 	oneofs := map[protoreflect.FullName]string{}
 	for i, key := range n.keys {
-		val := n.vals[i]
+		val, keyOff := n.vals[i], n.keyOffs[i]
 		p := joinPath(path, key)
 		fd := fields.ByJSONName(key)
 		if fd == nil {
 			fd = fields.ByTextName(key)
 		}
-		if fd == nil {
-			s.fail(p, "unknown field %s; the fields here are %s", strconv.Quote(key), fieldNames(md))
+		switch {
+		case fd == nil && s.first:
+			s.fail(p, keyOff, "unknown field %s", strconv.Quote(key))
+			continue
+		case fd == nil:
+			s.fail(p, keyOff, "unknown field %s; the fields here are %s", strconv.Quote(key), fieldNames(md))
 			continue
 		}
 		if prev, dup := seen[fd.Number()]; dup {
-			s.fail(p, "%s is set twice (also as %s)", fd.Name(), strconv.Quote(prev))
+			switch {
+			case s.first && prev == key:
+				s.fail(p, keyOff, "duplicate field %s", strconv.Quote(key))
+			case s.first:
+				s.fail(p, keyOff, "duplicate field %s (also set as %s)", strconv.Quote(key), strconv.Quote(prev))
+			default:
+				s.fail(p, keyOff, "%s is set twice (also as %s)", fd.Name(), strconv.Quote(prev))
+			}
 			continue
 		}
 		seen[fd.Number()] = key
 		if od := fd.ContainingOneof(); od != nil && val.kind != kindNull {
 			if prev, set := oneofs[od.FullName()]; set {
-				s.fail(p, "only one of %s may be set; %s is set too", oneofNames(od), strconv.Quote(prev))
+				if s.first {
+					s.fail(p, keyOff, "only one %s may be set (%s); %s is a second one", od.Name(), alternatives(od), strconv.Quote(key))
+				} else {
+					s.fail(p, keyOff, "only one of %s may be set; %s is set too", oneofNames(od), strconv.Quote(prev))
+				}
 				continue
 			}
 			oneofs[od.FullName()] = key
@@ -160,7 +239,7 @@ func (s *schemaCheck) message(md protoreflect.MessageDescriptor, n *node, path s
 		case val.kind == kindNull:
 		case fd.IsList():
 			if val.kind != kindArray {
-				s.fail(p, "must be a list, not %s", val.kind)
+				s.fail(p, val.off, "must be a list, not %s", val.kind)
 				continue
 			}
 			for j, el := range val.vals {
@@ -168,11 +247,16 @@ func (s *schemaCheck) message(md protoreflect.MessageDescriptor, n *node, path s
 			}
 		case fd.IsMap():
 			if val.kind != kindObject {
-				s.fail(p, "must be a map, not %s", val.kind)
+				s.fail(p, val.off, "must be a map, not %s", val.kind)
 				continue
 			}
 			for j, k := range val.keys {
-				s.value(fd.MapValue(), val.vals[j], joinPath(p, k))
+				kp := joinPath(p, k)
+				if why := checkMapKey(fd.MapKey().Kind(), k); why != "" {
+					s.fail(kp, val.keyOffs[j], "invalid map key %s: %s", strconv.Quote(k), why)
+					continue
+				}
+				s.value(fd.MapValue(), val.vals[j], kp)
 			}
 		default:
 			s.value(fd, val, p)
@@ -183,10 +267,13 @@ func (s *schemaCheck) message(md protoreflect.MessageDescriptor, n *node, path s
 // value checks one (non-list) value of field fd.
 func (s *schemaCheck) value(fd protoreflect.FieldDescriptor, n *node, path string) {
 	want := kindString
-	switch fd.Kind() {
+	switch k := fd.Kind(); k {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
+		if fd.Message().FullName().Parent() == "google.protobuf" {
+			return // see message
+		}
 		if n.kind != kindObject {
-			s.fail(path, "must be an object, not %s", n.kind)
+			s.fail(path, n.off, "must be an object, not %s", n.kind)
 			return
 		}
 		s.message(fd.Message(), n, path)
@@ -196,20 +283,33 @@ func (s *schemaCheck) value(fd protoreflect.FieldDescriptor, n *node, path strin
 		return
 	case protoreflect.BoolKind:
 		want = kindBool
-	case protoreflect.StringKind, protoreflect.BytesKind:
+	case protoreflect.StringKind:
 		want = kindString
-	default: // numbers, which protojson also accepts as strings
-		if n.kind == kindNumber || n.kind == kindString {
+	case protoreflect.BytesKind:
+		if n.kind == kindString && !isBase64(n.str) {
+			s.fail(path, n.off, "invalid value %s for a field of type bytes: not base64", strconv.Quote(n.str))
 			return
 		}
-		want = kindNumber
+	default: // numbers, which protojson also accepts as strings
+		if n.kind != kindNumber && n.kind != kindString {
+			s.fail(path, n.off, "must be a number, not %s", n.kind)
+			return
+		}
+		if !numberFits(k, n) {
+			shown := n.str
+			if n.kind == kindString {
+				shown = strconv.Quote(n.str)
+			}
+			s.fail(path, n.off, "invalid value %s for a field of type %s", shown, k)
+		}
+		return
 	}
 	if n.kind != want {
-		s.fail(path, "must be %s, not %s", want, n.kind)
+		s.fail(path, n.off, "must be %s, not %s", want, n.kind)
 	}
 }
 
-// enum checks that n names a value of ed, by name or number.
+// enum checks that n names a value of ed, by name or number (FirstProblem: any int32 number).
 func (s *schemaCheck) enum(ed protoreflect.EnumDescriptor, n *node, path string) {
 	switch n.kind {
 	case kindString:
@@ -217,7 +317,7 @@ func (s *schemaCheck) enum(ed protoreflect.EnumDescriptor, n *node, path string)
 			return
 		}
 	case kindNumber:
-		if v, err := strconv.ParseInt(n.str, 10, 32); err == nil && ed.Values().ByNumber(protoreflect.EnumNumber(v)) != nil {
+		if v, ok := integer(n.str, 32, false); ok && (s.first || ed.Values().ByNumber(protoreflect.EnumNumber(v.Int64())) != nil) {
 			return
 		}
 	}
@@ -231,7 +331,7 @@ func (s *schemaCheck) enum(ed protoreflect.EnumDescriptor, n *node, path string)
 	} else if n.kind == kindString {
 		shown = strconv.Quote(n.str)
 	}
-	s.fail(path, "unknown value %s; one of %s", shown, strings.Join(names, ", "))
+	s.fail(path, n.off, "unknown value %s; one of %s", shown, strings.Join(names, ", "))
 }
 
 func fieldNames(md protoreflect.MessageDescriptor) string {
