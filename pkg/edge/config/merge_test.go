@@ -166,6 +166,7 @@ func TestDocumentsRoundTrip(t *testing.T) {
 	file.HTTPAdhoc = []route.Adhoc{{NamePattern: "*.pods.cluster.local", DefaultPort: 8080, AllowedPorts: []uint32{8080},
 		AllowedRanges: []route.PortRange{{From: 9000, To: 9100}}, Replace: &route.NameReplace{Pattern: "-", Substitution: "."},
 		RequiredPermissions: []string{"adhoc"}}}
+	file.HTTPRoutes[0].PathCaseInsensitive, file.HTTPRoutes[0].AllowEncodedSlashes = true, true
 	merged, rejected := Merge(file, Check([]Generated{gen}))
 	if len(rejected) > 0 {
 		t.Fatal(rejected[0].Err)
