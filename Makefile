@@ -27,8 +27,10 @@ unit:
 e2e:
 	$(GO) test -race -count=1 -timeout 10m ./e2e/...
 
-## bench: direct vs plain ReverseProxy+TLS vs kedge vs nginx vs winch->kedge on h1, h2, gRPC unary/streaming and
-## CONNECT, in one run on this machine, with ratios (scripts/bench.sh; ~80 s on 2 cores).
+## bench: one report of direct vs plain ReverseProxy+TLS vs kedge vs nginx vs winch->kedge on h1, h2, gRPC
+## unary/streaming (nginx grpc_pass) and CONNECT, with ratios and proxy CPU per request; open-loop latency at half
+## of kedge's rate; memory per idle TLS connection (10,000); issue 10's targets with HOLDS/MISS. Medians of COUNT
+## runs (make bench COUNT=3). scripts/bench.sh; ~3 min per run on 2 cores.
 bench:
 	GO=$(GO) scripts/bench.sh
 
@@ -36,7 +38,7 @@ bench:
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
-## bench-smoke: every benchmark once, so they cannot rot (part of make test).
+## bench-smoke: every benchmark once (-benchtime 1x; 100 idle connections), so they cannot rot (part of make test).
 bench-smoke:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./e2e/ ./pkg/...
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -150,55 +149,4 @@ func benchConnectThrough(b *testing.B, c net.Conn, extra string) (io.Writer, io.
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, br, func() { c.Close() }
-}
-
-// benchNginxConf is a TLS reverse proxy (h1 and h2) to one plaintext HTTP/1.1 upstream with pooled connections; every
-// path nginx writes is under the prefix directory, so it runs without root.
-const benchNginxConf = `worker_processes auto;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/client_body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  upstream echo {
-    server %[2]s;
-    keepalive 128;
-  }
-  server {
-    listen %[3]s ssl http2;
-    ssl_certificate %[4]s;
-    ssl_certificate_key %[5]s;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    keepalive_requests 100000;
-    location / {
-      proxy_pass http://echo;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-    }
-  }
-}
-`
-
-// startNginx runs nginx, when installed, as a TLS reverse proxy to upstream; otherwise it records why the nginx
-// cases are skipped.
-func (e *benchEnv) startNginx(b *testing.B, dir, certFile, keyFile, upstream string) {
-	path, err := exec.LookPath("nginx")
-	if err != nil {
-		if path, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
-			e.nginxSkip = "nginx is not installed (Debian package nginx: apt-get install -y nginx)"
-			return
-		}
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", benchPorts(b, 1)[0])
-	conf := benchWrite(b, dir, "nginx.conf", fmt.Sprintf(benchNginxConf, dir, upstream, addr, certFile, keyFile))
-	e.nginx = startBenchProc(b, dir, path, "-p", dir, "-c", conf, "-e", dir+"/error.log")
-	e.nginx.waitDial(b, addr)
-	e.nginxHTTPS = addr
 }

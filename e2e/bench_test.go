@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -27,23 +28,36 @@ const (
 	benchStreamParallelism = 2
 	benchStreamMessages    = 1000 // messages per server stream; a benchmark opens as many streams as b.N needs
 	benchBody              = 1024
+	benchLoadTimeout       = 5 * time.Minute // bounds every closed-loop case, whatever b.N is
 )
 
 // BenchmarkProxy compares the same traffic sent directly to a TLS backend, through a plain ReverseProxy+TLS (the
 // reliability catalog's reference, e2e/benchreport/refproxy), through kedge, through nginx (when installed) and
 // through winch -> kedge, on one machine in one run. Names are BenchmarkProxy/<traffic>/<path>; e2e/benchreport
-// turns the output into a table of ratios (make bench). Besides the rate, each proxied case reports the proxies'
-// CPU time per operation (proxy-cpu-us/op, from /proc), which the load generator sharing the cores does not blur.
-// Every case checks its first answer, so a misrouted benchmark fails instead of measuring errors.
+// turns the output into one table with ratios and issue 10's targets (make bench). Besides the rate, each proxied
+// case reports the proxies' CPU time per operation (proxy-cpu-us/op, from /proc), which the load generator sharing
+// the cores does not blur. Every case checks its first answer, so a misrouted benchmark fails instead of measuring
+// errors.
 //
-// With KEDGE_BENCH_CPUPROFILE=<file> it first writes a 5-second CPU profile of kedge under the HTTP/1.1 load.
+// The traffic kinds: h1 and h2 (1 KiB GETs, closed loop), grpc-unary and grpc-stream (1 KiB answers), connect
+// (64 KiB chunks through a tunnel), open-h1 and open-h2 (the same GETs at a fixed rate, half of kedge's closed-loop
+// rate of this run, for latency without coordinated omission; bench_openloop_test.go) and idle-h1 and idle-h2
+// (resident memory per idle TLS connection of a freshly started proxy; bench_idle_test.go).
+//
+// Environment: KEDGE_BENCH_CPUPROFILE=<file> first writes a 5-second CPU profile of kedge under the HTTP/1.1 load;
+// KEDGE_BENCH_IDLE_CONNS (default 10000, or 100 with -benchtime Nx) sets the idle connections per idle-* case;
+// KEDGE_BENCH_OPEN_RATE (req/s) replaces half of kedge's measured rate in the open-* cases.
 func BenchmarkProxy(b *testing.B) {
 	e := newBenchEnv(b)
 	if path := os.Getenv("KEDGE_BENCH_CPUPROFILE"); path != "" {
 		e.profileKedge(b, path)
 	}
 	sizeURL := "https://" + benchHost + "/size?bytes=1024"
-	viaWinch := []*benchProc{e.winch, e.kedge}
+	var (
+		kedge    = []*benchProc{e.kedge}
+		nginx    = []*benchProc{e.nginx}
+		viaWinch = []*benchProc{e.winch, e.kedge}
+	)
 	tests := []struct {
 		traffic, path string
 		procs         []*benchProc // whose CPU time is reported per operation
@@ -51,28 +65,52 @@ func BenchmarkProxy(b *testing.B) {
 	}{
 		{"h1", "direct", nil, func(b *testing.B) { benchHTTP(b, e.httpClient(e.directHTTPS, false), sizeURL, 1, "") }},
 		{"h1", "goref", []*benchProc{e.ref}, func(b *testing.B) { benchHTTP(b, e.refClient(b, false), sizeURL, 1, "") }},
-		{"h1", "kedge", []*benchProc{e.kedge}, func(b *testing.B) {
-			benchHTTP(b, e.httpClient(e.kedgeHTTPS, false), sizeURL, 1, benchToken)
+		{"h1", "kedge", kedge, func(b *testing.B) {
+			e.saturation["h1"] = benchHTTP(b, e.httpClient(e.kedgeHTTPS, false), sizeURL, 1, benchToken)
 		}},
-		{"h1", "nginx", []*benchProc{e.nginx}, func(b *testing.B) { benchHTTP(b, e.nginxClient(b, false), sizeURL, 1, "") }},
+		{"h1", "nginx", nginx, func(b *testing.B) { benchHTTP(b, e.nginxClient(b, false), sizeURL, 1, "") }},
 		{"h1", "winch", viaWinch, func(b *testing.B) {
 			benchHTTP(b, e.winchClient(b), "http://"+benchHost+"/size?bytes=1024", 1, "")
 		}},
 		{"h2", "direct", nil, func(b *testing.B) { benchHTTP(b, e.httpClient(e.directHTTPS, true), sizeURL, 2, "") }},
 		{"h2", "goref", []*benchProc{e.ref}, func(b *testing.B) { benchHTTP(b, e.refClient(b, true), sizeURL, 2, "") }},
-		{"h2", "kedge", []*benchProc{e.kedge}, func(b *testing.B) {
-			benchHTTP(b, e.httpClient(e.kedgeHTTPS, true), sizeURL, 2, benchToken)
+		{"h2", "kedge", kedge, func(b *testing.B) {
+			e.saturation["h2"] = benchHTTP(b, e.httpClient(e.kedgeHTTPS, true), sizeURL, 2, benchToken)
 		}},
-		{"h2", "nginx", []*benchProc{e.nginx}, func(b *testing.B) { benchHTTP(b, e.nginxClient(b, true), sizeURL, 2, "") }},
+		{"h2", "nginx", nginx, func(b *testing.B) { benchHTTP(b, e.nginxClient(b, true), sizeURL, 2, "") }},
 		{"grpc-unary", "direct", nil, func(b *testing.B) { benchUnary(b, e.grpcTLS(b, e.directGRPC), "") }},
-		{"grpc-unary", "kedge", []*benchProc{e.kedge}, func(b *testing.B) { benchUnary(b, e.grpcTLS(b, e.kedgeGRPC), benchToken) }},
+		{"grpc-unary", "kedge", kedge, func(b *testing.B) { benchUnary(b, e.grpcTLS(b, e.kedgeGRPC), benchToken) }},
+		{"grpc-unary", "nginx", nginx, func(b *testing.B) { benchUnary(b, e.grpcNginx(b), "") }},
 		{"grpc-unary", "winch", viaWinch, func(b *testing.B) { benchUnary(b, e.grpcWinch(b), "") }},
 		{"grpc-stream", "direct", nil, func(b *testing.B) { benchStream(b, e.grpcTLS(b, e.directGRPC), "") }},
-		{"grpc-stream", "kedge", []*benchProc{e.kedge}, func(b *testing.B) { benchStream(b, e.grpcTLS(b, e.kedgeGRPC), benchToken) }},
+		{"grpc-stream", "kedge", kedge, func(b *testing.B) { benchStream(b, e.grpcTLS(b, e.kedgeGRPC), benchToken) }},
+		{"grpc-stream", "nginx", nginx, func(b *testing.B) { benchStream(b, e.grpcNginx(b), "") }},
 		{"grpc-stream", "winch", viaWinch, func(b *testing.B) { benchStream(b, e.grpcWinch(b), "") }},
 		{"connect", "direct", nil, func(b *testing.B) { benchConnect(b, e.dialDirect) }},
-		{"connect", "kedge", []*benchProc{e.kedge}, func(b *testing.B) { benchConnect(b, e.dialKedge) }},
+		{"connect", "kedge", kedge, func(b *testing.B) { benchConnect(b, e.dialKedge) }},
 		{"connect", "winch", viaWinch, func(b *testing.B) { benchConnect(b, e.dialWinch) }},
+		{"open-h1", "direct", nil, func(b *testing.B) {
+			benchOpenLoop(b, e.httpClient(e.directHTTPS, false), sizeURL, 1, "", e.openLoopRate(b, "h1"))
+		}},
+		{"open-h1", "kedge", kedge, func(b *testing.B) {
+			benchOpenLoop(b, e.httpClient(e.kedgeHTTPS, false), sizeURL, 1, benchToken, e.openLoopRate(b, "h1"))
+		}},
+		{"open-h1", "nginx", nginx, func(b *testing.B) {
+			benchOpenLoop(b, e.nginxClient(b, false), sizeURL, 1, "", e.openLoopRate(b, "h1"))
+		}},
+		{"open-h2", "direct", nil, func(b *testing.B) {
+			benchOpenLoop(b, e.httpClient(e.directHTTPS, true), sizeURL, 2, "", e.openLoopRate(b, "h2"))
+		}},
+		{"open-h2", "kedge", kedge, func(b *testing.B) {
+			benchOpenLoop(b, e.httpClient(e.kedgeHTTPS, true), sizeURL, 2, benchToken, e.openLoopRate(b, "h2"))
+		}},
+		{"open-h2", "nginx", nginx, func(b *testing.B) {
+			benchOpenLoop(b, e.nginxClient(b, true), sizeURL, 2, "", e.openLoopRate(b, "h2"))
+		}},
+		{"idle-h1", "kedge", nil, func(b *testing.B) { e.benchIdle(b, false, e.idleKedge) }},
+		{"idle-h1", "nginx", nil, func(b *testing.B) { e.benchIdle(b, false, e.idleNginx) }},
+		{"idle-h2", "kedge", nil, func(b *testing.B) { e.benchIdle(b, true, e.idleKedge) }},
+		{"idle-h2", "nginx", nil, func(b *testing.B) { e.benchIdle(b, true, e.idleNginx) }},
 	}
 	for _, tc := range tests {
 		b.Run(tc.traffic+"/"+tc.path, func(b *testing.B) {
@@ -131,29 +169,37 @@ func (e *benchEnv) winchClient(b *testing.B) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// benchHTTP GETs url (a 1 KiB answer) b.N times from benchHTTPParallelism goroutines per CPU. token, if set, is sent as
-// the proxy token.
-func benchHTTP(b *testing.B, c *http.Client, target string, protoMajor int, token string) {
-	defer c.CloseIdleConnections()
-	get := func() (*http.Response, error) {
-		req, err := http.NewRequest(http.MethodGet, target, nil)
-		if err != nil {
-			return nil, err
-		}
-		if token != "" {
-			req.Header.Set("Proxy-Authorization", "Bearer "+token)
-		}
-		return c.Do(req)
-	}
-	resp, err := get()
+// benchGet GETs target through c, with the proxy token when set, and reads the whole answer. It fails unless the
+// answer is a 200 over HTTP/protoMajor with benchBody bytes.
+func benchGet(ctx context.Context, c *http.Client, target string, protoMajor int, token string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
-	n, _ := io.Copy(io.Discard, resp.Body)
+	if token != "" {
+		req.Header.Set("Proxy-Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || n != benchBody || resp.ProtoMajor != protoMajor {
-		b.Fatalf("first answer: %s %s with %d bytes (X-Kedge-Error: %q); want HTTP/%d 200 with %d bytes",
-			resp.Proto, resp.Status, n, resp.Header.Get("X-Kedge-Error"), protoMajor, benchBody)
+	if err != nil || resp.StatusCode != http.StatusOK || n != benchBody || resp.ProtoMajor != protoMajor {
+		return fmt.Errorf("%s %s with %d bytes (X-Kedge-Error: %q, %v); want HTTP/%d 200 with %d bytes",
+			resp.Proto, resp.Status, n, resp.Header.Get("X-Kedge-Error"), err, protoMajor, benchBody)
+	}
+	return nil
+}
+
+// benchHTTP GETs url (a 1 KiB answer) b.N times from benchHTTPParallelism goroutines per CPU and returns the rate
+// (requests per second). token, if set, is sent as the proxy token.
+func benchHTTP(b *testing.B, c *http.Client, target string, protoMajor int, token string) float64 {
+	defer c.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), benchLoadTimeout)
+	defer cancel()
+	if err := benchGet(ctx, c, target, protoMajor, token); err != nil {
+		b.Fatalf("first answer: %v", err)
 	}
 	lat := &benchLatencies{}
 	b.SetParallelism(benchHTTPParallelism)
@@ -163,27 +209,28 @@ func benchHTTP(b *testing.B, c *http.Client, target string, protoMajor int, toke
 		defer func() { lat.add(mine) }()
 		for pb.Next() {
 			start := time.Now()
-			resp, err := get()
-			if err != nil {
+			if err := benchGet(ctx, c, target, protoMajor, token); err != nil {
 				b.Error(err)
-				return
-			}
-			n, err := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != http.StatusOK || n != benchBody {
-				b.Errorf("answer: %s with %d bytes, %v", resp.Status, n, err)
 				return
 			}
 			mine = append(mine, time.Since(start))
 		}
 	})
 	b.StopTimer()
-	benchReportRate(b, "req/s", 1)
 	lat.report(b)
+	return benchReportRate(b, "req/s", 1)
 }
 
 func (e *benchEnv) grpcTLS(b *testing.B, addr string) *grpc.ClientConn {
 	return benchGRPCConn(b, addr, grpc.WithTransportCredentials(credentials.NewTLS(e.tlsConfig())))
+}
+
+// grpcNginx dials nginx's TLS port, whose grpc_pass location proxies the test service to the plaintext backend.
+func (e *benchEnv) grpcNginx(b *testing.B) *grpc.ClientConn {
+	if e.nginxSkip != "" {
+		b.Skip(e.nginxSkip)
+	}
+	return e.grpcTLS(b, e.nginxHTTPS)
 }
 
 // grpcWinch dials winch's plaintext gRPC port with the destination as :authority.
@@ -212,7 +259,7 @@ func benchGRPCContext(ctx context.Context, token string) context.Context {
 // benchUnary makes b.N UnaryCalls with a 1 KiB answer from benchUnaryParallelism goroutines per CPU over one conn.
 func benchUnary(b *testing.B, cc *grpc.ClientConn, token string) {
 	c := testpb.NewTestServiceClient(cc)
-	ctx, cancel := context.WithTimeout(benchGRPCContext(context.Background(), token), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(benchGRPCContext(context.Background(), token), benchLoadTimeout)
 	defer cancel()
 	req := &testpb.SimpleRequest{ResponseSize: benchBody}
 	if resp, err := c.UnaryCall(ctx, req); err != nil || len(resp.GetPayload().GetBody()) != benchBody {
@@ -302,11 +349,15 @@ func benchStream(b *testing.B, cc *grpc.ClientConn, token string) {
 	benchReportRate(b, "msg/s", 1)
 }
 
-// benchReportRate reports b.N*perOp divided by the elapsed time, in unit.
-func benchReportRate(b *testing.B, unit string, perOp float64) {
-	if s := b.Elapsed().Seconds(); s > 0 {
-		b.ReportMetric(float64(b.N)*perOp/s, unit)
+// benchReportRate reports b.N*perOp divided by the elapsed time, in unit, and returns it (0 when no time passed).
+func benchReportRate(b *testing.B, unit string, perOp float64) float64 {
+	s := b.Elapsed().Seconds()
+	if s <= 0 {
+		return 0
 	}
+	rate := float64(b.N) * perOp / s
+	b.ReportMetric(rate, unit)
+	return rate
 }
 
 // benchLatencies collects per-request durations from the RunParallel goroutines.

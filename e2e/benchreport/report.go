@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 )
 
 // rateUnits are the throughput metrics a benchmark may report, in order of preference.
@@ -17,11 +16,37 @@ var rateUnits = []string{"req/s", "msg/s", "MB/s"}
 // knownPaths is the column order; paths the benchmark adds later are appended in the order they appear.
 var knownPaths = []string{"direct", "goref", "kedge", "nginx", "winch"}
 
-// ratios are the quotient columns: numerator path / denominator path.
-var ratios = [][2]string{{"kedge", "direct"}, {"kedge", "goref"}, {"nginx", "direct"}, {"winch", "direct"}}
+// ratios are the quotient columns of the throughput table: numerator path / denominator path.
+var ratios = [][2]string{{"kedge", "direct"}, {"kedge", "nginx"}, {"kedge", "goref"}, {"nginx", "direct"}, {"winch", "kedge"}}
 
-// targetRatio is reliability-catalog §5: kedge at >= 60% of the plain ReverseProxy+TLS reference.
-const targetRatio = 0.60
+// Metrics the benchmark reports besides the rates.
+const (
+	cpuMetric     = "proxy-cpu-us/op" // CPU time of the proxies per operation
+	rssMetric     = "rss-KiB/conn"    // resident memory per idle connection
+	connsMetric   = "conns"           // idle connections held
+	offeredMetric = "offered-req/s"   // the fixed rate of an open-loop case
+)
+
+// percentiles are the open-loop latency metrics, in the order printed.
+var percentiles = []struct{ metric, label string }{{"p50-ms", "p50"}, {"p99-ms", "p99"}, {"p999-ms", "p99.9"}}
+
+// The kinds of traffic, told apart by name: open-* send at a fixed rate (latency), idle-* hold idle connections
+// (memory), the others are closed-loop throughput.
+const (
+	kindRate = iota
+	kindOpen
+	kindIdle
+)
+
+func kindOf(traffic string) int {
+	switch {
+	case strings.HasPrefix(traffic, "open-"):
+		return kindOpen
+	case strings.HasPrefix(traffic, "idle-"):
+		return kindIdle
+	}
+	return kindRate
+}
 
 // result is one BenchmarkProxy/<traffic>/<path> case: every metric it reported (several values with -count).
 type result struct {
@@ -159,106 +184,4 @@ func (rep *report) rateUnit(traffic string) string {
 		}
 	}
 	return ""
-}
-
-// write prints the throughput table with ratios, the per-operation table, the skips and the target check.
-func (rep *report) write(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "Throughput (higher is better). goref = plain httputil.ReverseProxy + TLS, the catalog's reference.")
-	head := []string{"traffic", "unit"}
-	head = append(head, rep.paths...)
-	for _, r := range ratios {
-		head = append(head, r[0]+"/"+r[1])
-	}
-	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
-	for _, t := range rep.traffic {
-		unit := rep.rateUnit(t)
-		row := []string{t, unit}
-		for _, p := range rep.paths {
-			row = append(row, rep.cell(t, p, unit, "%.0f"))
-		}
-		for _, r := range ratios {
-			row = append(row, rep.ratio(t, unit, r[0], r[1]))
-		}
-		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(w, "\nPer operation (lower is better): latency percentiles under load, and the proxies' CPU time per")
-	fmt.Fprintln(w, "operation (request, stream message, or 64 KiB CONNECT chunk; winch = winch + kedge).")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "traffic\tpath\tp50 ms\tp99 ms\tproxy CPU µs/op\tCPU vs goref\t")
-	for _, t := range rep.traffic {
-		for _, p := range rep.paths {
-			res := rep.cases[t][p]
-			if res == nil || res.skip != "" {
-				continue
-			}
-			cpuRatio := "-"
-			if c, ok := rep.value(t, p, "proxy-cpu-us/op"); ok && p != "goref" {
-				if ref, ok := rep.value(t, "goref", "proxy-cpu-us/op"); ok && ref > 0 {
-					cpuRatio = fmt.Sprintf("%.2fx", c/ref)
-				}
-			}
-			p50, p99, cpu := rep.cell(t, p, "p50-ms", "%.2f"), rep.cell(t, p, "p99-ms", "%.2f"), rep.cell(t, p, "proxy-cpu-us/op", "%.1f")
-			if p50 == "-" && p99 == "-" && cpu == "-" {
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", t, p, p50, p99, cpu, cpuRatio)
-		}
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	var notes []string
-	for _, t := range rep.traffic {
-		for _, p := range rep.paths {
-			if res := rep.cases[t][p]; res != nil && res.skip != "" {
-				notes = append(notes, fmt.Sprintf("  %s/%s skipped: %s", t, p, res.skip))
-			}
-		}
-	}
-	for _, t := range []string{"h1", "h2"} {
-		unit := rep.rateUnit(t)
-		k, ok1 := rep.value(t, "kedge", unit)
-		g, ok2 := rep.value(t, "goref", unit)
-		if ok1 && ok2 && g > 0 {
-			verdict := "meets"
-			if k/g < targetRatio {
-				verdict = "BELOW"
-			}
-			notes = append(notes, fmt.Sprintf("  %s: kedge at %.0f%% of goref, %s the catalog's target of %.0f%%", t, 100*k/g, verdict, 100*targetRatio))
-		}
-	}
-	for _, f := range rep.failed {
-		notes = append(notes, "  FAILED: "+f)
-	}
-	if len(notes) > 0 {
-		fmt.Fprintln(w, "\nNotes:")
-		fmt.Fprintln(w, strings.Join(notes, "\n"))
-	}
-	return nil
-}
-
-func (rep *report) cell(traffic, path, metric, format string) string {
-	if res := rep.cases[traffic][path]; res != nil && res.skip != "" {
-		return "skip"
-	}
-	v, ok := rep.value(traffic, path, metric)
-	if !ok {
-		return "-"
-	}
-	return fmt.Sprintf(format, v)
-}
-
-func (rep *report) ratio(traffic, unit, num, den string) string {
-	n, ok1 := rep.value(traffic, num, unit)
-	d, ok2 := rep.value(traffic, den, unit)
-	if !ok1 || !ok2 || d == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", n/d)
 }
