@@ -15,7 +15,7 @@ import (
 // Buffering of a Logger's output (see asyncWriter).
 const (
 	flushAt   = 64 << 10 // bytes buffered that make the writer flush at once
-	dropAbove  = 4 << 20  // bytes buffered past which new lines are dropped (and counted) instead of growing memory
+	dropAbove = 4 << 20  // bytes buffered past which new lines are dropped (and counted) instead of growing memory
 )
 
 // asyncWriter batches log lines: a line is appended to a buffer, which is written to out every after the first
