@@ -209,9 +209,9 @@ func (p *Proxy) directAdhoc(target route.Target, c *call) (*adhocConn, func(), e
 	return conn, release, nil
 }
 
-// outgoingMetadata is the metadata sent to the backend: the client's, minus credentials meant for kedge, kedge-owned
-// x-kedge-* keys (as on the HTTP path, only x-kedge-info-logs passes), pseudo headers, hop-by-hop headers and gRPC's
-// own transport headers, plus the call's request ID.
+// outgoingMetadata is the metadata sent to the backend: the client's, minus what belongs to the hop to kedge
+// (wire.HopMetadata: pseudo headers, connection headers, gRPC's own transport keys, proxy-authorization) and the
+// kedge-owned x-kedge-* keys (as on the HTTP path, only x-kedge-info-logs passes), plus the call's request ID.
 func outgoingMetadata(in metadata.MD, requestID string) metadata.MD {
 	out := make(metadata.MD, len(in)+1)
 	for k, v := range in {
@@ -232,22 +232,7 @@ const (
 
 // dropKey reports whether an incoming metadata key must not be forwarded. Keys are lower case in metadata.MD.
 func dropKey(k string) bool {
-	if strings.HasPrefix(k, ":") {
-		return true
-	}
-	if strings.HasPrefix(k, kedgeMetadataPrefix) && k != metadataInfoLogs {
-		return true
-	}
-	switch k {
-	case wire.MetadataProxyAuthz, // kedge's own credential: never leaks to a backend
-		"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "host",
-		"content-type", "content-length", "user-agent",
-		// The proxy's own client negotiates these with the backend.
-		"grpc-accept-encoding", "grpc-encoding", "grpc-timeout", "grpc-status", "grpc-message",
-		"grpc-status-details-bin", "grpc-message-type", "grpc-previous-rpc-attempts", "grpc-retry-pushback-ms":
-		return true
-	}
-	return false
+	return wire.HopMetadata(k) || strings.HasPrefix(k, kedgeMetadataPrefix) && k != metadataInfoLogs
 }
 
 // describeRoute names a route in log lines by its conditions; metadata values are left out as they may be secret.

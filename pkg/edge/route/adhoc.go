@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
 // Target is an adhoc destination: the name to resolve (after dns_name_replace) and the port to dial. Host is lower
@@ -223,7 +225,7 @@ func (a *adhocRules) target(host string, port uint32, hasPort bool) (Target, err
 					"adhoc: replace pattern %q does not match host %q: configuration error", r.replace.Pattern, name)}
 			}
 			name = strings.ReplaceAll(name, r.replace.Pattern, r.replace.Substitution)
-			if _, err := netip.ParseAddr(name); err == nil || looksNumeric(name) || checkDNSName(name) != nil {
+			if looksNumeric(name) || checkDNSName(name) != nil { // IP literals included
 				return Target{}, &AdhocError{Msg: fmt.Sprintf("adhoc: host %q rewritten to %q, which is not a DNS name", host, name)}
 			}
 		}
@@ -251,20 +253,8 @@ func (a *adhocRules) targetHostPort(hostport string) (Target, error) {
 	return a.target(host, port, hasPort)
 }
 
-// looksNumeric reports whether a valid DNS name is one that resolvers may treat as an address or as the local host:
-// its last label is all digits or hex ("127.1", "2130706433", "0x7f000001"), or it is or ends in "localhost".
+// looksNumeric reports whether a valid DNS name is one that resolvers may treat as an address (wire.NumericHost:
+// "127.1", "2130706433", "0x7f000001") or as the local host: it is or ends in "localhost".
 func looksNumeric(name string) bool {
-	last := name[strings.LastIndexByte(name, '.')+1:]
-	if last == "localhost" {
-		return true
-	}
-	if strings.HasPrefix(last, "0x") {
-		return true
-	}
-	for i := 0; i < len(last); i++ {
-		if last[i] < '0' || last[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return wire.NumericHost(name) || name == "localhost" || strings.HasSuffix(name, ".localhost")
 }

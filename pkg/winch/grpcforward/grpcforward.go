@@ -207,19 +207,13 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	return metadata.NewOutgoingContext(ctx, c.metadata()), c, nil
 }
 
-// outgoingMetadata is what winch sends to kedge: the client's metadata minus pseudo headers, gRPC's transport
-// headers and any proxy-authorization (meant for winch, not kedge), plus a request ID and, in debug mode,
-// x-kedge-info-logs.
+// outgoingMetadata is what winch sends to kedge: the client's metadata minus what belongs to the hop to winch
+// (wire.HopMetadata: pseudo headers, connection headers, gRPC's transport keys, and any proxy-authorization, meant
+// for winch, not kedge), plus a request ID and, in debug mode, x-kedge-info-logs.
 func (p *Proxy) outgoingMetadata(in metadata.MD) metadata.MD {
 	out := make(metadata.MD, len(in)+2)
 	for k, v := range in {
-		if strings.HasPrefix(k, ":") {
-			continue
-		}
-		switch k {
-		case wire.MetadataProxyAuthz, "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding",
-			"upgrade", "host", "content-type", "content-length", "user-agent", "grpc-accept-encoding", "grpc-encoding",
-			"grpc-timeout", "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-message-type":
+		if wire.HopMetadata(k) {
 			continue
 		}
 		out[k] = slices.Clone(v)

@@ -206,9 +206,7 @@ func relayRefusal(req *http.Request, resp *http.Response) *http.Response {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxRelayedBody))
 	_ = resp.Body.Close()
 	hdr := resp.Header.Clone()
-	for _, k := range []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Trailer"} {
-		hdr.Del(k)
-	}
+	wire.RemoveConnectionHeaders(hdr, false) // they were about kedge's connection, not the client's
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	return &http.Response{
 		Status:        resp.Status,

@@ -365,22 +365,11 @@ func (h *Handler) logDone(req *http.Request, upstream string, status int, start 
 }
 
 // removeHopHeaders strips hop-by-hop headers (RFC 9110 §7.6.1) from a request that goproxy is about to forward:
-// the fixed list and those that Connection names. Connection and Upgrade stay on Upgrade requests, which need them.
+// the connection headers and those that Connection names (wire.RemoveConnectionHeaders; Connection and Upgrade stay
+// on Upgrade requests, which need them), and Proxy-Authenticate, which has no place in a request.
 func removeHopHeaders(h http.Header) {
-	if !isUpgrade(h) {
-		for _, v := range h.Values("Connection") {
-			for _, name := range strings.Split(v, ",") {
-				if name = strings.TrimSpace(name); name != "" {
-					h.Del(name)
-				}
-			}
-		}
-		h.Del("Connection")
-		h.Del("Upgrade")
-	}
-	for _, name := range [...]string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Te", "Trailer", "Transfer-Encoding"} {
-		h.Del(name)
-	}
+	wire.RemoveConnectionHeaders(h, isUpgrade(h))
+	h.Del("Proxy-Authenticate")
 }
 
 // isUpgrade reports whether a request asks to switch protocols (WebSocket, SPDY).

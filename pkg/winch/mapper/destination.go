@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
 // Sentinel errors of Map, for errors.Is.
@@ -101,8 +103,7 @@ func validPort(p string) bool {
 
 // ipLiteral reports whether hostport's host is an IP address and returns the address as written. Besides IPv4 and
 // IPv6 (bracketed or bare, with or without zone and port), a host whose last label is numeric ("127.1",
-// "2130706433", "0x7f.1") counts as an address: resolvers read such names as IPv4 numbers, and no DNS name ends in a
-// numeric label.
+// "2130706433", "0x7f.1") counts as an address, as kedge reads it too (wire.NumericHost).
 func ipLiteral(hostport string) (string, bool) {
 	if strings.HasPrefix(hostport, "[") {
 		end := strings.IndexByte(hostport, ']')
@@ -122,45 +123,10 @@ func ipLiteral(hostport string) (string, bool) {
 		return "", false
 	}
 	host, _, _ := strings.Cut(hostport, ":")
-	if _, err := netip.ParseAddr(host); err == nil {
-		return host, true
-	}
-	if numericLabel(lastLabel(host)) {
+	if wire.NumericHost(host) {
 		return host, true
 	}
 	return "", false
-}
-
-// lastLabel returns the last dot-separated label of h, ignoring one trailing dot.
-func lastLabel(h string) string {
-	h = strings.TrimSuffix(h, ".")
-	if i := strings.LastIndexByte(h, '.'); i >= 0 {
-		return h[i+1:]
-	}
-	return h
-}
-
-// numericLabel reports whether l is a decimal, octal or 0x-hexadecimal number as inet_aton reads them.
-func numericLabel(l string) bool {
-	if l == "" {
-		return false
-	}
-	digits := l
-	hex := false
-	if len(l) >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X') {
-		digits, hex = l[2:], true
-		if digits == "" {
-			return true // "0x" alone is 0 to inet_aton
-		}
-	}
-	for i := 0; i < len(digits); i++ {
-		c := digits[i]
-		isHex := 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-		if !('0' <= c && c <= '9' || hex && isHex) {
-			return false
-		}
-	}
-	return true
 }
 
 // lowerHost lower-cases the ASCII letters of s (the port part has none), allocating only when there are some.
