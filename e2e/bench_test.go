@@ -144,6 +144,9 @@ func (e *benchEnv) httpClient(addr string, h2 bool) *http.Client {
 		TLSClientConfig:     e.tlsConfig(),
 		ForceAttemptHTTP2:   h2,
 		MaxIdleConnsPerHost: 4 * benchHTTPParallelism,
+		// Never more connections than it keeps idle: in the open-loop cases a burst would otherwise open new
+		// connections and close them again, and the handshakes would become the load.
+		MaxConnsPerHost: 4 * benchHTTPParallelism,
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		},

@@ -29,8 +29,10 @@ BenchmarkProxy/grpc-unary/kedge-2  	   20000	     60000 ns/op	         1.0 p50-m
 BenchmarkProxy/grpc-unary/nginx-2  	   20000	     60000 ns/op	         1.0 p50-ms	         2.0 p99-ms	        40.0 proxy-cpu-us/op	     10000 req/s
 BenchmarkProxy/connect/direct-2             	   44518	     50747 ns/op	1200.00 MB/s
 BenchmarkProxy/connect/kedge-2              	   18510	    113154 ns/op	 600.00 MB/s	        85.36 proxy-cpu-us/op
-BenchmarkProxy/open-h1/direct-2             	    6000	    333000 ns/op	      3000 offered-req/s	         0.20 p50-ms	         0.50 p99-ms	         2.00 p999-ms
-BenchmarkProxy/open-h1/kedge-2              	    6000	    333000 ns/op	      3000 offered-req/s	         0.60 p50-ms	         1.75 p99-ms	         9.00 p999-ms	       110.0 proxy-cpu-us/op
+BenchmarkProxy/open-h1/direct-2             	    6000	    333000 ns/op	      3000 offered-req/s	      2990 achieved-req/s	         0.20 p50-ms	         0.50 p99-ms	         2.00 p999-ms
+BenchmarkProxy/open-h1/kedge-2              	    6000	    333000 ns/op	      3000 offered-req/s	      2950 achieved-req/s	         0.60 p50-ms	         1.75 p99-ms	         9.00 p999-ms	       110.0 proxy-cpu-us/op
+BenchmarkProxy/open-h2/direct-2             	    6000	    333000 ns/op	      3000 offered-req/s	      2990 achieved-req/s	         0.20 p50-ms	         0.50 p99-ms	         2.00 p999-ms
+BenchmarkProxy/open-h2/kedge-2              	    6000	    333000 ns/op	      3000 offered-req/s	      1000 achieved-req/s	       900.0 p50-ms	      1500 p99-ms	      1600 p999-ms	       110.0 proxy-cpu-us/op
 BenchmarkProxy/idle-h1/kedge-2              	       1	9000000000 ns/op	     10000 conns	        33.50 rss-KiB/conn
 BenchmarkProxy/idle-h1/nginx-2              	       1	9000000000 ns/op	     10000 conns	        15.00 rss-KiB/conn
 BenchmarkOther-2                            	     100	     10 ns/op	 99 req/s
@@ -43,7 +45,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(rep.traffic, ","), "h1,grpc-unary,connect,open-h1,idle-h1"; got != want {
+	if got, want := strings.Join(rep.traffic, ","), "h1,grpc-unary,connect,open-h1,open-h2,idle-h1"; got != want {
 		t.Errorf("traffic kinds %q, want %q", got, want)
 	}
 	tests := []struct {
@@ -122,8 +124,12 @@ func TestWrite(t *testing.T) {
 		"open-h1 - 110.0 - - - - -",
 		"h1 1.96 / 18.35 9.12 / 27.92 8.39 / 28.04 skip 8.39 / 28.04",
 		// Open loop: offered rate, p50 p99 p99.9, then added over direct.
-		"open-h1 direct 3000 0.20 0.50 2.00 - - -",
-		"open-h1 kedge 3000 0.60 1.75 9.00 +0.40 +1.25 +7.00",
+		"open-h1 direct 3000 2990 0.20 0.50 2.00 - - -",
+		"open-h1 kedge 3000 2950 0.60 1.75 9.00 +0.40 +1.25 +7.00",
+		// open-h2/kedge answered at a third of the offered rate: its latency is not counted.
+		"open-h2 kedge 3000 1000 900.00 1500.00 1600.00 - - -",
+		"open-h2/kedge fell behind: answers at 1000 of the 3000 req/s offered",
+		"open-loop h2 p99 added over direct - ≤ 1 ms n/a",
 		"idle-h1 10000 33.5 15.0 2.23",
 		"h1 req/s vs nginx - ≥ 0.75x n/a",
 		"h1 CPU per request vs nginx - ≤ 1.5x n/a",

@@ -157,7 +157,7 @@ func (rep *report) writeOpen(w io.Writer) error {
 	}
 	fmt.Fprintln(w, "\nOpen loop: latency in ms at a fixed rate (half of kedge's closed-loop rate), counted from when each")
 	fmt.Fprintln(w, "request was due; +pN = added over direct at the same rate.")
-	head := []string{"traffic", "path", "req/s"}
+	head := []string{"traffic", "path", "req/s", "achieved"}
 	for _, p := range percentiles {
 		head = append(head, p.label)
 	}
@@ -171,7 +171,7 @@ func (rep *report) writeOpen(w io.Writer) error {
 			if res == nil {
 				continue
 			}
-			row := []string{tr, p, rep.cell(tr, p, offeredMetric, "%.0f")}
+			row := []string{tr, p, rep.cell(tr, p, offeredMetric, "%.0f"), rep.cell(tr, p, achievedMetric, "%.0f")}
 			for _, pc := range percentiles {
 				row = append(row, rep.cell(tr, p, pc.metric, "%.2f"))
 			}
@@ -188,11 +188,23 @@ func (rep *report) writeOpen(w io.Writer) error {
 	return t.flush()
 }
 
-// added is path's latency percentile minus direct's, in ms.
+// added is path's latency percentile minus direct's, in ms; not ok when either was not measured or fell behind.
 func (rep *report) added(traffic, path, metric string) (float64, bool) {
 	v, ok1 := rep.value(traffic, path, metric)
 	d, ok2 := rep.value(traffic, "direct", metric)
-	return v - d, ok1 && ok2
+	return v - d, ok1 && ok2 && rep.fellBehind(traffic, path) == "" && rep.fellBehind(traffic, "direct") == ""
+}
+
+// fellBehind says why an open-loop case's latency does not count (its answers came back well below the offered
+// rate), or "" when it does.
+func (rep *report) fellBehind(traffic, path string) string {
+	offered, ok1 := rep.value(traffic, path, offeredMetric)
+	achieved, ok2 := rep.value(traffic, path, achievedMetric)
+	if !ok1 || !ok2 || achieved >= keptUp*offered {
+		return ""
+	}
+	return fmt.Sprintf("%s/%s fell behind: answers at %.0f of the %.0f req/s offered, so its latency is the machine's "+
+		"queue (rerun on a quieter machine or with a lower KEDGE_BENCH_OPEN_RATE)", traffic, path, achieved, offered)
 }
 
 func (rep *report) writeIdle(w io.Writer) error {
@@ -222,6 +234,13 @@ func (rep *report) writeNotes(w io.Writer) {
 		for _, p := range rep.paths {
 			if res := rep.cases[tr][p]; res != nil && res.skip != "" {
 				notes = append(notes, fmt.Sprintf("  %s/%s skipped: %s", tr, p, res.skip))
+			}
+		}
+	}
+	for _, tr := range rep.trafficOf(kindOpen) {
+		for _, p := range rep.paths {
+			if why := rep.fellBehind(tr, p); why != "" {
+				notes = append(notes, "  "+why)
 			}
 		}
 	}
