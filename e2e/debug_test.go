@@ -65,28 +65,11 @@ func TestKedgeDebugPortHidesSecrets(t *testing.T) {
 	}
 }
 
-// nonLoopbackIP returns an IPv4 address of this machine that is not loopback: connections from this machine to it
-// come from it, so kedge sees a non-loopback peer while no traffic leaves the machine.
-func nonLoopbackIP(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Skipf("no interface addresses: %v", err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
-			return n.IP.String()
-		}
-	}
-	t.Skip("this machine has no non-loopback IPv4 address to test a remote peer with")
-	return ""
-}
-
-// TestKedgeDebugPagesLoopbackOnly binds kedge's debug port to a non-loopback address of this machine and talks to
-// it from that address: probes, metrics and the version answer, pprof and /debug/config do not, unless
-// --server_debug_remote_access. The token comes from its _file form.
+// TestKedgeDebugPagesLoopbackOnly: probes, metrics and the version answer everyone, and pprof and /debug/config
+// answer a loopback peer (kubectl port-forward arrives as one), with and without --server_debug_remote_access. That
+// a non-loopback peer is refused is tested on the handler (pkg/edge/admin), with peer addresses set in the request:
+// test traffic never leaves the loopback range. The token comes from its _file form.
 func TestKedgeDebugPagesLoopbackOnly(t *testing.T) {
-	ip := nonLoopbackIP(t)
 	tokenFile := writeFile(t, t.TempDir(), "token", debugToken+"\n")
 	for _, remote := range []bool{false, true} {
 		name := "default"
@@ -94,9 +77,9 @@ func TestKedgeDebugPagesLoopbackOnly(t *testing.T) {
 			name = "remote access"
 		}
 		t.Run(name, func(t *testing.T) {
-			debug := net.JoinHostPort(ip, itoa(freePorts(t, 1)[0]))
+			debug := net.JoinHostPort("127.0.0.1", itoa(freePorts(t, 1)[0]))
 			_, port, _ := net.SplitHostPort(debug)
-			args := []string{"--server_bind_address=" + ip, "--server_http_port=" + port,
+			args := []string{"--server_bind_address=127.0.0.1", "--server_http_port=" + port,
 				"--server_http_tls_port=0", "--server_grpc_tls_port=0",
 				"--kedge_config_director_config={}",
 				"--unsafe_bearer_token_proxy_auth_file=" + tokenFile}
@@ -105,25 +88,17 @@ func TestKedgeDebugPagesLoopbackOnly(t *testing.T) {
 			}
 			p := start(t, "kedge", 10*time.Second, args...)
 			waitReady(t, p, "http://"+debug+"/readyz", readyDeadline())
-			for _, path := range []string{"/_healthz", "/readyz", "/metrics", "/_version"} {
-				if code, _ := debugGet(t, "http://"+debug+path); code != http.StatusOK {
-					t.Errorf("GET %s from %s = %d, want 200", path, ip, code)
-				}
-			}
-			for _, path := range []string{"/debug/pprof/cmdline", "/debug/pprof/", "/debug/config", "/debug/pprof/heap"} {
+			for _, path := range []string{"/_healthz", "/readyz", "/metrics", "/_version", "/debug/pprof/cmdline",
+				"/debug/pprof/", "/debug/config", "/debug/pprof/heap"} {
 				code, body := debugGet(t, "http://"+debug+path)
-				switch {
-				case strings.Contains(body, debugToken):
+				if strings.Contains(body, debugToken) {
 					t.Errorf("GET %s shows the proxy token", path)
-				case remote && code != http.StatusOK:
-					t.Errorf("GET %s from %s with --server_debug_remote_access = %d, want 200", path, ip, code)
-				case !remote && (code != http.StatusForbidden || !strings.Contains(body, "--server_debug_remote_access")):
-					t.Errorf("GET %s from %s = %d %q, want 403 naming --server_debug_remote_access", path, ip, code, body)
+				}
+				if code != http.StatusOK {
+					t.Errorf("GET %s from loopback = %d, want 200", path, code)
 				}
 			}
-			if !strings.Contains(p.out.String(), "the director config has no routes and no adhoc rules") {
-				t.Error("kedge did not warn that it routes nothing")
-			}
+			p.waitOutput(t, "the director config has no routes and no adhoc rules")
 			if strings.Contains(p.out.String(), debugToken) {
 				t.Error("kedge logged the proxy token")
 			}
