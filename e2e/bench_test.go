@@ -386,9 +386,11 @@ func (l *benchLatencies) report(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
 
-// profileKedge writes a 5-second CPU profile of kedge, fetched from its debug port while the HTTP/1.1 load runs.
+// profileKedge writes a 5-second CPU profile of kedge, fetched from its debug port while the HTTP/1.1 load runs
+// (HTTP/2 with KEDGE_BENCH_PROFILE_H2=1).
 func (e *benchEnv) profileKedge(b *testing.B, path string) {
-	c := e.httpClient(e.kedgeHTTPS, false)
+	// KEDGE_BENCH_PROFILE_H2=1 profiles under HTTP/2 load instead.
+	c := e.httpClient(e.kedgeHTTPS, os.Getenv("KEDGE_BENCH_PROFILE_H2") != "")
 	defer c.CloseIdleConnections()
 	// Bounded: the load stops with the profile, after 30 s at most, or after 1e6 requests per worker.
 	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
