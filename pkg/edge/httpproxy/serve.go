@@ -97,14 +97,9 @@ func (h *Handler) serve(c *call, r *http.Request) {
 		h.routeError(c, res.RouteErr)
 		return
 	}
-	c.label = res.Label
-	if res.Label == admission.AdhocLabel {
-		c.target = res.Adhoc.HostPort()
-	} else {
-		c.target = res.Label
-	}
+	c.label, c.target = res.Label, res.Label
 	if c.label == admission.AdhocLabel {
-		c.transport = h.adhoc
+		c.target, c.transport = res.Adhoc.HostPort(), h.adhoc
 	} else {
 		w.Header().Set(wire.HeaderKedgeBackendName, c.label)
 		var ok bool
