@@ -24,9 +24,13 @@ const (
 	DefaultMaxHeaderBytes       = 64 << 10
 	DefaultMaxConcurrentStreams = 100
 	DefaultMaxReadFrameSize     = 16 << 10
+	// DefaultSendPingTimeout is how long an HTTP/2 connection may stay silent before the server sends a PING; with
+	// no answer within Go's PingTimeout (15 s) the connection is closed. IdleTimeout only applies to connections
+	// without streams, so this is what finds a vanished client behind a quiet stream or tunnel.
+	DefaultSendPingTimeout = 60 * time.Second
 )
 
-// HTTPOptions tunes HTTPServer. Zero values mean the defaults above; for the two timeouts with a default, a negative
+// HTTPOptions tunes HTTPServer. Zero values mean the defaults above; for the timeouts with a default, a negative
 // value means none.
 type HTTPOptions struct {
 	// Name labels the server's log lines (component), e.g. "http_tls" or "http_debug".
@@ -47,6 +51,8 @@ type HTTPOptions struct {
 	MaxConcurrentStreams int
 	// MaxReadFrameSize bounds HTTP/2 frames read from clients. Default 16 KiB.
 	MaxReadFrameSize int
+	// SendPingTimeout makes the server PING an HTTP/2 connection silent this long. Default 60s.
+	SendPingTimeout time.Duration
 	// Tracker receives the server's hijacked connections; nil means a new one. Handlers reach it with
 	// TrackerFrom(r.Context()) either way. One Tracker per server: the drain deadline of one closes its connections.
 	Tracker *Tracker
@@ -79,6 +85,7 @@ func HTTPServer(handler http.Handler, opts HTTPOptions, log logging.Logger) *htt
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: orDefault(opts.MaxConcurrentStreams, DefaultMaxConcurrentStreams),
 			MaxReadFrameSize:     orDefault(opts.MaxReadFrameSize, DefaultMaxReadFrameSize),
+			SendPingTimeout:      orDefault(opts.SendPingTimeout, DefaultSendPingTimeout),
 		},
 		ErrorLog:    errorLog(log, name),
 		BaseContext: func(net.Listener) context.Context { return base },
