@@ -228,3 +228,31 @@ func TestCheckName(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckHeadersHTTP2ConnectionSpecific(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		proto  int
+		header http.Header
+		want   int
+	}{
+		{"h2 plain", 2, http.Header{"Accept": {"*/*"}}, 0},
+		{"h2 TE trailers", 2, http.Header{"Te": {"trailers"}}, 0},
+		{"h2 TE gzip", 2, http.Header{"Te": {"gzip"}}, http.StatusBadRequest},
+		{"h2 TE twice", 2, http.Header{"Te": {"trailers", "trailers"}}, http.StatusBadRequest},
+		{"h2 Connection", 2, http.Header{"Connection": {"close"}}, http.StatusBadRequest},
+		{"h2 Keep-Alive", 2, http.Header{"Keep-Alive": {"timeout=5"}}, http.StatusBadRequest},
+		{"h2 Proxy-Connection", 2, http.Header{"Proxy-Connection": {"keep-alive"}}, http.StatusBadRequest},
+		{"h2 Transfer-Encoding", 2, http.Header{"Transfer-Encoding": {"chunked"}}, http.StatusBadRequest},
+		{"h2 Upgrade", 2, http.Header{"Upgrade": {"websocket"}}, http.StatusBadRequest},
+		{"h3 Connection", 3, http.Header{"Connection": {"close"}}, http.StatusBadRequest},
+		{"HTTP/1.1 Connection and TE", 1, http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Te": {"gzip"}}, 0},
+	}
+	for _, tt := range tests {
+		r := &http.Request{ProtoMajor: tt.proto, Header: tt.header}
+		if got, _, msg := checkHeaders(r, 100); got != tt.want {
+			t.Errorf("%s: status %d (%s), want %d", tt.name, got, msg, tt.want)
+		}
+	}
+}
