@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X $(PKG)/pkg/shared/buildinfo.Version=$(VERSION)
 PROTOS    := kedgeconfig/director.proto kedgeconfig/backendpool.proto winchconfig/mapper.proto winchconfig/auth.proto
 
-.PHONY: all build test vet unit e2e bench bench-micro bench-smoke proto proto-check demo fmt clean
+.PHONY: all build test vet unit e2e h2spec bench bench-micro bench-smoke proto proto-check demo fmt clean
 
 all: build
 
@@ -26,6 +26,11 @@ unit:
 
 e2e:
 	$(GO) test -race -count=1 -timeout 10m ./e2e/...
+
+## h2spec: only the HTTP/2 conformance run (part of e2e): the pinned h2spec of e2e/tools/h2spec against the real kedge,
+## failing on any case not in e2e/tools/h2spec/known-failures.txt. docs/reliability.md#h2spec.
+h2spec:
+	$(GO) test -count=1 -run '^TestH2spec$$' -v ./e2e/
 
 ## bench: one report of direct vs plain ReverseProxy+TLS vs kedge vs nginx vs winch->kedge on h1, h2, gRPC
 ## unary/streaming (nginx grpc_pass) and CONNECT, with ratios and proxy CPU per request; open-loop latency at half
