@@ -162,7 +162,7 @@ func TestKedgeOIDCIssuerDownAtStartup(t *testing.T) {
 		"--kedge_config_backendpool_config_path="+writeFile(t, dir, "b.json", b.pool()),
 		"--server_oidc_provider_url="+iss.URL(), "--server_oidc_client_id=kedge", "--server_oidc_perms_claim=perms")
 	var body string
-	waitFor(t, readyDeadline(), "a not-ready answer naming the issuer", func() bool {
+	testutil.EventuallyWithin(t, readyDeadline(), "a not-ready answer naming the issuer", func() bool {
 		resp, err := http.Get("http://" + debug + "/readyz")
 		if err != nil {
 			return false

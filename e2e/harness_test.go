@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -14,10 +13,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // binDir holds the binaries built by TestMain.
@@ -55,33 +55,16 @@ type process struct {
 	t    *testing.T
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testutil.Buffer
 	done chan struct{}
 	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs binary name with args. At cleanup it sends SIGTERM and requires a clean exit within grace; on test
 // failure it prints the process output.
 func start(t *testing.T, name string, grace time.Duration, args ...string) *process {
 	t.Helper()
-	p := &process{t: t, name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{t: t, name: name, out: &testutil.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
 	// Race-built binaries otherwise sleep 1s at exit; no proxy variables leak into the binaries under test.
 	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=")

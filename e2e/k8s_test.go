@@ -85,12 +85,12 @@ func TestKedgeFollowsKubernetes(t *testing.T) {
 	// The Service appears with one pod.
 	api.put(podSlice("echo-a", podA.Port()))
 	api.put(exposedService("echo", "http=80:8080"))
-	waitFor(t, 10*time.Second, "the discovered route to reach pod A", func() bool { return backendOf() == "pod-a" })
+	testutil.EventuallyWithin(t, 10*time.Second, "the discovered route to reach pod A", func() bool { return backendOf() == "pod-a" })
 
 	// The pod is replaced: traffic follows within a second or so.
 	api.put(podSlice("echo-b", podB.Port()))
 	api.remove("endpointslices", "shop", "echo-a")
-	waitFor(t, 5*time.Second, "traffic to move to pod B", func() bool { return backendOf() == "pod-b" })
+	testutil.EventuallyWithin(t, 5*time.Second, "traffic to move to pod B", func() bool { return backendOf() == "pod-b" })
 	for i := range 5 {
 		if got := backendOf(); got != "pod-b" {
 			t.Fatalf("request %d after the change went to %q", i, got)
@@ -120,7 +120,7 @@ func TestKedgeFollowsKubernetes(t *testing.T) {
 	if got := metricValue(t, k.debug, `kedge_k8s_endpoints{backend="echo_shop_8080"}`); got != "1" {
 		t.Errorf("kedge_k8s_endpoints = %q, want 1", got)
 	}
-	waitFor(t, 5*time.Second, "an Event on the broken Service", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "an Event on the broken Service", func() bool {
 		for _, ev := range api.createdEvents() {
 			if ev.InvolvedObject.Name == "broken" && ev.Type == corev1.EventTypeWarning && strings.Contains(ev.Message, "no TCP port") {
 				return true
@@ -133,7 +133,7 @@ func TestKedgeFollowsKubernetes(t *testing.T) {
 	gone := exposedService("echo", "http=80:8080")
 	gone.Labels["kedge.com/kedge-exposed"] = "false"
 	api.put(gone)
-	waitFor(t, 5*time.Second, "the route to go away", func() bool { return strings.Contains(backendOf(), "no-route") })
+	testutil.EventuallyWithin(t, 5*time.Second, "the route to go away", func() bool { return strings.Contains(backendOf(), "no-route") })
 }
 
 // TestKedgeDiscoverOnce runs "kedge discover --once" against the fake API server.

@@ -61,18 +61,6 @@ func (l *load) fail(s string) {
 	l.failures = append(l.failures, s)
 }
 
-// waitFor polls cond every 50ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func status(c *http.Client, url string) int {
 	resp, err := c.Get(url)
 	if err != nil {
@@ -118,7 +106,7 @@ func TestKedgeReloadUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	l := startLoad(ctx, c, "https://plain.example.com/steady", 4)
-	waitFor(t, 20*time.Second, "traffic to flow", func() bool { return l.ok.Load() > 50 })
+	testutil.EventuallyWithin(t, 20*time.Second, "traffic to flow", func() bool { return l.ok.Load() > 50 })
 
 	// 1. Add a route and a backend (file write seen by the directory watch).
 	if got := status(c, "https://new.example.com/"); got != http.StatusBadGateway {
@@ -130,11 +118,11 @@ func TestKedgeReloadUnderLoad(t *testing.T) {
     {"name": "other", "host": {"dns_name": "127.0.0.1", "port": %d}},`, other.Port()), 1)
 	atomicWrite(t, k.poolPath, pool2)
 	atomicWrite(t, k.directorPath, director2)
-	waitFor(t, 20*time.Second, "the new route", func() bool { return status(c, "https://new.example.com/") == http.StatusOK })
+	testutil.EventuallyWithin(t, 20*time.Second, "the new route", func() bool { return status(c, "https://new.example.com/") == http.StatusOK })
 
 	// 2. An invalid document is rejected and the running config stays.
 	atomicWrite(t, k.directorPath, `{"http": {"routes": [{"backend_name": "missing"}]}}`)
-	waitFor(t, 20*time.Second, "the failed reload to be counted", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "the failed reload to be counted", func() bool {
 		return metricValue(t, k.debug, `kedge_config_reloads_total{result="failure"}`) >= "1"
 	})
 	if got := status(c, "https://new.example.com/"); got != http.StatusOK {
@@ -150,7 +138,7 @@ func TestKedgeReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = k.proc.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 20*time.Second, "the changed backend", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "the changed backend", func() bool {
 		resp, err := c.Get("https://new.example.com/")
 		if err != nil {
 			return false
@@ -160,7 +148,7 @@ func TestKedgeReloadUnderLoad(t *testing.T) {
 	})
 	atomicWrite(t, k.poolPath, b.pool())
 	atomicWrite(t, k.directorPath, basicDirector)
-	waitFor(t, 20*time.Second, "the removed route", func() bool { return status(c, "https://new.example.com/") == http.StatusBadGateway })
+	testutil.EventuallyWithin(t, 20*time.Second, "the removed route", func() bool { return status(c, "https://new.example.com/") == http.StatusBadGateway })
 
 	cancel()
 	l.wg.Wait()
@@ -189,7 +177,7 @@ func TestKedgeGracefulShutdownFinishesDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Readiness turns false while the download drains.
-	waitFor(t, 5*time.Second, "/readyz to report not ready", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "/readyz to report not ready", func() bool {
 		r, err := http.Get("http://" + k.debug + "/readyz")
 		if err != nil {
 			return true // the debug listener may already be closed

@@ -40,7 +40,7 @@ func TestKedgeRefusingEndpointsCostNoRequest(t *testing.T) {
 		"--log_level=info",
 	)
 	const backend = `backend="echo_shop_8080"`
-	waitFor(t, 10*time.Second, "all endpoints", func() bool {
+	testutil.EventuallyWithin(t, 10*time.Second, "all endpoints", func() bool {
 		return metricValue(t, k.debug, "kedge_k8s_endpoints{"+backend+"}") == itoa(1+nRefusing)
 	})
 
@@ -90,12 +90,12 @@ func TestKedgeRolloutLosesNoRequest(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxIdleConnsPerHost: 16}, Timeout: 20 * time.Second}
 	defer client.CloseIdleConnections()
 	const target = "http://hello.example.com/rollout"
-	waitFor(t, 10*time.Second, "a first request through winch", func() bool { return status(client, target) == http.StatusOK })
+	testutil.EventuallyWithin(t, 10*time.Second, "a first request through winch", func() bool { return status(client, target) == http.StatusOK })
 
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second) // a bound; the test cancels far earlier
 	defer cancel()
 	l := startLoad(ctx, client, target, 8)
-	waitFor(t, 5*time.Second, "load", func() bool { return l.ok.Load() > 50 })
+	testutil.EventuallyWithin(t, 5*time.Second, "load", func() bool { return l.ok.Load() > 50 })
 
 	// Stop the kedge that carries winch's traffic, then start its replacement.
 	first, second := kA, kB
@@ -105,14 +105,14 @@ func TestKedgeRolloutLosesNoRequest(t *testing.T) {
 	stopKedge(t, first, delay)
 	kC := startKedge(t, mtlsDirector, pool, sameCert...)
 	lb.add(kC)
-	waitFor(t, 10*time.Second, "the balancer to take the new kedge in", func() bool { return lb.isReady(kC) })
+	testutil.EventuallyWithin(t, 10*time.Second, "the balancer to take the new kedge in", func() bool { return lb.isReady(kC) })
 	servedBefore := l.ok.Load()
-	waitFor(t, 5*time.Second, "more load", func() bool { return l.ok.Load() > servedBefore+50 })
+	testutil.EventuallyWithin(t, 5*time.Second, "more load", func() bool { return l.ok.Load() > servedBefore+50 })
 
 	// The second kedge goes too: everything moves to the new one.
 	stopKedge(t, second, delay)
 	servedBefore = l.ok.Load()
-	waitFor(t, 5*time.Second, "load on the new kedge", func() bool { return l.ok.Load() > servedBefore+50 })
+	testutil.EventuallyWithin(t, 5*time.Second, "load on the new kedge", func() bool { return l.ok.Load() > servedBefore+50 })
 	cancel()
 	l.wg.Wait()
 
@@ -193,7 +193,7 @@ func newL4Balancer(t *testing.T, ks ...*kedgeEnv) *l4Balancer {
 		lb.mu.Unlock()
 		lb.wg.Wait()
 	})
-	waitFor(t, 10*time.Second, "the balancer's first checks", func() bool {
+	testutil.EventuallyWithin(t, 10*time.Second, "the balancer's first checks", func() bool {
 		for _, k := range ks {
 			if !lb.isReady(k) {
 				return false

@@ -333,10 +333,10 @@ func TestWinchDocuments(t *testing.T) {
 			return strings.Contains(readAll(t, resp), s)
 		}
 		atomicWrite(t, w.mapperPath, strings.Replace(pacMapper, "hello.example.com", "reloaded.example.com", 1))
-		waitFor(t, 20*time.Second, "the changed mapper to reach the PAC file", func() bool { return pacHas(`"reloaded.example.com"`) })
+		testutil.EventuallyWithin(t, 20*time.Second, "the changed mapper to reach the PAC file", func() bool { return pacHas(`"reloaded.example.com"`) })
 
 		atomicWrite(t, w.mapperPath, `{"routes": [{"direct": {"key": "x.example.com"}}]}`)
-		waitFor(t, 20*time.Second, "the bad mapper to be rejected", func() bool {
+		testutil.EventuallyWithin(t, 20*time.Second, "the bad mapper to be rejected", func() bool {
 			return strings.Contains(w.proc.out.String(), "config reload rejected")
 		})
 		if !pacHas(`"reloaded.example.com"`) {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,25 +42,7 @@ type env struct {
 	addr   string
 	mapper string
 	auth   string
-	logs   *lockedBuffer // winch's error log
-}
-
-// lockedBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs   *testutil.Buffer // winch's error log
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -110,7 +91,7 @@ func startEnv(t *testing.T, mutate ...func(*winch.Config)) *env {
 	for _, m := range mutate {
 		m(&e.cfg)
 	}
-	e.logs = &lockedBuffer{}
+	e.logs = &testutil.Buffer{}
 	log, err := logging.New(logging.Options{Level: "error", Output: e.logs})
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +108,9 @@ func startEnv(t *testing.T, mutate ...func(*winch.Config)) *env {
 	e.proxy = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: e.addr})}}
 	e.local = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("winch's error log:\n%s", e.logs.String())
+		}
 		e.proxy.CloseIdleConnections()
 		e.local.CloseIdleConnections()
 		cancel()
@@ -155,22 +139,6 @@ func (e *env) get(t *testing.T, c *http.Client, rawURL, host string) (*http.Resp
 	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b)
-}
-
-// eventually polls f until it returns "" or the deadline passes, then fails with f's last complaint.
-func eventually(t *testing.T, f func() string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		msg := f()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestProxyLocalEndpointsAndReload(t *testing.T) {
@@ -203,11 +171,8 @@ func TestProxyLocalEndpointsAndReload(t *testing.T) {
 	// A broken mapper is rejected and the running one stays.
 	writeFile(t, e.mapper, `{"routes": [{"direct": {"key": "x.example.com"}}]}`)
 	e.w.Reload()
-	eventually(t, func() string {
-		if !strings.Contains(e.logs.String(), "config reload rejected") {
-			return "the broken mapper was not reported as rejected; log:\n" + e.logs.String()
-		}
-		return ""
+	testutil.Eventually(t, "the broken mapper to be reported as rejected", func() bool {
+		return strings.Contains(e.logs.String(), "config reload rejected")
 	})
 	if resp, body := e.get(t, e.proxy, "http://svc.example.com/hello", ""); resp.StatusCode != http.StatusOK || !strings.Contains(body, `"Bearer token-1"`) {
 		t.Fatalf("after the rejected reload: status %d, body %s; want the running config kept", resp.StatusCode, body)
@@ -215,19 +180,13 @@ func TestProxyLocalEndpointsAndReload(t *testing.T) {
 	// A valid mapper with a new host, and a new token in the auth document, take effect without a restart.
 	writeFile(t, e.mapper, mapperDoc("https://localhost:"+portOf(e.kedge.Addr), "svc.example.com", "svc2.example.com"))
 	writeFile(t, e.auth, authDoc("token-2"))
-	eventually(t, func() string {
+	testutil.Eventually(t, "svc2.example.com to answer with token-2 after the reload", func() bool {
 		resp, body := e.get(t, e.proxy, "http://svc2.example.com/", "")
-		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"Bearer token-2"`) {
-			return "after the reload: status " + resp.Status + ", body " + body
-		}
-		return ""
+		return resp.StatusCode == http.StatusOK && strings.Contains(body, `"Bearer token-2"`)
 	})
-	eventually(t, func() string {
+	testutil.Eventually(t, "the PAC file to name svc2.example.com after the reload", func() bool {
 		_, body := e.get(t, e.local, local+"/wpad.dat", "")
-		if !strings.Contains(body, `"svc2.example.com"`) {
-			return "PAC not regenerated after the reload:\n" + body
-		}
-		return ""
+		return strings.Contains(body, `"svc2.example.com"`)
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil/oidcissuer"
 )
 
@@ -124,7 +125,7 @@ func TestIssuerDownAtStart(t *testing.T) {
 	iss.SetDown(true)
 	a := startAuth(t, Config{OIDC: oidcConfig(iss)}, prometheus.NewRegistry())
 
-	waitFor(t, "a failed discovery", func() bool {
+	testutil.Eventually(t, "a failed discovery", func() bool {
 		err := a.Ready()
 		return err != nil && strings.Contains(err.Error(), "unreachable")
 	})
@@ -137,7 +138,8 @@ func TestIssuerDownAtStart(t *testing.T) {
 	wantDenied(t, err, Unauthenticated, "OIDC issuer not ready", token)
 
 	iss.SetDown(false)
-	waitFor(t, "readiness after the issuer came up", func() bool { return a.Ready() == nil })
+	// Run retries with a doubling backoff; a slow first wait above may have stretched it to several seconds.
+	testutil.EventuallyWithin(t, 15*time.Second, "readiness after the issuer came up", func() bool { return a.Ready() == nil })
 	if _, err := a.Authenticate(t.Context(), "Bearer "+token, nil); err != nil {
 		t.Fatalf("Authenticate after recovery: %v", err)
 	}

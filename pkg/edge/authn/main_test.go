@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil/oidcissuer"
 )
 
@@ -78,20 +79,8 @@ func startOIDC(tb testing.TB, iss *oidcissuer.Issuer, mutate ...func(*OIDCConfig
 		m(cfg)
 	}
 	a := startAuth(tb, Config{OIDC: cfg}, prometheus.NewRegistry())
-	waitFor(tb, "authenticator ready", func() bool { return a.Ready() == nil })
+	testutil.Eventually(tb, "authenticator ready", func() bool { return a.Ready() == nil })
 	return a
-}
-
-// waitFor polls cond until it holds or 15 s pass.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // wantDenied checks that err is an *Error with status and a reason containing reason, and that it does not echo

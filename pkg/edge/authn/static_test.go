@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // verifiedPeer returns the TLS state of a peer whose certificate (CN cn plus SANs) verified.
@@ -224,31 +225,10 @@ func TestDecisionMetrics(t *testing.T) {
 		"anonymous/unauthenticated":    1,
 		"client-cert/no-token":         1,
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "kedge_auth_decisions_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var method, result string
-			for _, l := range m.GetLabel() {
-				switch l.GetName() {
-				case "method":
-					method = l.GetValue()
-				case "result":
-					result = l.GetValue()
-				}
-			}
-			got[method+"/"+result] = m.GetCounter().GetValue()
-		}
-	}
 	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("kedge_auth_decisions_total{%s} = %v, want %v (all: %v)", k, got[k], v, got)
+		method, result, _ := strings.Cut(k, "/")
+		if got := testutil.MetricValue(t, reg, "kedge_auth_decisions_total", map[string]string{"method": method, "result": result}); got != v {
+			t.Errorf("kedge_auth_decisions_total{%s} = %v, want %v", k, got, v)
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestDefaultDialGuard(t *testing.T) {
@@ -65,9 +67,9 @@ func TestAdhocTransport(t *testing.T) {
 	t.Parallel()
 	s := namedServer(t, "adhoc", nil)
 	_, port := hostPort(t, s)
-	dns := newFakeDNS()
-	dns.setHost("local.test", "127.0.0.1")
-	dns.setFail("broken.test", errors.New("SERVFAIL"))
+	dns := sharedtest.NewResolver(nil)
+	dns.SetHost("local.test", "127.0.0.1")
+	dns.Fail("broken.test", errors.New("SERVFAIL"))
 	deps := Deps{Log: logging.Discard(), DNS: dns}
 	p := uint32(port)
 	tests := []struct {
@@ -130,11 +132,11 @@ func TestAdhocDialerTriesAllowedAddresses(t *testing.T) {
 	}
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	dns := newFakeDNS()
-	dns.setHost("two.test", "169.254.169.254", "127.0.0.1")
+	dns := sharedtest.NewResolver(nil)
+	dns.SetHost("two.test", "169.254.169.254", "127.0.0.1")
 	refused := []string{"169.254.0.1", "169.254.0.2", "169.254.0.3", "169.254.0.4"}
-	dns.setHost("last.test", slices.Concat(refused[:adhocMaxAddrs-1], []string{"127.0.0.1"})...)
-	dns.setHost("beyond.test", slices.Concat(refused[:adhocMaxAddrs], []string{"127.0.0.1"})...)
+	dns.SetHost("last.test", slices.Concat(refused[:adhocMaxAddrs-1], []string{"127.0.0.1"})...)
+	dns.SetHost("beyond.test", slices.Concat(refused[:adhocMaxAddrs], []string{"127.0.0.1"})...)
 	d := NewAdhocDialer(Deps{DNS: dns}, DefaultDialGuard(netip.MustParsePrefix("127.0.0.0/8")))
 	for _, name := range []string{"two.test", "last.test"} {
 		c, err := d.DialContext(t.Context(), "tcp", net.JoinHostPort(name, port))
@@ -156,7 +158,7 @@ func TestAdhocDialerTriesAllowedAddresses(t *testing.T) {
 // open for the idle timeout.
 func TestAdhocTransportIdleBound(t *testing.T) {
 	t.Parallel()
-	rt := NewAdhocTransport(Deps{Log: logging.Discard(), DNS: newFakeDNS()}, nil)
+	rt := NewAdhocTransport(Deps{Log: logging.Discard(), DNS: sharedtest.NewResolver(nil)}, nil)
 	tr := rt.(*adhocTransport).t
 	if tr.MaxIdleConns <= 0 || tr.MaxIdleConns > maxAdhocIdleConns {
 		t.Errorf("adhoc transport MaxIdleConns = %d, want 1-%d", tr.MaxIdleConns, maxAdhocIdleConns)

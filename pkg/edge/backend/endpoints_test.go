@@ -12,21 +12,23 @@ import (
 	"time"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestDNSSourceResolve(t *testing.T) {
 	t.Parallel()
-	dns := newFakeDNS()
-	dns.setHost("svc.test", "10.0.0.2", "10.0.0.1", "fd00::1")
-	dns.setHost("a.test", "10.1.0.1")
-	dns.setHost("b.test", "10.1.0.2", "10.1.0.3")
-	dns.setSRV("_http._tcp.svc.test",
+	dns := sharedtest.NewResolver(nil)
+	dns.SetHost("svc.test", "10.0.0.2", "10.0.0.1", "fd00::1")
+	dns.SetHost("a.test", "10.1.0.1")
+	dns.SetHost("b.test", "10.1.0.2", "10.1.0.3")
+	dns.SetSRV("_http._tcp.svc.test",
 		&net.SRV{Target: "a.test.", Port: 8080},
 		&net.SRV{Target: "b.test.", Port: 9090},
 		&net.SRV{Target: ".", Port: 1},
 	)
-	dns.setSRV("_http._tcp.partial.test", &net.SRV{Target: "a.test.", Port: 80}, &net.SRV{Target: "missing.test.", Port: 80})
-	dns.setSRV("_http._tcp.ip.test", &net.SRV{Target: "10.9.9.9", Port: 80})
+	dns.SetSRV("_http._tcp.partial.test", &net.SRV{Target: "a.test.", Port: 80}, &net.SRV{Target: "missing.test.", Port: 80})
+	dns.SetSRV("_http._tcp.ip.test", &net.SRV{Target: "10.9.9.9", Port: 80})
 	tests := []struct {
 		name    string
 		res     Resolver
@@ -68,8 +70,8 @@ func TestDNSSourceResolve(t *testing.T) {
 // Options enforces) through success, failure and recovery.
 func TestDNSSourceKeepsLastGoodEndpoints(t *testing.T) {
 	t.Parallel()
-	dns := newFakeDNS()
-	dns.setHost("svc.test", "10.0.0.1")
+	dns := sharedtest.NewResolver(nil)
+	dns.SetHost("svc.test", "10.0.0.1")
 	var errorsSeen atomic.Int64
 	src := &dnsSource{
 		dns:      dns,
@@ -85,20 +87,20 @@ func TestDNSSourceKeepsLastGoodEndpoints(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	current := func() []string { eps, _ := set.current(); return eps }
-	waitFor(t, "first resolution", 5*time.Second, func() bool { return slices.Equal(current(), []string{"10.0.0.1:80"}) })
-	dns.setFail("svc.test", errors.New("SERVFAIL"))
-	waitFor(t, "a counted failure", 5*time.Second, func() bool { return errorsSeen.Load() >= 2 })
+	sharedtest.Eventually(t, "first resolution", func() bool { return slices.Equal(current(), []string{"10.0.0.1:80"}) })
+	dns.Fail("svc.test", errors.New("SERVFAIL"))
+	sharedtest.Eventually(t, "a counted failure", func() bool { return errorsSeen.Load() >= 2 })
 	if got := current(); !slices.Equal(got, []string{"10.0.0.1:80"}) {
 		t.Errorf("after DNS failures endpoints are %v, want the last good ones", got)
 	}
-	dns.setHost("svc.test", "10.0.0.2")
-	waitFor(t, "recovery", 5*time.Second, func() bool { return slices.Equal(current(), []string{"10.0.0.2:80"}) })
+	dns.SetHost("svc.test", "10.0.0.2")
+	sharedtest.Eventually(t, "recovery", func() bool { return slices.Equal(current(), []string{"10.0.0.2:80"}) })
 }
 
 func TestDNSSourcePublishesFirstFailure(t *testing.T) {
 	t.Parallel()
 	src := &dnsSource{
-		dns:      newFakeDNS(),
+		dns:      sharedtest.NewResolver(nil),
 		res:      Resolver{Kind: ResolverHost, DNSName: "nope.test", Port: 80},
 		interval: time.Hour,
 		log:      logging.Discard(),

@@ -16,6 +16,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // grpcServer starts a gRPC server with the health service on 127.0.0.1 and returns its address.
@@ -52,8 +54,8 @@ func TestGRPCRoundRobinAndEndpointChange(t *testing.T) {
 		a, _ := grpcServer(t)
 		addrs = append(addrs, a)
 	}
-	dns := newFakeDNS()
-	dns.setSRV("_grpc._tcp.g.test", srvOf(t, dns, "g", addrs...)...)
+	dns := sharedtest.NewResolver(nil)
+	dns.SetSRV("_grpc._tcp.g.test", srvOf(t, dns, "g", addrs...)...)
 	p, _ := newTestPool(t, dns, Options{ResolveInterval: time.Second})
 	spec := srvSpec("g", GRPC, "_grpc._tcp.g.test")
 	if err := p.Update([]Spec{spec}); err != nil {
@@ -66,7 +68,7 @@ func TestGRPCRoundRobinAndEndpointChange(t *testing.T) {
 	c := healthpb.NewHealthClient(conn)
 
 	seen := map[string]int{}
-	waitFor(t, "all three endpoints to serve", 10*time.Second, func() bool {
+	sharedtest.Eventually(t, "all three endpoints to serve", func() bool {
 		seen[checkPeer(t, c)]++
 		return len(seen) == 3
 	})
@@ -88,9 +90,9 @@ func TestGRPCRoundRobinAndEndpointChange(t *testing.T) {
 		t.Error("an unchanged spec got a new ClientConn")
 	}
 
-	dns.setSRV("_grpc._tcp.g.test", srvOf(t, dns, "g", addrs[2])...)
+	dns.SetSRV("_grpc._tcp.g.test", srvOf(t, dns, "g", addrs[2])...)
 	streak := 0
-	waitFor(t, "calls to follow the endpoint change", 10*time.Second, func() bool {
+	sharedtest.Eventually(t, "calls to follow the endpoint change", func() bool {
 		if checkPeer(t, c) == addrs[2] {
 			streak++
 		} else {
@@ -106,8 +108,8 @@ func TestGRPCTLSAndDrain(t *testing.T) {
 	cert := ca.issue(t, false, "backend.test")
 	addr, h := grpcServer(t, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
 	host, port, _ := net.SplitHostPort(addr)
-	dns := newFakeDNS()
-	dns.setHost("backend.test", host)
+	dns := sharedtest.NewResolver(nil)
+	dns.SetHost("backend.test", host)
 	p, _ := newTestPool(t, dns, Options{})
 	spec := Spec{Name: "gt", Protocol: GRPC,
 		Resolver: Resolver{Kind: ResolverHost, DNSName: "backend.test", Port: uint32(mustAtoi(t, port))},
@@ -144,13 +146,13 @@ func TestGRPCTLSAndDrain(t *testing.T) {
 		t.Fatal("old conn closed while a stream was open")
 	}
 	cancel()
-	waitFor(t, "the old conn to close", 5*time.Second, func() bool { return old.GetState() == connectivity.Shutdown })
+	sharedtest.Eventually(t, "the old conn to close", func() bool { return old.GetState() == connectivity.Shutdown })
 }
 
 func TestGRPCNoEndpoints(t *testing.T) {
 	t.Parallel()
-	dns := newFakeDNS()
-	dns.setFail("gone.test", &net.DNSError{Err: "no such host", Name: "gone.test", IsNotFound: true})
+	dns := sharedtest.NewResolver(nil)
+	dns.Fail("gone.test", &net.DNSError{Err: "no such host", Name: "gone.test", IsNotFound: true})
 	p, _ := newTestPool(t, dns, Options{})
 	if err := p.Update([]Spec{{Name: "gone", Protocol: GRPC, Resolver: Resolver{Kind: ResolverHost, DNSName: "gone.test", Port: 1}}}); err != nil {
 		t.Fatal(err)

@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,87 +26,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeDNS answers LookupHost and LookupSRV from maps; a name mapped to an error fails.
-type fakeDNS struct {
-	mu      sync.Mutex
-	hosts   map[string][]string
-	srvs    map[string][]*net.SRV
-	fail    map[string]error
-	lookups atomic.Int64
-}
-
-func newFakeDNS() *fakeDNS {
-	return &fakeDNS{hosts: map[string][]string{}, srvs: map[string][]*net.SRV{}, fail: map[string]error{}}
-}
-
-func (f *fakeDNS) setHost(name string, ips ...string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hosts[name] = ips
-	delete(f.fail, name)
-}
-
-func (f *fakeDNS) setSRV(name string, recs ...*net.SRV) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.srvs[name] = recs
-	delete(f.fail, name)
-}
-
-func (f *fakeDNS) setFail(name string, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail[name] = err
-}
-
-func (f *fakeDNS) LookupHost(ctx context.Context, host string) ([]string, error) {
-	f.lookups.Add(1)
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.fail[host]; err != nil {
-		return nil, err
-	}
-	ips, ok := f.hosts[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	return append([]string(nil), ips...), nil
-}
-
-func (f *fakeDNS) LookupSRV(ctx context.Context, _, _, name string) (string, []*net.SRV, error) {
-	f.lookups.Add(1)
-	if err := ctx.Err(); err != nil {
-		return "", nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.fail[name]; err != nil {
-		return "", nil, err
-	}
-	recs, ok := f.srvs[name]
-	if !ok {
-		return "", nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
-	}
-	out := make([]*net.SRV, len(recs))
-	for i, r := range recs {
-		c := *r
-		out[i] = &c
-	}
-	return name, out, nil
-}
-
 // srvOf returns SRV records pointing at each address ("127.0.0.1:port") through a name "<prefix><i>.test" that
 // dns resolves to the address's IP.
-func srvOf(t *testing.T, dns *fakeDNS, prefix string, addrs ...string) []*net.SRV {
+func srvOf(t *testing.T, dns *sharedtest.Resolver, prefix string, addrs ...string) []*net.SRV {
 	t.Helper()
 	var recs []*net.SRV
 	for i, a := range addrs {
@@ -117,7 +45,7 @@ func srvOf(t *testing.T, dns *fakeDNS, prefix string, addrs ...string) []*net.SR
 		}
 		p, _ := strconv.Atoi(port)
 		name := fmt.Sprintf("%s%d.test.", prefix, i)
-		dns.setHost(name[:len(name)-1], host)
+		dns.SetHost(name[:len(name)-1], host)
 		recs = append(recs, &net.SRV{Target: name, Port: uint16(p), Priority: 10, Weight: 10})
 	}
 	return recs
@@ -142,13 +70,7 @@ func hostSpec(name, host string, port int) Spec {
 // refusedAddr returns a loopback address nothing listens on.
 func refusedAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sharedtest.RefusedPort(t)))
 }
 
 // namedServer starts an HTTP server answering with its name in X-Server; hits counts its requests.
@@ -199,18 +121,6 @@ func errType(err error) string {
 		return string(e.Type)
 	}
 	return ""
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // testCA is a CA made for one test, able to issue server and client certificates.

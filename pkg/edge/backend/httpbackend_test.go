@@ -16,11 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestRoundRobinOrder(t *testing.T) {
 	t.Parallel()
-	dns := newFakeDNS()
+	dns := sharedtest.NewResolver(nil)
 	var addrs []string
 	byAddr := map[string]string{}
 	for _, name := range []string{"a", "b", "c"} {
@@ -28,7 +30,7 @@ func TestRoundRobinOrder(t *testing.T) {
 		addrs = append(addrs, s.Listener.Addr().String())
 		byAddr[s.Listener.Addr().String()] = name
 	}
-	dns.setSRV("_http._tcp.rr.test", srvOf(t, dns, "rr", addrs...)...)
+	dns.SetSRV("_http._tcp.rr.test", srvOf(t, dns, "rr", addrs...)...)
 	p, _ := newTestPool(t, dns, Options{})
 	if err := p.Update([]Spec{srvSpec("rr", HTTP, "_http._tcp.rr.test")}); err != nil {
 		t.Fatal(err)
@@ -60,7 +62,7 @@ func TestRoundRobinOrder(t *testing.T) {
 
 func TestRefusingEndpointIsEjectedAndRetried(t *testing.T) {
 	t.Parallel()
-	dns := newFakeDNS()
+	dns := sharedtest.NewResolver(nil)
 	var bodies atomic.Int64
 	good := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -69,7 +71,7 @@ func TestRefusingEndpointIsEjectedAndRetried(t *testing.T) {
 		}
 	})
 	bad := refusedAddr(t)
-	dns.setSRV("_http._tcp.ej.test", srvOf(t, dns, "ej", good.Listener.Addr().String(), bad)...)
+	dns.SetSRV("_http._tcp.ej.test", srvOf(t, dns, "ej", good.Listener.Addr().String(), bad)...)
 	p, _ := newTestPool(t, dns, Options{EjectionBackoff: time.Minute})
 	if err := p.Update([]Spec{srvSpec("ej", HTTP, "_http._tcp.ej.test")}); err != nil {
 		t.Fatal(err)
@@ -104,22 +106,22 @@ func TestRoundTripErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		setup    func(t *testing.T, dns *fakeDNS) Spec
+		setup    func(t *testing.T, dns *sharedtest.Resolver) Spec
 		wantType wire.ErrorType
 		wantMsg  string
 	}{{
 		name: "all endpoints refuse",
-		setup: func(t *testing.T, dns *fakeDNS) Spec {
+		setup: func(t *testing.T, dns *sharedtest.Resolver) Spec {
 			a, b := refusedAddr(t), refusedAddr(t)
-			dns.setSRV("_x._tcp.dead.test", srvOf(t, dns, "dead", a, b)...)
+			dns.SetSRV("_x._tcp.dead.test", srvOf(t, dns, "dead", a, b)...)
 			return srvSpec("dead", HTTP, "_x._tcp.dead.test")
 		},
 		wantType: wire.ErrNoConnection,
 		wantMsg:  "127.0.0.1:",
 	}, {
 		name: "nothing resolves",
-		setup: func(t *testing.T, dns *fakeDNS) Spec {
-			dns.setFail("gone.test", errors.New("SERVFAIL"))
+		setup: func(t *testing.T, dns *sharedtest.Resolver) Spec {
+			dns.Fail("gone.test", errors.New("SERVFAIL"))
 			return hostSpec("gone", "gone.test", 80)
 		},
 		wantType: wire.ErrNoResolution,
@@ -128,7 +130,7 @@ func TestRoundTripErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dns := newFakeDNS()
+			dns := sharedtest.NewResolver(nil)
 			p, _ := newTestPool(t, dns, Options{})
 			if err := p.Update([]Spec{tt.setup(t, dns)}); err != nil {
 				t.Fatal(err)
@@ -176,11 +178,11 @@ func resetServer(t *testing.T, accepted *atomic.Int64) string {
 
 func TestResetMidResponseIsNotRetried(t *testing.T) {
 	t.Parallel()
-	dns := newFakeDNS()
+	dns := sharedtest.NewResolver(nil)
 	var accepted, goodHits atomic.Int64
 	reset := resetServer(t, &accepted)
 	good := namedServer(t, "good", &goodHits)
-	dns.setSRV("_x._tcp.rst.test", srvOf(t, dns, "rst", reset, good.Listener.Addr().String())...)
+	dns.SetSRV("_x._tcp.rst.test", srvOf(t, dns, "rst", reset, good.Listener.Addr().String())...)
 	p, _ := newTestPool(t, dns, Options{})
 	if err := p.Update([]Spec{srvSpec("rst", HTTP, "_x._tcp.rst.test")}); err != nil {
 		t.Fatal(err)
@@ -208,7 +210,7 @@ func TestSlowEndpointHonoursDeadline(t *testing.T) {
 	t.Parallel()
 	slow := serve(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	host, port := hostPort(t, slow)
-	p, _ := newTestPool(t, newFakeDNS(), Options{})
+	p, _ := newTestPool(t, sharedtest.NewResolver(nil), Options{})
 	if err := p.Update([]Spec{hostSpec("slow", host, port)}); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func TestUpgradeThroughTransport(t *testing.T) {
 		_, _ = io.WriteString(c, line)
 	})
 	host, port := hostPort(t, srv)
-	p, _ := newTestPool(t, newFakeDNS(), Options{})
+	p, _ := newTestPool(t, sharedtest.NewResolver(nil), Options{})
 	if err := p.Update([]Spec{hostSpec("ws", host, port)}); err != nil {
 		t.Fatal(err)
 	}
@@ -273,14 +275,14 @@ func TestUpgradeThroughTransport(t *testing.T) {
 
 func TestPoolDial(t *testing.T) {
 	t.Parallel()
-	dns := newFakeDNS()
+	dns := sharedtest.NewResolver(nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	bad := refusedAddr(t)
-	dns.setSRV("_x._tcp.tun.test", srvOf(t, dns, "tun", ln.Addr().String(), bad)...)
+	dns.SetSRV("_x._tcp.tun.test", srvOf(t, dns, "tun", ln.Addr().String(), bad)...)
 	p, _ := newTestPool(t, dns, Options{})
 	if err := p.Update([]Spec{srvSpec("tun", HTTP, "_x._tcp.tun.test")}); err != nil {
 		t.Fatal(err)
@@ -366,7 +368,7 @@ func TestTunnelConnsDrain(t *testing.T) {
 		}
 	}()
 	host, portStr, _ := net.SplitHostPort(ln.Addr().String())
-	p, _ := newTestPool(t, newFakeDNS(), Options{DrainTimeout: 200 * time.Millisecond})
+	p, _ := newTestPool(t, sharedtest.NewResolver(nil), Options{DrainTimeout: 200 * time.Millisecond})
 	if err := p.Update([]Spec{hostSpec("tun", host, mustAtoi(t, portStr))}); err != nil {
 		t.Fatal(err)
 	}

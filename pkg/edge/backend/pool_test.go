@@ -15,6 +15,8 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // blockingServer answers once release is closed; started receives a value when a request arrives.
@@ -68,7 +70,7 @@ func inFlight(t *testing.T, rt http.RoundTripper) <-chan string {
 func TestUpdateKeepsUnchangedBackends(t *testing.T) {
 	t.Parallel()
 	host, port, started, release := blockingServer(t)
-	p, reg := newTestPool(t, newFakeDNS(), Options{})
+	p, reg := newTestPool(t, sharedtest.NewResolver(nil), Options{})
 	specs := []Spec{hostSpec("keep", host, port), {Name: "keep", Protocol: GRPC, Resolver: Resolver{Kind: ResolverHost, DNSName: host, Port: uint32(port)}}}
 	if err := p.Update(specs); err != nil {
 		t.Fatal(err)
@@ -107,7 +109,7 @@ func TestUpdateSwapsChangedAndDrainsRemoved(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			host, port, started, release := blockingServer(t)
-			p, reg := newTestPool(t, newFakeDNS(), Options{})
+			p, reg := newTestPool(t, sharedtest.NewResolver(nil), Options{})
 			spec := hostSpec("b", host, port)
 			if err := p.Update([]Spec{spec}); err != nil {
 				t.Fatal(err)
@@ -130,7 +132,7 @@ func TestUpdateSwapsChangedAndDrainsRemoved(t *testing.T) {
 			if got := <-done; got != "done" {
 				t.Errorf("in-flight request on the replaced backend: %q, want done", got)
 			}
-			waitFor(t, "the drained backend to close", 5*time.Second, func() bool {
+			sharedtest.Eventually(t, "the drained backend to close", func() bool {
 				resp, err := get(t, old, t.Context())
 				if err == nil {
 					_ = resp.Body.Close()
@@ -147,7 +149,7 @@ func TestUpdateSwapsChangedAndDrainsRemoved(t *testing.T) {
 func TestDrainIsBounded(t *testing.T) {
 	t.Parallel()
 	host, port, started, _ := blockingServer(t)
-	p, _ := newTestPool(t, newFakeDNS(), Options{DrainTimeout: 100 * time.Millisecond})
+	p, _ := newTestPool(t, sharedtest.NewResolver(nil), Options{DrainTimeout: 100 * time.Millisecond})
 	if err := p.Update([]Spec{hostSpec("b", host, port)}); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +171,7 @@ func TestDrainIsBounded(t *testing.T) {
 
 func TestUpdateErrorsChangeNothing(t *testing.T) {
 	t.Parallel()
-	p, _ := newTestPool(t, newFakeDNS(), Options{})
+	p, _ := newTestPool(t, sharedtest.NewResolver(nil), Options{})
 	good := hostSpec("good", "127.0.0.1", 1)
 	if err := p.Update([]Spec{good}); err != nil {
 		t.Fatal(err)
@@ -204,7 +206,7 @@ func TestUpdateErrorsChangeNothing(t *testing.T) {
 func TestPoolCloseAndSnapshot(t *testing.T) {
 	t.Parallel()
 	host, port, started, _ := blockingServer(t)
-	p := NewPool(Deps{Log: logging.Discard(), Registerer: prometheus.NewRegistry(), DNS: newFakeDNS()})
+	p := NewPool(Deps{Log: logging.Discard(), Registerer: prometheus.NewRegistry(), DNS: sharedtest.NewResolver(nil)})
 	specs := []Spec{hostSpec("b", host, port), hostSpec("a", host, port)}
 	if err := p.Update(specs); err != nil {
 		t.Fatal(err)
@@ -232,22 +234,22 @@ func TestPoolCloseAndSnapshot(t *testing.T) {
 func TestTwoPoolsShareARegistry(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	p1 := NewPool(Deps{Registerer: reg, DNS: newFakeDNS()})
-	p2 := NewPool(Deps{Registerer: reg, DNS: newFakeDNS()})
+	p1 := NewPool(Deps{Registerer: reg, DNS: sharedtest.NewResolver(nil)})
+	p2 := NewPool(Deps{Registerer: reg, DNS: sharedtest.NewResolver(nil)})
 	defer p1.Close()
 	defer p2.Close()
 	if err := errors.Join(p1.Update([]Spec{hostSpec("one", "127.0.0.1", 1)}), p2.Update([]Spec{hostSpec("two", "127.0.0.1", 1)})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both gauges", 5*time.Second, func() bool { return testutil.CollectAndCount(reg, "kedge_backend_endpoints") == 2 })
+	sharedtest.Eventually(t, "both gauges", func() bool { return testutil.CollectAndCount(reg, "kedge_backend_endpoints") == 2 })
 }
 
 func TestPoolKeepsEndpointsWhenDNSFails(t *testing.T) {
 	t.Parallel()
 	s := namedServer(t, "dns", nil)
 	host, port := hostPort(t, s)
-	dns := newFakeDNS()
-	dns.setHost("svc.test", host)
+	dns := sharedtest.NewResolver(nil)
+	dns.SetHost("svc.test", host)
 	p, _ := newTestPool(t, dns, Options{ResolveInterval: time.Second})
 	if err := p.Update([]Spec{hostSpec("d", "svc.test", port)}); err != nil {
 		t.Fatal(err)
@@ -258,9 +260,9 @@ func TestPoolKeepsEndpointsWhenDNSFails(t *testing.T) {
 	} else {
 		_ = resp.Body.Close()
 	}
-	dns.setFail("svc.test", errors.New("SERVFAIL"))
+	dns.Fail("svc.test", errors.New("SERVFAIL"))
 	errs := p.metrics.resolverErrors.WithLabelValues("d", "host")
-	waitFor(t, "a counted resolver error", 5*time.Second, func() bool { return testutil.ToFloat64(errs) >= 1 })
+	sharedtest.Eventually(t, "a counted resolver error", func() bool { return testutil.ToFloat64(errs) >= 1 })
 	resp, err := get(t, rt, t.Context())
 	if err != nil {
 		t.Fatalf("request after a DNS failure: %v, want the last good endpoints used", err)

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // tlsServer starts an h2-capable TLS server with a certificate for backend.test issued by ca; it answers with the
@@ -60,10 +62,10 @@ func TestTLSBackends(t *testing.T) {
 			t.Parallel()
 			s := tlsServer(t, ca, tt.mtls)
 			host, port := hostPort(t, s)
-			dns := newFakeDNS()
+			dns := sharedtest.NewResolver(nil)
 			spec := hostSpec("tls", host, port)
 			if tt.dnsName {
-				dns.setHost("backend.test", host)
+				dns.SetHost("backend.test", host)
 				spec.Resolver.DNSName = "backend.test"
 			}
 			spec.TLS = tt.tls
@@ -99,7 +101,7 @@ func TestPlaintextStaysHTTP1(t *testing.T) {
 		w.Header().Set("X-Proto-Major", strconv.Itoa(r.ProtoMajor))
 	})
 	host, port := hostPort(t, s)
-	p, _ := newTestPool(t, newFakeDNS(), Options{})
+	p, _ := newTestPool(t, sharedtest.NewResolver(nil), Options{})
 	if err := p.Update([]Spec{hostSpec("plain", host, port)}); err != nil {
 		t.Fatal(err)
 	}

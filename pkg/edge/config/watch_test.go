@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 const watchPool = `{"http": {"backends": [{"name": "web", "host": {"dns_name": "web.example.com", "port": 80}}]}}`
@@ -72,7 +73,7 @@ func (h *harness) waitApplied(t *testing.T, host string) {
 		case d := <-h.applied:
 			if len(d.HTTPRoutes) > 0 && d.HTTPRoutes[0].Host == host {
 				applies := float64(h.applies.Load())
-				waitFor(t, "the reload to be counted", func() bool { return h.metric("success") >= applies })
+				sharedtest.Eventually(t, "the reload to be counted", func() bool { return h.metric("success") >= applies })
 				return
 			}
 		case <-deadline:
@@ -83,17 +84,6 @@ func (h *harness) waitApplied(t *testing.T, host string) {
 
 func (h *harness) metric(result string) float64 {
 	return testutil.ToFloat64(h.w.reloads.WithLabelValues(result))
-}
-
-// waitFor polls cond until it holds, for at most 5s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -181,7 +171,7 @@ func TestWatcherKeepsConfigOnInvalidDocument(t *testing.T) {
 	src, _ := plainFiles(t)
 	h := startWatcher(t, src)
 	writeFile(t, src.DirectorPath, `{"http": {"routes": [{"backend_name": "missing"}]}}`)
-	waitFor(t, "a failed reload", func() bool { return h.metric("failure") >= 1 })
+	sharedtest.Eventually(t, "a failed reload", func() bool { return h.metric("failure") >= 1 })
 	select {
 	case d := <-h.applied:
 		t.Fatalf("invalid config applied: %+v", d)
@@ -208,7 +198,7 @@ func TestWatcherCountsApplyFailure(t *testing.T) {
 	h.failing.Store(true)
 	before := testutil.ToFloat64(h.w.lastSuccessAt)
 	h.w.Trigger()
-	waitFor(t, "a failed apply", func() bool { return h.metric("failure") == 1 })
+	sharedtest.Eventually(t, "a failed apply", func() bool { return h.metric("failure") == 1 })
 	if got := testutil.ToFloat64(h.w.lastSuccessful); got != 0 {
 		t.Errorf("last_reload_successful = %v, want 0", got)
 	}

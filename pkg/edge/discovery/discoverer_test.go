@@ -22,6 +22,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 const suffix = "cluster-a.example.com"
@@ -81,7 +82,7 @@ func (a *applier) callCount() int {
 func (a *applier) waitHosts(t *testing.T, want ...string) {
 	t.Helper()
 	want = append([]string{"web.example.com"}, want...)
-	eventually(t, 5*time.Second, fmt.Sprintf("hosts %q", want), func() bool { return slices.Equal(a.hosts(), want) })
+	sharedtest.Eventually(t, fmt.Sprintf("hosts %q", want), func() bool { return slices.Equal(a.hosts(), want) })
 }
 
 // startDiscovery runs a Cluster and a Discoverer on cs until the test ends.
@@ -114,7 +115,7 @@ func TestDiscoveryFollowsServices(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	d, a := startDiscovery(t, cs, ClusterOptions{}, newRecordingLogger(), reg)
 	a.waitHosts(t, "echo.shop.svc."+suffix)
-	eventually(t, 5*time.Second, "ready after the first apply", func() bool { return d.Ready() == nil })
+	sharedtest.Eventually(t, "ready after the first apply", func() bool { return d.Ready() == nil })
 	a.mu.Lock()
 	grpc := a.merged.GRPCRoutes
 	a.mu.Unlock()
@@ -163,10 +164,10 @@ func TestDiscoverySkipsBadServicesAndReportsThem(t *testing.T) {
 		{"service skipped by discovery", "shop/copycat", "duplicate host matcher", "service shop/echo"},
 		{"service skipped by discovery", "shop/" + long, "^[a-z_0-9.]{2,64}$"},
 	} {
-		eventually(t, 5*time.Second, "log line "+strings.Join(want, " "), func() bool { return log.has(want...) })
+		sharedtest.Eventually(t, "log line "+strings.Join(want, " "), func() bool { return log.has(want...) })
 	}
 	// One Warning Event per skipped Service, on the Service.
-	eventually(t, 5*time.Second, "three Events", func() bool {
+	sharedtest.Eventually(t, "three Events", func() bool {
 		evs, err := cs.CoreV1().Events("shop").List(t.Context(), metav1.ListOptions{})
 		return err == nil && len(evs.Items) == 3
 	})
@@ -179,7 +180,7 @@ func TestDiscoverySkipsBadServicesAndReportsThem(t *testing.T) {
 			t.Errorf("event = %+v", ev)
 		}
 	}
-	eventually(t, 5*time.Second, "kedge_discovery_services{state=rejected} = 3", func() bool {
+	sharedtest.Eventually(t, "kedge_discovery_services{state=rejected} = 3", func() bool {
 		return testutil.ToFloat64(d.metrics.services.WithLabelValues("rejected")) == 3
 	})
 	if got := testutil.ToFloat64(d.metrics.rejections); got != 3 {
@@ -191,7 +192,7 @@ func TestDiscoverySkipsBadServicesAndReportsThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.waitHosts(t, "echo.shop.svc."+suffix, "noports.shop.svc."+suffix)
-	eventually(t, 5*time.Second, "recovery logged", func() bool { return log.has("no longer skipped", "shop/noports") })
+	sharedtest.Eventually(t, "recovery logged", func() bool { return log.has("no longer skipped", "shop/noports") })
 	if got := testutil.ToFloat64(d.metrics.rejections); got != 3 {
 		t.Errorf("kedge_discovery_rejections_total = %v after a fix, want still 3", got)
 	}
@@ -208,11 +209,11 @@ func TestDiscoveryWithoutEventPermission(t *testing.T) {
 	log := newRecordingLogger()
 	_, a := startDiscovery(t, cs, ClusterOptions{}, log, nil)
 	a.waitHosts(t)
-	eventually(t, 5*time.Second, "the RBAC note", func() bool { return log.has("may not create Events") })
+	sharedtest.Eventually(t, "the RBAC note", func() bool { return log.has("may not create Events") })
 	if _, err := cs.CoreV1().Services("shop").Create(t.Context(), service("bad2", "shop", exposedLabels, nil, "web=80"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the second Service reported", func() bool { return log.has("service skipped", "shop/bad2") })
+	sharedtest.Eventually(t, "the second Service reported", func() bool { return log.has("service skipped", "shop/bad2") })
 	if n := attempts.Load(); n != 1 {
 		t.Errorf("%d Event attempts, want 1 (no retries once RBAC refused)", n)
 	}
@@ -265,13 +266,13 @@ func TestDiscoveryRetriesFailedApply(t *testing.T) {
 	a.fail.Store(true)
 	runInBackground(t, c.Run)
 	runInBackground(t, func(ctx context.Context) error { return d.Run(ctx, a.apply) })
-	eventually(t, 5*time.Second, "the failure logged", func() bool { return log.has("applying the discovered config failed", "pool refused") })
+	sharedtest.Eventually(t, "the failure logged", func() bool { return log.has("applying the discovered config failed", "pool refused") })
 	if err := d.Ready(); err == nil {
 		t.Error("ready although nothing was applied")
 	}
 	a.fail.Store(false)
 	a.waitHosts(t, "echo.shop.svc."+suffix)
-	eventually(t, 5*time.Second, "ready after a successful retry", func() bool { return d.Ready() == nil })
+	sharedtest.Eventually(t, "ready after a successful retry", func() bool { return d.Ready() == nil })
 }
 
 func TestDiscoveryWithoutEventsOption(t *testing.T) {
@@ -283,7 +284,7 @@ func TestDiscoveryWithoutEventsOption(t *testing.T) {
 	a := newApplier(t)
 	runInBackground(t, c.Run)
 	runInBackground(t, func(ctx context.Context) error { return d.Run(ctx, a.apply) })
-	eventually(t, 5*time.Second, "the skipped Service logged", func() bool { return log.has("service skipped", "shop/bad") })
+	sharedtest.Eventually(t, "the skipped Service logged", func() bool { return log.has("service skipped", "shop/bad") })
 	for _, act := range cs.Actions() {
 		if act.GetVerb() == "create" && act.GetResource().Resource == "events" {
 			t.Errorf("an Event was created although Options.Events is off: %+v", act)
@@ -321,10 +322,10 @@ func TestDiscoveryReadyWaitsForEndpointSlices(t *testing.T) {
 	}
 	runInBackground(t, c.Run)
 	runInBackground(t, func(ctx context.Context) error { return d.Run(ctx, apply) })
-	eventually(t, 5*time.Second, "the discovered routes applied", func() bool { return a.callCount() > 0 })
+	sharedtest.Eventually(t, "the discovered routes applied", func() bool { return a.callCount() > 0 })
 	if err := d.Ready(); err == nil || !strings.Contains(err.Error(), "endpointslices") {
 		t.Errorf("Ready = %v while the EndpointSlice cache is empty; want not ready, naming endpointslices", err)
 	}
 	forbidden.Store(false)
-	eventually(t, 10*time.Second, "ready once the EndpointSlice cache is filled", func() bool { return d.Ready() == nil })
+	sharedtest.Eventually(t, "ready once the EndpointSlice cache is filled", func() bool { return d.Ready() == nil })
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // TestEndpointChangeKeepsInFlightRequests runs a real backend.Pool on the k8s resolver: when a pod's endpoint
@@ -86,7 +87,7 @@ func TestEndpointChangeKeepsInFlightRequests(t *testing.T) {
 	if err := cs.DiscoveryV1().EndpointSlices("shop").Delete(ctx, "echo-a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "traffic on pod B only", func() bool {
+	testutil.EventuallyWithin(t, time.Second, "traffic on pod B only", func() bool {
 		for range 4 {
 			if body, err := get("/"); err != nil || body != "B" {
 				return false

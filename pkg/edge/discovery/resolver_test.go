@@ -22,6 +22,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/config"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	sharedtest "github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestEndpointsOf(t *testing.T) {
@@ -145,7 +146,7 @@ func runSource(t *testing.T, c *Cluster, name, target string) *publisher {
 // waitEndpoints waits (at most a second: the promised latency) until p's last set is want.
 func waitEndpoints(t *testing.T, p *publisher, want ...string) {
 	t.Helper()
-	eventually(t, time.Second, "endpoints "+strings.Join(want, ","), func() bool {
+	sharedtest.EventuallyWithin(t, time.Second, "endpoints "+strings.Join(want, ","), func() bool {
 		got, ok := p.last()
 		return ok && slices.Equal(got, want)
 	})
@@ -163,7 +164,7 @@ func TestSourceFollowsEndpointSlices(t *testing.T) {
 	slicesAPI := cs.DiscoveryV1().EndpointSlices("shop")
 
 	waitEndpoints(t, p, "10.0.0.1:8080")
-	eventually(t, time.Second, "ready", func() bool { return c.Ready() == nil })
+	sharedtest.EventuallyWithin(t, time.Second, "ready", func() bool { return c.Ready() == nil })
 	if got := testutil.ToFloat64(c.metrics.endpoints.WithLabelValues("echo_shop_8080")); got != 1 {
 		t.Errorf("kedge_k8s_endpoints = %v, want 1", got)
 	}
@@ -196,7 +197,7 @@ func TestSourceFollowsEndpointSlices(t *testing.T) {
 	if _, err := slicesAPI.Update(ctx, slice("echo-a", "echo", "shop", []string{"web=8080"}, readyEP("10.0.0.4")), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a resolver error", func() bool {
+	sharedtest.EventuallyWithin(t, time.Second, "a resolver error", func() bool {
 		return testutil.ToFloat64(c.metrics.resolverErrors.WithLabelValues("echo_shop_8080")) >= 1
 	})
 	waitEndpoints(t, p, "10.0.0.3:8080")
@@ -255,7 +256,7 @@ func TestReadyWaitsForCacheAndSaysWhy(t *testing.T) {
 		t.Fatal("ready before Run")
 	}
 	runInBackground(t, c.Run)
-	eventually(t, 5*time.Second, "the reason in the log", func() bool {
+	sharedtest.Eventually(t, "the reason in the log", func() bool {
 		return log.has("ERROR kubernetes cache not filled yet", "endpointslices", "RBAC says no")
 	})
 	if err := c.Ready(); err == nil || !strings.Contains(err.Error(), "RBAC says no") {
@@ -266,7 +267,7 @@ func TestReadyWaitsForCacheAndSaysWhy(t *testing.T) {
 		t.Errorf("published %q, %v; want an empty set after the sync timeout", got, ok)
 	}
 	forbidden.Store(false) // RBAC fixed: client-go retries, the cache fills, kedge becomes ready
-	eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
+	sharedtest.Eventually(t, "ready", func() bool { return c.Ready() == nil })
 }
 
 func TestCacheStripsManagedFields(t *testing.T) {

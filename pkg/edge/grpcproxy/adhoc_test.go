@@ -35,7 +35,7 @@ func adhocEnv(t *testing.T, guard backend.DialGuard, idle time.Duration) (*env, 
 			{NamePattern: "127.0.0.1", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}}},
 		},
 		guard: guard,
-		dns:   fakeDNS{"svc.adhoc.test": {"127.0.0.1"}},
+		dns:   map[string][]string{"svc.adhoc.test": {"127.0.0.1"}},
 		idle:  idle,
 	})
 	return e, b, port
@@ -121,7 +121,7 @@ func TestAdhocConnCache(t *testing.T) {
 	if got := b.calls.Load(); got != 3 {
 		t.Errorf("backend got %d calls, want 3", got)
 	}
-	pollUntil(t, "the idle adhoc connection to close", func() bool { return e.proxy.adhoc.len() == 0 })
+	sharedtest.Eventually(t, "the idle adhoc connection to close", func() bool { return e.proxy.adhoc.len() == 0 })
 
 	// A stream in flight keeps its connection past the idle timeout.
 	stream, err := client.FullDuplexCall(callCtx(t))
@@ -167,7 +167,7 @@ func (a *adhocPool) state(key adhocKey) (active int, armed bool) {
 func TestAdhocPoolBounded(t *testing.T) {
 	t.Parallel()
 	const max = 4
-	a := newAdhocPool(backend.NewAdhocDialer(backend.Deps{DNS: fakeDNS{}}, nil), time.Hour)
+	a := newAdhocPool(backend.NewAdhocDialer(backend.Deps{DNS: sharedtest.NewResolver(nil)}, nil), time.Hour)
 	a.max = max
 	t.Cleanup(a.close)
 	target := func(i int) route.Target {

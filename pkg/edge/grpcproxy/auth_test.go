@@ -125,7 +125,7 @@ func startAuthn(t *testing.T, cfg authn.Config) *authn.Authenticator {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	pollUntil(t, "authenticator ready", func() bool { return a.Ready() == nil })
+	testutil.Eventually(t, "authenticator ready", func() bool { return a.Ready() == nil })
 	return a
 }
 
@@ -262,34 +262,10 @@ func TestOIDCOnBothPorts(t *testing.T) {
 		if !allowed || !denied {
 			t.Errorf("audit lines missing (allowed %v, denied %v): %+v", allowed, denied, e.log.callLines())
 		}
-		if n := counterOf(t, e.gateReg, map[string]string{"route": "b", "result": "forbidden"}); n < 6 {
+		if n := testutil.MetricValue(t, e.gateReg, "kedge_authz_decisions_total", map[string]string{"route": "b", "result": "forbidden"}); n < 6 {
 			t.Errorf("forbidden decisions = %v, want >= 6", n)
 		}
 	})
-}
-
-// counterOf returns kedge_authz_decisions_total for labels.
-func counterOf(t *testing.T, g prometheus.Gatherer, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "kedge_authz_decisions_total" {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 func TestClientCertificateWithoutTokenAuth(t *testing.T) {

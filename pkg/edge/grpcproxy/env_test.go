@@ -25,6 +25,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -197,21 +198,6 @@ func (m backendMap) GRPC(name string) (*grpc.ClientConn, bool) {
 	return cc, ok
 }
 
-// fakeDNS maps names to addresses.
-type fakeDNS map[string][]string
-
-func (f fakeDNS) LookupHost(_ context.Context, host string) ([]string, error) {
-	if addrs, ok := f[host]; ok {
-		return addrs, nil
-	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
-
-// LookupSRV completes backend.DNSResolver; adhoc dials never look up SRV records.
-func (f fakeDNS) LookupSRV(_ context.Context, _, _, name string) (string, []*net.SRV, error) {
-	return "", nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
-}
-
 // logLine is one line written to a recordLogger.
 type logLine struct {
 	level string
@@ -275,8 +261,8 @@ type envConfig struct {
 	backends  []string                    // names of test backends to start
 	conns     map[string]*grpc.ClientConn // extra backend connections
 	guard     backend.DialGuard           // of the adhoc dialer; nil means backend.DefaultDialGuard()
-	dns       fakeDNS
-	dial      time.Duration // the adhoc dialer's timeout; 0 means the default
+	dns       map[string][]string         // names the adhoc dialer resolves; others are not found
+	dial      time.Duration               // the adhoc dialer's timeout; 0 means the default
 	idle      time.Duration
 	forwarded *forwarded.Policy
 	reg       *prometheus.Registry
@@ -306,7 +292,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		Registerer:       e.reg,
 		Routes:           staticRoutes{table},
 		Backends:         conns,
-		Adhoc:            backend.NewAdhocDialer(backend.Deps{DNS: cfg.dns, Options: backend.Options{DialTimeout: cfg.dial}}, cfg.guard),
+		Adhoc:            backend.NewAdhocDialer(backend.Deps{DNS: testutil.NewResolver(cfg.dns), Options: backend.Options{DialTimeout: cfg.dial}}, cfg.guard),
 		Forwarded:        cfg.forwarded,
 		AdhocIdleTimeout: cfg.idle,
 	})
@@ -347,17 +333,5 @@ func waitSeen(t *testing.T, b *testBackend) seenCall {
 	case <-time.After(5 * time.Second):
 		t.Fatalf("backend %s saw no call", b.name)
 		return seenCall{}
-	}
-}
-
-// pollUntil polls cond every few milliseconds until it holds or 5 s pass.
-func pollUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

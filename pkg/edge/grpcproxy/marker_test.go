@@ -47,7 +47,7 @@ func TestKedgeErrorMarker(t *testing.T) {
 		adhoc:    []route.Adhoc{{NamePattern: "*.adhoc.test", AllowedRanges: []route.PortRange{{From: 1024, To: 65535}}}},
 		backends: []string{"a"},
 		conns:    map[string]*grpc.ClientConn{"forger": forgingBackend(t)},
-		dns:      fakeDNS{"svc.adhoc.test": {"127.0.0.1"}},
+		dns:      map[string][]string{"svc.adhoc.test": {"127.0.0.1"}},
 	})
 	tests := []struct {
 		name      string

@@ -243,7 +243,7 @@ func TestCancelReachesBackend(t *testing.T) {
 	if _, err := stream.Recv(); status.Code(err) != codes.Canceled {
 		t.Errorf("client Recv after cancel = %v, want Canceled", err)
 	}
-	pollUntil(t, "the log line of the cancelled call", func() bool {
+	sharedtest.Eventually(t, "the log line of the cancelled call", func() bool {
 		return containsLine(e.log.callLines(), "code", codes.Canceled.String())
 	})
 }
@@ -336,7 +336,7 @@ func TestClientReadError(t *testing.T) {
 		t.Errorf("oversized request: %v, want ResourceExhausted", err)
 	}
 	// gRPC answers the client itself; the proxy's log line must tell the same story.
-	pollUntil(t, "the log line of the oversized call", func() bool { return len(e.log.callLines()) == 1 })
+	sharedtest.Eventually(t, "the log line of the oversized call", func() bool { return len(e.log.callLines()) == 1 })
 	if got := e.log.callLines()[0].kv["code"]; got != codes.ResourceExhausted.String() {
 		t.Errorf("logged code %v, want ResourceExhausted", got)
 	}

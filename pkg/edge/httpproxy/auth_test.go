@@ -31,7 +31,7 @@ func startGate(t *testing.T, cfg authn.Config, reg prometheus.Registerer) *authz
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "authenticator ready", func() bool { return a.Ready() == nil })
+	testutil.Eventually(t, "authenticator ready", func() bool { return a.Ready() == nil })
 	g, err := authz.NewGate(a, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func TestOIDCThroughTheHandler(t *testing.T) {
 
 	t.Run("audit: one log line per request with identity, route, decision and reason; no token", func(t *testing.T) {
 		var allowed, forbidden map[string]any
-		for _, l := range e.logs.lines(t) {
+		for _, l := range e.logs.JSONLines(t) {
 			if l["msg"] != "http request" {
 				continue
 			}
@@ -158,18 +158,16 @@ func TestOIDCThroughTheHandler(t *testing.T) {
 		if forbidden == nil || forbidden["reason"] != "missing permission: one of [deploy]" || forbidden["status"] != 403.0 {
 			t.Errorf("forbidden line = %v", forbidden)
 		}
-		e.logs.mu.Lock()
-		all := e.logs.b.String()
-		e.logs.mu.Unlock()
+		all := e.logs.String()
 		if strings.Contains(all, valid) || strings.Contains(all, strings.Split(valid, ".")[2]) {
 			t.Error("the log contains a token")
 		}
 	})
 	t.Run("metric", func(t *testing.T) {
-		if n := counterValue(t, gateReg, "kedge_authz_decisions_total", map[string]string{"route": "web", "result": "forbidden"}); n < 2 {
+		if n := testutil.MetricValue(t, gateReg, "kedge_authz_decisions_total", map[string]string{"route": "web", "result": "forbidden"}); n < 2 {
 			t.Errorf("forbidden decisions for web = %v, want >= 2", n)
 		}
-		if n := counterValue(t, gateReg, "kedge_authz_decisions_total", map[string]string{"route": "", "result": "unauthenticated"}); n < 2 {
+		if n := testutil.MetricValue(t, gateReg, "kedge_authz_decisions_total", map[string]string{"route": "", "result": "unauthenticated"}); n < 2 {
 			t.Errorf("unrouted unauthenticated decisions = %v, want >= 2", n)
 		}
 	})

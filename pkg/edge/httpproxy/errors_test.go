@@ -14,33 +14,8 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
-
-// fakeDNS answers LookupHost from a map; other names fail.
-type fakeDNS map[string][]string
-
-func (d fakeDNS) LookupHost(_ context.Context, host string) ([]string, error) {
-	if ips, ok := d[host]; ok {
-		return ips, nil
-	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
-
-func (d fakeDNS) LookupSRV(_ context.Context, _, _, name string) (string, []*net.SRV, error) {
-	return "", nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
-}
-
-// closedPort returns a 127.0.0.1 port nothing listens on.
-func closedPort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return port
-}
 
 // newPool starts a real backend pool serving specs.
 func newPool(t testing.TB, specs ...backend.Spec) *backend.Pool {
@@ -72,8 +47,8 @@ func TestAdhoc(t *testing.T) {
 	t.Parallel()
 	b := newBackend(t, "adhoc-target", nil)
 	port := b.srv.Listener.Addr().(*net.TCPAddr).Port
-	dead := closedPort(t)
-	dns := fakeDNS{"127-0-0-1.pods.test.local": {"127.0.0.1"}}
+	dead := testutil.RefusedPort(t)
+	dns := testutil.NewResolver(map[string][]string{"127-0-0-1.pods.test.local": {"127.0.0.1"}})
 	newAdhocEnv := func(guard backend.DialGuard) *env {
 		rt := backend.NewAdhocTransport(backend.Deps{}, backend.NewAdhocDialer(backend.Deps{DNS: dns}, guard))
 		t.Cleanup(rt.(interface{ CloseIdleConnections() }).CloseIdleConnections)
@@ -142,7 +117,7 @@ func TestBackendErrors(t *testing.T) {
 	}))
 	good := newBackend(t, "good", nil)
 	pool := newPool(t,
-		hostSpec("down", closedPort(t)),
+		hostSpec("down", testutil.RefusedPort(t)),
 		hostSpec("killer", killer.srv.Listener.Addr().(*net.TCPAddr).Port),
 		hostSpec("good", good.srv.Listener.Addr().(*net.TCPAddr).Port),
 	)
@@ -194,8 +169,8 @@ func TestBackendErrors(t *testing.T) {
 func (e *env) waitLog(t testing.TB, reqID string) map[string]any {
 	t.Helper()
 	var found map[string]any
-	waitFor(t, "log line of "+reqID, func() bool {
-		for _, l := range e.logs.lines(t) {
+	testutil.Eventually(t, "log line of "+reqID, func() bool {
+		for _, l := range e.logs.JSONLines(t) {
 			if l["request_id"] == reqID {
 				found = l
 				return true
@@ -240,7 +215,7 @@ func TestClientGoesAway(t *testing.T) {
 	if line["status"] != float64(statusClientClosed) || line["error"] == nil {
 		t.Errorf("log line %v", line)
 	}
-	if got := counterValue(t, e.reg, "kedge_proxy_errors_total", nil); got != 0 {
+	if got := testutil.MetricValue(t, e.reg, "kedge_proxy_errors_total", nil); got != 0 {
 		t.Errorf("a client going away counted as %v proxy errors", got)
 	}
 }

@@ -1,15 +1,12 @@
 package httpproxy
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +19,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -97,43 +95,12 @@ type staticRoutes struct{ t *route.HTTPTable }
 
 func (s staticRoutes) HTTPTable() *route.HTTPTable { return s.t }
 
-// syncBuffer collects log output written concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines returns the JSON log lines written so far.
-func (s *syncBuffer) lines(t testing.TB) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		m := map[string]any{}
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // env is a kedge HTTP proxy handler served on 127.0.0.1 with a real route table.
 type env struct {
 	proxy  *httptest.Server
 	h      *Handler
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *testutil.Buffer
 	client *http.Client // plain client to the proxy (HTTP/1.1)
 }
 
@@ -169,7 +136,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	if cfg.pool != nil {
 		backends = cfg.pool
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	log, err := logging.New(logging.Options{Level: "info", Format: "json", Output: logs})
 	if err != nil {
 		t.Fatal(err)
@@ -253,18 +220,6 @@ func expectKedgeError(t testing.TB, resp *http.Response, status int, typ string)
 	}
 	if resp.Header.Get("X-Kedge-Request-Id") == "" {
 		t.Errorf("error response without X-Kedge-Request-ID")
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

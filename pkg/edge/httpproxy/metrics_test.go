@@ -7,41 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
-
-// counterValue sums the counter (or histogram sample count) series of family name whose labels include labels.
-func counterValue(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue series
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
@@ -58,8 +25,8 @@ func TestMetrics(t *testing.T) {
 	expectKedgeError(t, e.do(t, http.MethodGet, "b.example.com", "/%2F", nil, nil), 400, "bad-request")
 
 	// The handler counts after the response is written; wait for the last one.
-	waitFor(t, "6 requests counted", func() bool {
-		return counterValue(t, e.reg, "kedge_http_requests_total", nil) == 6
+	testutil.Eventually(t, "6 requests counted", func() bool {
+		return testutil.MetricValue(t, e.reg, "kedge_http_requests_total", nil) == 6
 	})
 	tests := []struct {
 		name   string
@@ -77,7 +44,7 @@ func TestMetrics(t *testing.T) {
 		{"kedge_proxy_errors_total", nil, 3},
 	}
 	for _, tc := range tests {
-		if got := counterValue(t, e.reg, tc.name, tc.labels); got != tc.want {
+		if got := testutil.MetricValue(t, e.reg, tc.name, tc.labels); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}

@@ -2,10 +2,8 @@ package tunnel
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -94,52 +92,18 @@ func countConn(c net.Conn) {
 	fmt.Fprintf(c, "got %d bytes\n", n)
 }
 
-// fakeDNS answers LookupHost from a map.
-type fakeDNS map[string][]string
-
-func (d fakeDNS) LookupHost(_ context.Context, host string) ([]string, error) {
-	if ips, ok := d[host]; ok {
-		return ips, nil
-	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
-
-func (d fakeDNS) LookupSRV(_ context.Context, _, _, name string) (string, []*net.SRV, error) {
-	return "", nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
-}
-
 type staticRoutes struct{ t *route.HTTPTable }
 
 func (s staticRoutes) HTTPTable() *route.HTTPTable { return s.t }
 
-// syncBuffer collects log output written concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// tunnelLines returns the JSON "connect tunnel" log lines written so far.
-func (s *syncBuffer) tunnelLines(t *testing.T) []map[string]any {
+// tunnelLines returns the JSON "connect tunnel" log lines written to logs so far.
+func tunnelLines(t *testing.T, logs *testutil.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.String()), "\n") {
-		m := map[string]any{}
-		if l == "" || json.Unmarshal([]byte(l), &m) != nil || m["msg"] != "connect tunnel" {
-			continue
+	for _, m := range logs.JSONLines(t) {
+		if m["msg"] == "connect tunnel" {
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
 	return out
 }
@@ -156,7 +120,7 @@ type env struct {
 	count     *rawServer           // answers "got N bytes" after the client's half-close
 	reflect   *rawServer           // echoes
 	reg       *prometheus.Registry
-	logs      *syncBuffer
+	logs      *testutil.Buffer
 	cancel    context.CancelFunc
 	served    chan error
 }
@@ -168,14 +132,14 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{kedgeCA: testutil.NewCA(t), backendCA: testutil.NewCA(t), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &env{kedgeCA: testutil.NewCA(t), backendCA: testutil.NewCA(t), reg: prometheus.NewRegistry(), logs: &testutil.Buffer{}}
 	dir := t.TempDir()
 	e.kedgeCAF = e.kedgeCA.WriteFiles(t, dir)
 	e.backCAF = e.backendCA.WriteFiles(t, dir)
 	e.echo = testutil.NewEchoServer(t, testutil.EchoName("echo"), testutil.EchoTLS(e.backendCA.Server(t, "echo.test", "robots.test")))
 	e.count = newRawServer(t, countConn)
 	e.reflect = newRawServer(t, echoConn)
-	dead := closedPort(t)
+	dead := testutil.RefusedPort(t)
 
 	pool := backend.NewPool(backend.Deps{Registerer: e.reg, Options: backend.Options{DialTimeout: time.Second}})
 	t.Cleanup(pool.Close)
@@ -214,7 +178,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	routes := staticRoutes{table}
-	adhoc := backend.NewAdhocDialer(backend.Deps{DNS: fakeDNS{"loop.adhoc.test": {"127.0.0.1"}}}, nil)
+	adhoc := backend.NewAdhocDialer(backend.Deps{DNS: testutil.NewResolver(map[string][]string{"loop.adhoc.test": {"127.0.0.1"}})}, nil)
 	adm, err := admission.New(gate, e.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -248,17 +212,6 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 	})
 	return e
-}
-
-func closedPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return p
 }
 
 // connect opens a TLS connection to kedge (HTTP/1.1, presenting cert if not nil) and sends "CONNECT target" with
@@ -297,48 +250,6 @@ func (e *env) connect(t *testing.T, target string, cert *tls.Certificate, header
 }
 
 func auth() string { return "Proxy-Authorization: Bearer " + testToken }
-
-// counterValue sums the series of family name whose labels include labels.
-func counterValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue series
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // bufConn reads through r (which may hold bytes already read from Conn) and writes to Conn.
 type bufConn struct {

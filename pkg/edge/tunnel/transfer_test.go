@@ -113,8 +113,8 @@ func TestBulkTransfer(t *testing.T) {
 		t.Fatalf("downloaded %d bytes with sha256 %x, want %d bytes with %x", n, got.Sum(nil), size, want.Sum(nil))
 	}
 	t.Logf("%d MB through the tunnel in %v", size>>20, elapsed)
-	waitFor(t, "tunnel closed", func() bool { return counterValue(t, e.reg, "kedge_tunnels_open", nil) == 0 })
-	if down := counterValue(t, e.reg, "kedge_tunnel_bytes_total", map[string]string{"direction": "downstream"}); down < float64(size) {
+	testutil.Eventually(t, "tunnel closed", func() bool { return testutil.MetricValue(t, e.reg, "kedge_tunnels_open", nil) == 0 })
+	if down := testutil.MetricValue(t, e.reg, "kedge_tunnel_bytes_total", map[string]string{"direction": "downstream"}); down < float64(size) {
 		t.Errorf("downstream bytes = %v, want >= %d", down, size)
 	}
 }
@@ -188,12 +188,12 @@ func TestHTTP2Connect(t *testing.T) {
 			t.Errorf("CONNECT without a token: %d %q", resp.StatusCode, resp.Header.Get("X-Kedge-Error-Type"))
 		}
 	})
-	waitFor(t, "tunnels closed", func() bool { return counterValue(t, e.reg, "kedge_tunnels_open", nil) == 0 })
+	testutil.Eventually(t, "tunnels closed", func() bool { return testutil.MetricValue(t, e.reg, "kedge_tunnels_open", nil) == 0 })
 	found := false
-	for _, l := range e.logs.tunnelLines(t) {
+	for _, l := range tunnelLines(t, e.logs) {
 		found = found || l["proto"] == "HTTP/2.0" && l["status"] == 200.0
 	}
 	if !found {
-		t.Errorf("no HTTP/2 tunnel in the audit lines: %v", e.logs.tunnelLines(t))
+		t.Errorf("no HTTP/2 tunnel in the audit lines: %v", tunnelLines(t, e.logs))
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 func TestRefusedTunnels(t *testing.T) {
@@ -51,13 +53,13 @@ func TestRefusedTunnels(t *testing.T) {
 		}
 	})
 	// The parallel cases above have all finished here.
-	if n := counterValue(t, e.reg, "kedge_tunnels_total", map[string]string{"result": "no-route"}); n != 5 {
+	if n := testutil.MetricValue(t, e.reg, "kedge_tunnels_total", map[string]string{"result": "no-route"}); n != 5 {
 		t.Errorf("kedge_tunnels_total{result=no-route} = %v, want 5", n)
 	}
-	if n := counterValue(t, e.reg, "kedge_tunnels_total", map[string]string{"result": "unauthorized"}); n != 4 {
+	if n := testutil.MetricValue(t, e.reg, "kedge_tunnels_total", map[string]string{"result": "unauthorized"}); n != 4 {
 		t.Errorf("kedge_tunnels_total{result=unauthorized} = %v, want 4", n)
 	}
-	if n := counterValue(t, e.reg, "kedge_tunnels_open", nil); n != 0 {
+	if n := testutil.MetricValue(t, e.reg, "kedge_tunnels_open", nil); n != 0 {
 		t.Errorf("kedge_tunnels_open = %v", n)
 	}
 }
@@ -107,9 +109,9 @@ func TestHalfCloseAndAudit(t *testing.T) {
 	if string(got) != "got 100000 bytes\n" {
 		t.Fatalf("backend answered %q", got)
 	}
-	waitFor(t, "tunnel closed", func() bool { return counterValue(t, e.reg, "kedge_tunnels_open", nil) == 0 })
-	waitFor(t, "audit line", func() bool { return len(e.logs.tunnelLines(t)) == 1 })
-	l := e.logs.tunnelLines(t)[0]
+	testutil.Eventually(t, "tunnel closed", func() bool { return testutil.MetricValue(t, e.reg, "kedge_tunnels_open", nil) == 0 })
+	testutil.Eventually(t, "audit line", func() bool { return len(tunnelLines(t, e.logs)) == 1 })
+	l := tunnelLines(t, e.logs)[0]
 	want := map[string]any{"request_id": "tunnel-1", "host": "count.test:7000", "route": "count", "status": 200.0,
 		"identity": "static-token", "decision": "allowed", "reason": "authenticated", "bytes_up": 100000.0,
 		"bytes_down": 17.0, "closed": "closed", "proto": "HTTP/1.1"}
@@ -121,10 +123,10 @@ func TestHalfCloseAndAudit(t *testing.T) {
 	if strings.Contains(e.logs.String(), testToken) {
 		t.Error("the log contains the token")
 	}
-	if n := counterValue(t, e.reg, "kedge_tunnel_bytes_total", map[string]string{"direction": "upstream"}); n != 100000 {
+	if n := testutil.MetricValue(t, e.reg, "kedge_tunnel_bytes_total", map[string]string{"direction": "upstream"}); n != 100000 {
 		t.Errorf("upstream bytes = %v", n)
 	}
-	if n := counterValue(t, e.reg, "kedge_authz_decisions_total", map[string]string{"route": "count", "result": "allowed"}); n != 1 {
+	if n := testutil.MetricValue(t, e.reg, "kedge_authz_decisions_total", map[string]string{"route": "count", "result": "allowed"}); n != 1 {
 		t.Errorf("authz decisions = %v", n)
 	}
 }
@@ -188,8 +190,8 @@ func TestIdleTimeout(t *testing.T) {
 	if d := time.Since(silent); d < idle/2 || d > 5*time.Second {
 		t.Errorf("idle tunnel closed after %v, timeout %v", d, idle)
 	}
-	waitFor(t, "audit line", func() bool { return len(e.logs.tunnelLines(t)) == 1 })
-	if l := e.logs.tunnelLines(t)[0]; l["closed"] != "idle timeout" {
+	testutil.Eventually(t, "audit line", func() bool { return len(tunnelLines(t, e.logs)) == 1 })
+	if l := tunnelLines(t, e.logs)[0]; l["closed"] != "idle timeout" {
 		t.Errorf("closed = %v", l["closed"])
 	}
 }
@@ -218,8 +220,8 @@ func TestDrainEndsIdleTunnels(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("drain took %v", d)
 	}
-	waitFor(t, "audit line", func() bool { return len(e.logs.tunnelLines(t)) == 1 })
-	if l := e.logs.tunnelLines(t)[0]; l["closed"] != "server shutting down" {
+	testutil.Eventually(t, "audit line", func() bool { return len(tunnelLines(t, e.logs)) == 1 })
+	if l := tunnelLines(t, e.logs)[0]; l["closed"] != "server shutting down" {
 		t.Errorf("closed = %v", l["closed"])
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // lineKV are the fields every format test writes: the kinds of values the proxies' lines carry, including ones
@@ -165,7 +167,7 @@ func (r *recorder) Enabled(Level) bool          { return true }
 // with what was buffered before them, and nothing is lost or reordered.
 func TestBufferedOutput(t *testing.T) {
 	t.Parallel()
-	out := &lockedBuffer{}
+	out := &testutil.Buffer{}
 	l, err := New(Options{Level: "info", Format: "text", Output: out, FlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -185,16 +187,10 @@ func TestBufferedOutput(t *testing.T) {
 		t.Fatalf("Flush: %v, %q", err, out.String())
 	}
 
-	fast := &lockedBuffer{}
+	fast := &testutil.Buffer{}
 	l2, _ := New(Options{Level: "info", Output: fast, FlushInterval: time.Millisecond})
 	l2.Info("timed")
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(fast.String(), "msg=timed") {
-		if time.Now().After(deadline) {
-			t.Fatal("the timed flush never came")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the timed flush", func() bool { return strings.Contains(fast.String(), "msg=timed") })
 }
 
 // TestDroppedWhenOutputStalls: lines beyond the buffer limit are dropped and counted, not blocking callers.
@@ -237,23 +233,6 @@ func (s *stallWriter) Write(p []byte) (int, error) {
 	}
 	<-s.release
 	return len(p), nil
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestLineAllocs locks in that a request line costs no allocation once the pool is warm.

@@ -73,16 +73,14 @@ func (r *running) returned() bool {
 // waitRefused polls until new connections to addr are refused.
 func waitRefused(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, addr+" to refuse connections", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
-			return
+			return true
 		}
 		_ = c.Close()
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("%s still accepts connections", addr)
+		return false
+	})
 }
 
 // gate is a handler that signals when a request arrived and answers when released.

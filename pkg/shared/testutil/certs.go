@@ -1,5 +1,7 @@
 // Package testutil holds test fixtures shared by kedge's and winch's tests: certificates generated at run time, an
-// HTTP echo backend and a gRPC TestService backend, all on 127.0.0.1 with ephemeral ports and stopped by t.Cleanup.
+// HTTP echo backend and a gRPC TestService backend, all on 127.0.0.1 with ephemeral ports and stopped by t.Cleanup;
+// and the helpers every package's tests use instead of a copy of their own: Eventually (wait for a condition with a
+// deadline), MetricValue, a fake DNS Resolver, a concurrent log Buffer and RefusedPort.
 // Only tests and the demo program (e2e/demo) import it; no private key is ever written into the repository.
 package testutil
 

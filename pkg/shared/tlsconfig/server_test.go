@@ -1,7 +1,6 @@
 package tlsconfig
 
 import (
-	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
@@ -32,24 +31,6 @@ func newFakeClock() *fakeClock {
 func (c *fakeClock) Now() time.Time             { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) Advance(d time.Duration)    { c.ns.Add(int64(d)) }
 func (c *fakeClock) set(t time.Time) *fakeClock { c.ns.Store(t.UnixNano()); return c }
-
-// syncBuffer collects log output written from handshake goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // serveTLS accepts connections on 127.0.0.1, completes the handshake and writes one byte, so a client can tell an
 // accepted handshake from one the server rejected after the fact (TLS 1.3 client auth).
@@ -273,7 +254,7 @@ func TestServerRotation(t *testing.T) {
 	certA, certB, certC := ca.Server(t), ca.Server(t), ca.Server(t)
 	certFile, keyFile := writePair(t, dir, certA, 1)
 	clock := newFakeClock()
-	var logs syncBuffer
+	var logs testutil.Buffer
 	log, err := logging.New(logging.Options{Output: &logs, Level: "info"})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -450,27 +451,11 @@ func TestIdleKedgeConnectionClosed(t *testing.T) {
 	t.Cleanup(func() { _ = cc.Close() })
 	client := testpb.NewTestServiceClient(cc)
 	conns := func() float64 {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "winch_grpc_kedge_connections" {
-				return mf.GetMetric()[0].GetGauge().GetValue()
-			}
-		}
-		t.Fatal("winch_grpc_kedge_connections not exported")
-		return 0
+		return testutil.MetricValue(t, reg, "winch_grpc_kedge_connections", nil)
 	}
 	waitConns := func(want float64) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for conns() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("winch_grpc_kedge_connections = %v, want %v", conns(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.Eventually(t, fmt.Sprintf("winch_grpc_kedge_connections = %v", want), func() bool { return conns() == want })
 	}
 
 	stream, err := client.FullDuplexCall(t.Context())
