@@ -82,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer func() { _ = logging.Flush(log) }()
 	grpclog.SetLoggerV2(logging.GRPCLogger(log))
 
-	srv, err := edge.New(cfg, log)
+	srv, err := edge.New(cfg, edge.Deps{Log: log})
 	if err != nil {
 		cli.PrintError(stderr, "kedge: cannot start", err)
 		return 1
@@ -90,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	defer serve.OnSIGHUP(ctx, func() {
-		log.Info("SIGHUP: reloading config documents")
+		log.Info("SIGHUP: reloading config documents and TLS files")
 		srv.Reload()
 	})()
 	defer serve.OnRepeatedSignal(ctx, srv.SkipShutdownDelay, syscall.SIGTERM, os.Interrupt)() // a second SIGTERM: drain now

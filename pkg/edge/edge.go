@@ -65,9 +65,43 @@ type Server struct {
 
 type listeners struct{ debug, https, grpc net.Listener }
 
+// Deps are what New takes besides the static config.
+type Deps struct {
+	// Log receives kedge's log lines; nil discards them.
+	Log logging.Logger
+	// Listeners are listeners the caller has bound already. kedge's main leaves them nil and New binds each port of
+	// the config on its bind address (port 0 disables that listener). A test binds 127.0.0.1:0 itself and passes the
+	// listener, so the port it reads from the listener is the one kedge serves: never a port reserved, freed and
+	// bound again, which another process may take in between.
+	Listeners Listeners
+}
+
+// Listeners are pre-bound listeners for Deps. A non-nil one is served in place of binding its port (the port in the
+// config is then not looked at); New takes it over: Run closes it, and so does New when it fails.
+type Listeners struct {
+	Debug net.Listener // the plain debug port (config.Config.HTTPPort)
+	HTTPS net.Listener // the HTTPS proxy port (config.Config.HTTPSPort)
+	GRPC  net.Listener // the gRPC-over-TLS port (config.Config.GRPCPort)
+}
+
 // New loads the dynamic config, builds every part and binds the listeners, so that errors (bad config, port in
 // use, unreadable certificates) surface before Run.
-func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
+func New(cfg config.Config, deps Deps) (_ *Server, err error) {
+	log := deps.Log
+	if log == nil {
+		log = logging.Discard()
+	}
+	reg := prometheus.NewRegistry()
+	s := &Server{
+		cfg: cfg, log: log, registry: reg, skipDelay: make(chan struct{}),
+		listeners: listeners{debug: deps.Listeners.Debug, https: deps.Listeners.HTTPS, grpc: deps.Listeners.GRPC},
+	}
+	defer func() {
+		if err != nil {
+			s.close() // whatever was built or given so far: pool, proxies, listeners
+		}
+	}()
+
 	dyn, err := config.Load(cfg.Documents)
 	if err != nil {
 		return nil, fmt.Errorf("loading config documents:\n%w", err)
@@ -76,10 +110,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 		log.Warn("config warning", "warning", w)
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	s := &Server{cfg: cfg, log: log, registry: reg, skipDelay: make(chan struct{})}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "kedge_log_lines_dropped_total",
 		Help: "Log lines dropped because the log output could not keep up (see --log_flush_interval).",
@@ -100,11 +131,6 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 			MaxIdleConnsPerEndpoint: cfg.BackendMaxIdleConns,
 		},
 	})
-	defer func() {
-		if err != nil {
-			s.close() // whatever was built so far: pool, proxies, listeners
-		}
-	}()
 	if s.state, err = newState(dyn); err != nil {
 		return nil, err
 	}
@@ -113,7 +139,7 @@ func New(cfg config.Config, log logging.Logger) (_ *Server, err error) {
 	}
 	s.watcher = config.NewWatcher(cfg.Documents, s.applyFile, log.With(logging.FieldComponent, "config"), reg)
 
-	if cfg.HTTPSPort != 0 || cfg.GRPCPort != 0 {
+	if s.enabled(s.listeners.https, cfg.HTTPSPort) || s.enabled(s.listeners.grpc, cfg.GRPCPort) {
 		s.tls, err = tlsconfig.NewServer(tlsconfig.ServerConfig{
 			CertFile:           cfg.TLSCertFile,
 			KeyFile:            cfg.TLSKeyFile,
@@ -201,29 +227,34 @@ func grpcServerOptions(handshake, idle time.Duration) []grpc.ServerOption {
 	}
 }
 
+// enabled reports whether a listener serves: one given in Deps.Listeners always does, otherwise its port must not
+// be 0.
+func (s *Server) enabled(given net.Listener, port int) bool { return given != nil || port != 0 }
+
+// listen binds each enabled port that has no listener from Deps.Listeners yet.
 func (s *Server) listen() error {
-	bind := func(port int, name string) (net.Listener, error) {
-		if port == 0 {
-			return nil, nil
+	bind := func(ln *net.Listener, port int, name string) error {
+		if !s.enabled(*ln, port) || *ln != nil {
+			return nil
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(port)))
+		l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(port)))
 		if err != nil {
-			return nil, fmt.Errorf("%s listener: %w", name, err)
+			return fmt.Errorf("%s listener: %w", name, err)
 		}
-		return ln, nil
+		*ln = l
+		return nil
 	}
-	var err error
-	if s.listeners.debug, err = bind(s.cfg.HTTPPort, "debug"); err != nil {
+	if err := bind(&s.listeners.debug, s.cfg.HTTPPort, "debug"); err != nil {
 		return err
 	}
-	if s.listeners.https, err = bind(s.cfg.HTTPSPort, "https"); err != nil {
+	if err := bind(&s.listeners.https, s.cfg.HTTPSPort, "https"); err != nil {
 		return err
 	}
-	s.listeners.grpc, err = bind(s.cfg.GRPCPort, "grpc")
-	return err
+	return bind(&s.listeners.grpc, s.cfg.GRPCPort, "grpc")
 }
 
-// Addrs reports the bound listener addresses ("" for a disabled one); useful with port 0 in tests.
+// Addrs reports the listeners' addresses ("" for a disabled one). A port of 0 in the config disables its listener;
+// a test that needs the ports binds 127.0.0.1:0 itself and passes the listeners in Deps.Listeners.
 func (s *Server) Addrs() (debug, https, grpc string) {
 	addr := func(ln net.Listener) string {
 		if ln == nil {
@@ -234,8 +265,18 @@ func (s *Server) Addrs() (debug, https, grpc string) {
 	return addr(s.listeners.debug), addr(s.listeners.https), addr(s.listeners.grpc)
 }
 
-// Reload re-reads the config documents now (as SIGHUP does).
-func (s *Server) Reload() { s.watcher.Trigger() }
+// Reload is what SIGHUP does: it re-reads the config documents (asynchronously, through the watcher) and the TLS
+// certificate, key and client CA files (now). TLS files that cannot be loaded are logged as a warning and the
+// previous certificate stays in use, as with a change noticed by a handshake.
+func (s *Server) Reload() {
+	s.watcher.Trigger()
+	if s.tls == nil {
+		return
+	}
+	if err := s.tls.Reload(); err != nil {
+		s.log.Warn("reload: TLS files not loaded, still serving the previous certificate", logging.FieldError, err)
+	}
+}
 
 // Run serves until ctx is done, then shuts down in two phases. First readiness turns false while the listeners keep
 // accepting and serving for the shutdown delay (see shutdownDelay), so that load balancers stop sending new
@@ -391,7 +432,9 @@ func (s *Server) close() {
 	if s.grpcProxy != nil {
 		s.grpcProxy.Close()
 	}
-	s.pool.Close()
+	if s.pool != nil {
+		s.pool.Close()
+	}
 }
 
 // ipNetsToPrefixes converts the --server_trusted_proxies values.

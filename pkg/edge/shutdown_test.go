@@ -3,11 +3,12 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // TestRunShutdownDelay: after the context ends, /readyz answers 503 while the HTTPS port still accepts and serves
@@ -24,9 +25,9 @@ func TestRunShutdownDelay(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := testConfig(t, freePorts(t))
+			cfg, deps := testConfig(t)
 			cfg.ShutdownDelay = tt.delay
-			srv, err := New(cfg, logging.Discard())
+			srv, err := New(cfg, deps)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,21 +77,15 @@ func TestRunShutdownDelay(t *testing.T) {
 	}
 }
 
-// waitStatus polls url until it answers want, for at most 10 s.
+// waitStatus polls url until it answers want.
 func waitStatus(t *testing.T, client *http.Client, url string, want int) {
 	t.Helper()
-	var last any
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	testutil.Eventually(t, fmt.Sprintf("%s to answer %d", url, want), func() bool {
 		resp, err := client.Get(url)
 		if err != nil {
-			last = err
-			continue
+			return false
 		}
 		resp.Body.Close()
-		if resp.StatusCode == want {
-			return
-		}
-		last = resp.Status
-	}
-	t.Fatalf("%s did not answer %d within 10s; last: %v", url, want, last)
+		return resp.StatusCode == want
+	})
 }

@@ -415,8 +415,11 @@ func (x *GRPCRoute) GetAllowedClientIdentities() []string {
 }
 
 // Adhoc allows dialling a host that no route names, when the requested name matches a pattern and the port is
-// allowed. The name is resolved by DNS (A/AAAA) and the first address is dialled over plaintext.
-// Loopback, link-local and unspecified addresses are never dialled.
+// allowed. The name is resolved by DNS (A/AAAA) and the resolved addresses are tried in turn (at most 4), over
+// plaintext. An address that is loopback, link-local, unspecified, multicast, broadcast or a cloud metadata address
+// is refused at dial time, whatever name resolved to it. The one exception is a rule whose dns_name_matcher is an IP
+// literal and that has no dns_name_replace: a request for exactly that address reaches it (the operator wrote it
+// down), at the ports the rule allows.
 type Adhoc struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// dns_name_matcher matches the requested host name, case-insensitively: "*suffix" matches names ending in suffix

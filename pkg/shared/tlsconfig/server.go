@@ -105,7 +105,8 @@ func (s *Server) TLSConfig() *tls.Config {
 }
 
 // Reload checks the files now, ignoring the once-per-second limit, and reports why a changed file set could not be
-// loaded (the previous one stays in use). For a SIGHUP handler.
+// loaded (the previous one stays in use; the error is returned again while the files stay as they are). kedge calls
+// it on SIGHUP (edge.Server.Reload).
 func (s *Server) Reload() error {
 	s.lastCheck.Store(s.now().UnixNano())
 	s.reloadMu.Lock()
