@@ -284,6 +284,11 @@ func (s *Server) Reload() {
 // get up to the drain timeout, and everything is closed. A failing server skips the delay.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
+	// One connection budget for both proxy ports; the debug port has none, so probes and metrics always get in.
+	limiter, err := serve.NewConnLimiter(serve.ConnLimits{Total: s.cfg.MaxConnections, PerIP: s.cfg.MaxConnectionsPerIP}, s.registry)
+	if err != nil {
+		return err
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
@@ -324,10 +329,12 @@ func (s *Server) Run(ctx context.Context) error {
 			WriteTimeout: s.cfg.WriteTimeout,
 			TLSConfig:    s.tls.TLSConfig(),
 		}, s.log)
+		ln := limiter.Wrap(ln, "https")
 		g.Go(func() error { return s.drained("https", serve.Serve(serveCtx, srv, ln, s.cfg.DrainTimeout)) })
 		httpsSrv = srv
 	}
 	if ln := s.listeners.grpc; ln != nil {
+		ln := limiter.Wrap(ln, "grpc")
 		g.Go(func() error { return s.drained("grpc", serve.GRPC(serveCtx, s.grpcTLS, ln, s.cfg.DrainTimeout)) })
 	}
 	g.Go(func() error {
@@ -349,7 +356,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.ready.Store(true)
 	s.log.Info("kedge serving", "debug", addrOf(s.listeners.debug), "https", addrOf(s.listeners.https), "grpc", addrOf(s.listeners.grpc))
-	err := g.Wait()
+	err = g.Wait()
 	if errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

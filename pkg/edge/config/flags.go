@@ -26,6 +26,11 @@ type Config struct {
 	// ShutdownDelay is how long kedge keeps accepting and serving after SIGTERM, with /readyz failing, so that load
 	// balancers stop sending it new connections before its listeners close; 0 disables it.
 	ShutdownDelay time.Duration
+	// MaxConnections caps the client connections open at once on the HTTPS and gRPC ports together; 0 = no cap.
+	MaxConnections int
+	// MaxConnectionsPerIP caps them per client IPv4 address or IPv6 /64; 0 = no cap (the default: behind an L4 load
+	// balancer without client addresses every client shares the balancer's address).
+	MaxConnectionsPerIP int
 
 	TLSCertFile        string
 	TLSKeyFile         string
@@ -85,6 +90,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ReadTimeout, "server_http_max_read_timeout", 0, "limit on reading a whole request (headers and body) on the HTTPS port; 0 = none. Headers always have 10s; slow bodies are the backend's concern")
 	fs.DurationVar(&c.WriteTimeout, "server_http_max_write_timeout", 0, "limit on writing a whole response on the HTTPS port; 0 = none. The original's 10s default cut long downloads and streams")
 	fs.DurationVar(&c.ShutdownDelay, "server_shutdown_delay", 5*time.Second, "on SIGTERM: how long /readyz answers 503 while kedge keeps accepting and serving, so that load balancers stop sending new connections before the listeners close; a second SIGTERM ends it early. 0 disables it")
+	fs.IntVar(&c.MaxConnections, "server_max_connections", 10000, "client connections open at once on the HTTPS and gRPC ports together; beyond it new connections are closed as soon as they are accepted (kedge_connections_rejected_total) and established ones keep working. 0 = no limit")
+	fs.IntVar(&c.MaxConnectionsPerIP, "server_max_connections_per_ip", 0, "client connections open at once from one IPv4 address or IPv6 /64, on the HTTPS and gRPC ports together; 0 = no limit. Leave it at 0 behind a load balancer that does not pass client addresses: every client then shares its address")
 	fs.DurationVar(&c.DrainTimeout, "server_shutdown_drain_timeout", 20*time.Second, "after the shutdown delay: how long in-flight requests, streams and tunnels may take to finish before they are cut")
 
 	fs.StringVar(&c.TLSCertFile, "server_tls_cert_file", "", "PEM server certificate for the HTTPS and gRPC ports (required when either is enabled); reloaded when it changes")
@@ -171,6 +178,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, errors.New("--server_shutdown_delay must not be negative"))
+	}
+	if c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 {
+		errs = append(errs, errors.New("--server_max_connections and --server_max_connections_per_ip must not be negative"))
 	}
 	if c.ProxyBufferSize < 1024 {
 		errs = append(errs, fmt.Errorf("--http_reverseproxy_buffer_size_bytes: %d is below 1024", c.ProxyBufferSize))
