@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/conncache"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
@@ -29,18 +29,13 @@ var (
 	errTooManyAdhoc = errors.New("grpcproxy: too many adhoc destinations in use")
 )
 
-// adhocPool caches one plaintext grpc.ClientConn per adhoc destination, at most max of them. Its connections dial
-// through kedge's one adhoc dialer, so gRPC follows the dial policy of HTTP and CONNECT. A connection with no call in
-// flight is closed after the idle timeout, or earlier when a new destination needs its place; close closes them all.
-// The pool owns no goroutine: idle expiry runs on time.AfterFunc timers, which are stopped or made harmless by close.
+// adhocPool caches one plaintext grpc.ClientConn per adhoc destination (conncache), at most max of them: destination
+// names come from clients, so without a bound every name a rule's pattern admits would keep a connection for the
+// idle timeout. Its connections dial through kedge's one adhoc dialer, so gRPC follows the dial policy of HTTP and
+// CONNECT.
 type adhocPool struct {
 	dialer *backend.AdhocDialer
-	idle   time.Duration
-	max    int
-
-	mu     sync.Mutex // guards the fields below and adhocConn's active, gen and timer
-	closed bool
-	conns  map[adhocKey]*adhocConn
+	cache  *conncache.Cache[adhocKey, *adhocConn]
 }
 
 // adhocKey identifies a cached connection: the destination, and whether its address is exempt from the dial guard
@@ -56,38 +51,21 @@ func keyOf(t route.Target) adhocKey { return adhocKey{hostPort: t.HostPort(), ex
 type adhocConn struct {
 	cc      *grpc.ClientConn
 	refused atomic.Bool // the last dial failed because the dial guard refused every address
-	active  int         // calls using cc
-	gen     uint64      // bumped whenever the idle timer is re-armed or cancelled
-	timer   *time.Timer // armed while active == 0
 }
 
-func newAdhocPool(dialer *backend.AdhocDialer, idle time.Duration) *adhocPool {
-	return &adhocPool{dialer: dialer, idle: idle, max: defaultMaxAdhocConns, conns: make(map[adhocKey]*adhocConn)}
+// Close closes the connection (conncache calls it).
+func (c *adhocConn) Close() error { return c.cc.Close() }
+
+func newAdhocPool(dialer *backend.AdhocDialer, idle time.Duration, maxConns int) *adhocPool {
+	return &adhocPool{dialer: dialer, cache: conncache.New[adhocKey, *adhocConn](conncache.Config{Idle: idle, Max: maxConns})}
 }
 
 // get returns the connection to target and the function that ends the caller's use of it. When the pool is full, a
 // new destination takes the place of an idle connection, or fails with errTooManyAdhoc.
 func (a *adhocPool) get(target route.Target) (*adhocConn, func(), error) {
-	var evicted *adhocConn
-	defer func() {
-		if evicted != nil {
-			_ = evicted.cc.Close() // outside mu: Close waits for the connection's goroutines
-		}
-	}()
 	key := keyOf(target)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return nil, nil, errClosed
-	}
-	e, ok := a.conns[key]
-	if !ok {
-		if len(a.conns) >= a.max {
-			if evicted = a.evictIdleLocked(); evicted == nil {
-				return nil, nil, errTooManyAdhoc
-			}
-		}
-		e = &adhocConn{}
+	conn, release, err := a.cache.Get(key, func() (*adhocConn, error) {
+		e := &adhocConn{}
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
 			conn, err := a.dialer.DialContext(backend.WithAdhocTarget(ctx, target), "tcp", addr)
 			var be *backend.Error
@@ -104,82 +82,22 @@ func (a *adhocPool) get(target route.Target) (*adhocConn, func(), error) {
 			}),
 		)
 		if err != nil {
-			return nil, nil, fmt.Errorf("grpcproxy: adhoc %s: %w", key.hostPort, err)
+			return nil, fmt.Errorf("grpcproxy: adhoc %s: %w", key.hostPort, err)
 		}
 		e.cc = cc
-		a.conns[key] = e
+		return e, nil
+	})
+	switch {
+	case errors.Is(err, conncache.ErrFull):
+		return nil, nil, errTooManyAdhoc
+	case errors.Is(err, conncache.ErrClosed):
+		return nil, nil, errClosed
 	}
-	e.active++
-	e.gen++
-	if e.timer != nil {
-		e.timer.Stop()
-		e.timer = nil
-	}
-	return e, sync.OnceFunc(func() { a.release(key, e) }), nil
+	return conn, release, err
 }
 
-// evictIdleLocked removes one cached connection without calls in flight and returns it for the caller to close, or
-// returns nil when every connection is in use. a.mu must be held.
-func (a *adhocPool) evictIdleLocked() *adhocConn {
-	for key, e := range a.conns {
-		if e.active > 0 {
-			continue
-		}
-		delete(a.conns, key)
-		e.gen++ // its idle timer, if it fires anyway, finds nothing to do
-		if e.timer != nil {
-			e.timer.Stop()
-			e.timer = nil
-		}
-		return e
-	}
-	return nil
-}
-
-func (a *adhocPool) release(key adhocKey, e *adhocConn) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	e.active--
-	if e.active > 0 || a.closed {
-		return
-	}
-	e.gen++
-	gen := e.gen
-	e.timer = time.AfterFunc(a.idle, func() { a.expire(key, e, gen) })
-}
-
-// expire closes e if it is still cached and nothing used it since the timer of generation gen was armed.
-func (a *adhocPool) expire(key adhocKey, e *adhocConn, gen uint64) {
-	a.mu.Lock()
-	if a.conns[key] != e || e.active > 0 || e.gen != gen {
-		a.mu.Unlock()
-		return
-	}
-	delete(a.conns, key)
-	a.mu.Unlock()
-	_ = e.cc.Close() // Close only fails on a connection already closed
-}
-
-func (a *adhocPool) close() {
-	a.mu.Lock()
-	a.closed = true
-	conns := a.conns
-	a.conns = make(map[adhocKey]*adhocConn)
-	for _, e := range conns {
-		e.gen++
-		if e.timer != nil {
-			e.timer.Stop()
-		}
-	}
-	a.mu.Unlock()
-	for _, e := range conns {
-		_ = e.cc.Close()
-	}
-}
+// close closes every cached connection, ending calls still using them.
+func (a *adhocPool) close() { _ = a.cache.Close() }
 
 // len reports how many destinations have a cached connection.
-func (a *adhocPool) len() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.conns)
-}
+func (a *adhocPool) len() int { return a.cache.Len() }

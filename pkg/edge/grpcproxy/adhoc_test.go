@@ -134,8 +134,15 @@ func TestAdhocConnCache(t *testing.T) {
 	if _, err := stream.Recv(); err != nil {
 		t.Fatalf("Recv: %v", err)
 	}
-	if active, armed := e.proxy.adhoc.state(adhocKey{hostPort: "svc.adhoc.test:" + port}); active != 1 || armed {
-		t.Fatalf("adhoc connection with a stream open: %d active calls, idle timer armed %v; want 1, false", active, armed)
+	time.Sleep(400 * time.Millisecond) // twice the idle timeout, with the stream open
+	if n := e.proxy.adhoc.len(); n != 1 {
+		t.Fatalf("adhoc connection with a stream open: %d cached, want 1 (closed although in use)", n)
+	}
+	if err := stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: payload("y")}); err != nil {
+		t.Fatalf("Send after the idle timeout: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("Recv after the idle timeout: %v", err)
 	}
 
 	e.proxy.Close()
@@ -151,24 +158,12 @@ func TestAdhocConnCache(t *testing.T) {
 	}
 }
 
-// state reports how many calls use the connection of key and whether its idle timer is armed.
-func (a *adhocPool) state(key adhocKey) (active int, armed bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	e, ok := a.conns[key]
-	if !ok {
-		return 0, false
-	}
-	return e.active, e.timer != nil
-}
-
 // TestAdhocPoolBounded checks that client-chosen adhoc destinations cannot grow the connection cache without bound:
 // a full pool gives an idle connection's place to a new destination, and refuses one when every connection is busy.
 func TestAdhocPoolBounded(t *testing.T) {
 	t.Parallel()
 	const max = 4
-	a := newAdhocPool(backend.NewAdhocDialer(backend.Deps{DNS: sharedtest.NewResolver(nil)}, nil), time.Hour)
-	a.max = max
+	a := newAdhocPool(backend.NewAdhocDialer(backend.Deps{DNS: sharedtest.NewResolver(nil)}, nil), time.Hour, max)
 	t.Cleanup(a.close)
 	target := func(i int) route.Target {
 		return route.Target{Host: "svc" + strconv.Itoa(i) + ".adhoc.test", Port: 9000}

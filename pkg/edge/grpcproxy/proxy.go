@@ -94,7 +94,7 @@ func New(d Deps) *Proxy {
 		backends: d.Backends,
 		admit:    admission.Or(d.Admission, d.Registerer),
 		fwd:      d.Forwarded,
-		adhoc:    newAdhocPool(dialer, idle),
+		adhoc:    newAdhocPool(dialer, idle, defaultMaxAdhocConns),
 		m:        newMetrics(d.Log, d.Registerer),
 	}
 	p.transparent = proxy.TransparentHandler(p.direct)
