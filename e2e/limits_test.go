@@ -2,14 +2,21 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestConnectionLimits runs kedge with low connection limits: connections over a limit are closed at accept on both
@@ -223,4 +230,169 @@ func (h *h1Conn) get(t *testing.T, host string) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET on an established connection: %s", resp.Status)
 	}
+}
+
+// TestH2FloodsContained sends the two HTTP/2 floods Go's server has had CVEs for over one connection: rapid reset
+// (HEADERS then RST_STREAM, again and again; CVE-2023-44487) and an endless header block (CONTINUATION frames
+// without END_HEADERS; CVE-2023-45288). The flooding connection must end (or the flood stay bounded), kedge must
+// keep answering other clients meanwhile, and its goroutines must come back down afterwards.
+func TestH2FloodsContained(t *testing.T) {
+	t.Parallel()
+	b := startBackends(t)
+	e := startKedge(t, basicDirector, b.pool())
+	client := e.client(true)
+	check := func(t *testing.T, when string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://plain.example.com/", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: a normal request failed: %v", when, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: a normal request got %s", when, resp.Status)
+		}
+	}
+	check(t, "before the floods")
+	baseline := e.goroutines(t)
+
+	t.Run("rapid reset", func(t *testing.T) {
+		fr, ended, finish := e.h2Flooder(t)
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "plain.example.com"}, {":path", "/slow?d=5s"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		sent := 0
+		for i := 0; i < 5000 && time.Now().Before(deadline) && !ended.Load(); i++ {
+			id := uint32(2*i + 1)
+			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}) != nil ||
+				fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				break
+			}
+			sent++
+			if i%500 == 0 {
+				check(t, "during the rapid reset")
+			}
+		}
+		r := finish()
+		t.Logf("rapid reset: %d streams opened and reset, %d requests reached the backend; connection ended: %v, GOAWAY: %v",
+			sent, b.plain.Hits(), r.ended, r.goAway)
+		if hits := b.plain.Hits(); hits > int64(sent) {
+			t.Errorf("backend got %d requests for %d streams", hits, sent)
+		}
+	})
+
+	t.Run("CONTINUATION flood", func(t *testing.T) {
+		fr, ended, finish := e.h2Flooder(t)
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "plain.example.com"}, {":path", "/"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: false}); err != nil {
+			t.Fatal(err)
+		}
+		// Up to 10 MiB of valid header fields, 1 KiB per frame, never ending the block: the server must give up
+		// long before (its header limit is 64 KiB).
+		deadline := time.Now().Add(10 * time.Second)
+		sentBytes := 0
+		value := strings.Repeat("a", 1000)
+		for i := 0; i < 10240 && time.Now().Before(deadline) && !ended.Load(); i++ {
+			block.Reset()
+			_ = enc.WriteField(hpack.HeaderField{Name: "x-flood", Value: strconv.Itoa(i) + value})
+			if fr.WriteContinuation(1, false, block.Bytes()) != nil {
+				break
+			}
+			sentBytes += block.Len()
+		}
+		r := finish()
+		t.Logf("CONTINUATION flood: %d KiB of header block sent; connection ended: %v, GOAWAY: %v", sentBytes>>10, r.ended, r.goAway)
+		if !r.ended {
+			t.Errorf("the connection survived %d KiB of one header block", sentBytes>>10)
+		}
+		if sentBytes >= 10<<20 {
+			t.Errorf("kedge read all %d KiB of an endless header block", sentBytes>>10)
+		}
+	})
+
+	check(t, "after the floods")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n := e.goroutines(t)
+		if n <= baseline+20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("kedge has %d goroutines 15s after the floods, %d before", n, baseline)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// floodResult is how the server ended a flooding connection.
+type floodResult struct {
+	ended  bool          // the server closed the connection or sent GOAWAY
+	goAway http2.ErrCode // the GOAWAY's code, if one came
+}
+
+// h2Flooder opens an HTTP/2 connection to kedge's HTTPS port and reads (and discards) the server's frames in the
+// background. finish, called when the flood is over, waits up to 5s more for the server to end the connection,
+// closes it and says how it ended.
+func (e *kedgeEnv) h2Flooder(t *testing.T) (fr *http2.Framer, ended *atomic.Bool, finish func() floodResult) {
+	t.Helper()
+	c := e.dialTLS(t, e.https, "h2")
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	fr = http2.NewFramer(c, c)
+	// The preface, our SETTINGS and the ACK of the server's SETTINGS (which it sent first thing): without the ACK Go's
+	// server drops the connection after a few seconds, which would pass for a reaction to the flood.
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan floodResult, 1)
+	ended = new(atomic.Bool)
+	go func() {
+		defer ended.Store(true)
+		var r floodResult
+		rfr := http2.NewFramer(io.Discard, c)
+		for {
+			f, err := rfr.ReadFrame()
+			if err != nil {
+				r.ended = !isTimeout(err)
+				break
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				r.ended, r.goAway = true, ga.ErrCode
+				break
+			}
+		}
+		done <- r
+	}()
+	return fr, ended, func() floodResult {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r := <-done
+		_ = c.Close()
+		return r
+	}
+}
+
+// goroutines reads kedge's go_goroutines from its metrics.
+func (e *kedgeEnv) goroutines(t *testing.T) int {
+	t.Helper()
+	v, err := strconv.ParseFloat(e.metric(t, "go_goroutines"), 64)
+	if err != nil {
+		t.Fatalf("go_goroutines: %v", err)
+	}
+	return int(v)
 }
