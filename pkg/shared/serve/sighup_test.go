@@ -34,8 +34,17 @@ func TestOnSIGHUP(t *testing.T) {
 	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	// The signal is delivered asynchronously: if it arrives only after stop, nothing would catch it and it would end
+	// the test process. This guard takes over before stop, and keeps it until the signal has surely come.
+	guard := make(chan os.Signal, 1)
+	signal.Notify(guard, syscall.SIGHUP)
+	defer signal.Stop(guard)
 	stop()
 	stop() // idempotent
+	select {
+	case <-guard:
+	case <-time.After(200 * time.Millisecond):
+	}
 }
 
 // TestOnRepeatedSignal: a signal after ctx is done calls fn. The test catches SIGUSR1
