@@ -4,9 +4,11 @@ BIN       := bin
 PKG       := github.com/kedge-proxy/kedge
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X $(PKG)/pkg/shared/buildinfo.Version=$(VERSION)
+FUZZTIME  ?= 1m
+FUZZ      ?= .
 PROTOS    := kedgeconfig/director.proto kedgeconfig/backendpool.proto winchconfig/mapper.proto winchconfig/auth.proto
 
-.PHONY: all build test vet unit e2e h2spec bench bench-micro bench-smoke proto proto-check demo fmt clean
+.PHONY: fuzz all build test vet unit e2e h2spec bench bench-micro bench-smoke proto proto-check demo fmt clean
 
 all: build
 
@@ -38,6 +40,10 @@ h2spec:
 ## runs (make bench COUNT=3). scripts/bench.sh; ~3 min per run on 2 cores.
 bench:
 	GO=$(GO) scripts/bench.sh
+
+## fuzz: every fuzz target for FUZZTIME each (default 1m; FUZZ=<regexp> picks targets); make test runs their seeds.
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ=$(FUZZ) scripts/fuzz.sh
 
 ## bench-micro: the packages' own micro-benchmarks (routing, auth cache, proxy hot path).
 bench-micro:
