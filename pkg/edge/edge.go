@@ -129,6 +129,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 			DialTimeout:     cfg.BackendDialTimeout,
 
 			MaxIdleConnsPerEndpoint: cfg.BackendMaxIdleConns,
+			ResponseHeaderTimeout:   responseHeaderTimeout(cfg.BackendResponseHeaderTimeout),
 		},
 	})
 	if s.state, err = newState(dyn); err != nil {
@@ -166,7 +167,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 	}
 	fwd := forwarded.New(ipNetsToPrefixes(cfg.TrustedProxies))
 	// One adhoc dialer for HTTP, gRPC and CONNECT: one timeout, one address bound, one dial guard.
-	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout}}
+	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout, ResponseHeaderTimeout: responseHeaderTimeout(cfg.BackendResponseHeaderTimeout)}}
 	adhoc := backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard())
 
 	s.grpcProxy = grpcproxy.New(grpcproxy.Deps{
@@ -455,4 +456,12 @@ func ipNetsToPrefixes(nets []net.IPNet) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// responseHeaderTimeout maps --backend_response_header_timeout (0: none) to backend.Options (negative: none).
+func responseHeaderTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

@@ -250,6 +250,7 @@ func NewAdhocTransport(d Deps, dialer *AdhocDialer) http.RoundTripper {
 		Proxy:                  nil,
 		DialContext:            dialer.DialContext,
 		MaxIdleConnsPerHost:    maxAdhocIdleConnsPerHost,
+		ResponseHeaderTimeout:  d.Options.ResponseHeaderTimeout,
 		MaxIdleConns:           maxAdhocIdleConns, // hosts are client-chosen names: bound the total too
 		IdleConnTimeout:        d.Options.IdleConnTimeout,
 		ExpectContinueTimeout:  tlsHandshakeTimeout,

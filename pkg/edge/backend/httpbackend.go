@@ -51,6 +51,7 @@ func newHTTPBackend(name string, eps *endpointSet, tlsCfg *tls.Config, o Options
 		TLSClientConfig:        tlsCfg,
 		ForceAttemptHTTP2:      tlsCfg != nil, // h2 by ALPN for TLS backends; plaintext stays HTTP/1.1
 		MaxIdleConnsPerHost:    o.MaxIdleConnsPerEndpoint,
+		ResponseHeaderTimeout:  o.ResponseHeaderTimeout,
 		IdleConnTimeout:        o.IdleConnTimeout,
 		TLSHandshakeTimeout:    tlsHandshakeTimeout,
 		ExpectContinueTimeout:  tlsHandshakeTimeout,

@@ -27,6 +27,10 @@ const (
 	// next ones (a dial, a TLS handshake and a TIME_WAIT socket each), so it sits well above the concurrency one
 	// kedge usually carries to one endpoint; idle ones close after IdleConnTimeout.
 	DefaultMaxIdleConnsPerEndpoint = 256
+	// DefaultResponseHeaderTimeout bounds the wait for a backend's response headers once the request is sent (as
+	// nginx's proxy_read_timeout does by default): a hung backend costs its client 504 backend-timeout, not a hang.
+	// The response body, streams and tunnels are not bounded by it.
+	DefaultResponseHeaderTimeout = 60 * time.Second
 )
 
 const (
@@ -66,6 +70,9 @@ type Options struct {
 	// MaxIdleConnsPerEndpoint is the keep-alive pool size per endpoint of an HTTP backend (default
 	// DefaultMaxIdleConnsPerEndpoint).
 	MaxIdleConnsPerEndpoint int
+	// ResponseHeaderTimeout bounds the wait for an HTTP backend's (or adhoc destination's) response headers after
+	// the request was written (default DefaultResponseHeaderTimeout; negative: no bound).
+	ResponseHeaderTimeout time.Duration
 }
 
 // withDefaults returns o with zero (or too small) fields replaced by defaults.
@@ -88,6 +95,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxIdleConnsPerEndpoint <= 0 {
 		o.MaxIdleConnsPerEndpoint = DefaultMaxIdleConnsPerEndpoint
+	}
+	switch {
+	case o.ResponseHeaderTimeout == 0:
+		o.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	case o.ResponseHeaderTimeout < 0:
+		o.ResponseHeaderTimeout = 0 // http.Transport: no bound
 	}
 	return o
 }
@@ -176,13 +189,19 @@ func transportError(ctx context.Context, backend, endpoint string, err error) *E
 	typ := wire.ErrTransportUnknown
 	if errors.Is(err, errClosedBackend) {
 		typ = wire.ErrBackendClosed
-	} else if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	} else if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || isTimeout(err) {
 		typ = wire.ErrBackendTimeout
 	}
 	if backend == "" {
 		return &Error{Type: typ, Err: fmt.Errorf("adhoc destination %s: %w", endpoint, err)}
 	}
 	return &Error{Backend: backend, Type: typ, Err: fmt.Errorf("backend %q, endpoint %s: %w", backend, endpoint, err)}
+}
+
+// isTimeout reports a network timeout, such as http.Transport's "timeout awaiting response headers".
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // EndpointRecord receives the address of the endpoint that served a request; the transports of this package fill

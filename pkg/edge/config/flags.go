@@ -43,6 +43,8 @@ type Config struct {
 	BackendDialTimeout time.Duration
 	// BackendMaxIdleConns is the keep-alive pool size per endpoint of an HTTP backend.
 	BackendMaxIdleConns int
+	// BackendResponseHeaderTimeout bounds the wait for a backend's response headers; 0 = none.
+	BackendResponseHeaderTimeout time.Duration
 
 	// DebugRemoteAccess serves pprof and /debug/config on the debug port to every peer, not only to loopback ones.
 	DebugRemoteAccess bool
@@ -104,6 +106,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.EjectionBackoff, "lbtransport_failed_target_backoff_duration", 2*time.Second, "how long a backend endpoint that refused a connection is skipped")
 	fs.DurationVar(&c.ResolveInterval, "backend_resolve_interval", 5*time.Second, "how often host and srv resolvers look up their DNS names again")
 	fs.DurationVar(&c.BackendDialTimeout, "backend_dial_timeout", 2*time.Second, "connect timeout towards backend endpoints")
+	fs.DurationVar(&c.BackendResponseHeaderTimeout, "backend_response_header_timeout", 60*time.Second, "how long kedge waits for an HTTP backend's response headers after sending the request; then the client gets 504 backend-timeout. Bodies, streams (gRPC, SSE) and tunnels are not bounded by it. 0 = wait forever")
 	fs.IntVar(&c.BackendMaxIdleConns, "backend_max_idle_conns_per_endpoint", 256, "keep-alive connections kept per endpoint of an HTTP backend; more concurrent requests than this to one endpoint make kedge close and re-dial connections")
 	fs.IPNetSliceVar(&c.TrustedProxies, "server_trusted_proxies", nil, "comma-separated CIDRs of proxies in front of kedge (e.g. an L7 load balancer) whose X-Forwarded-For chain, X-Forwarded-Host/-Proto and Forwarded headers are kept and appended to; from everyone else these headers (and X-Real-IP) are replaced with what kedge saw. Empty: trust nobody")
 
