@@ -40,7 +40,7 @@ func lookupCommand(name string) (command, bool) {
 	case "run":
 		return command{"", "run the proxy (the default)"}, true
 	case "login":
-		return command{"NAME", "log in to auth source NAME (OIDC: opens the browser, or the device flow with --oidc_device_flow)"}, true
+		return command{"NAME", "log in to auth source NAME (OIDC: prints the URL and opens a browser unless --no_browser, or the device flow with --oidc_device_flow)"}, true
 	case "logout":
 		return command{"NAME", "forget the cached tokens of auth source NAME"}, true
 	case "route":

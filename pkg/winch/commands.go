@@ -89,6 +89,8 @@ func CAPEM(cfg Config) ([]byte, error) {
 // Login makes auth source name obtain fresh credentials (an OIDC login; a refresh for the other kinds). The login
 // callback needs winch's HTTP port: when it is free, Login serves the callback there itself; when a winch is
 // running on it, Login asks that winch to log in (POST /winch/login/NAME), so its cached tokens are renewed too.
+// Either way the login's instructions (the URL to open, the device code) are written to out, the browser is opened
+// here unless cfg.NoBrowser, and cfg.OIDCDeviceFlow chooses the flow.
 func Login(ctx context.Context, cfg Config, log logging.Logger, name string, out io.Writer) error {
 	auth, err := config.LoadAuth(cfg.Documents.AuthPath, cfg.Documents.AuthInline)
 	if err != nil {
@@ -101,10 +103,14 @@ func Login(ctx context.Context, cfg Config, log logging.Logger, name string, out
 	if err != nil {
 		return err
 	}
+	opts := credentials.LoginOptions{Flow: credentials.FlowBrowser, Prompt: promptPrinter(out, cfg.NoBrowser)}
+	if cfg.OIDCDeviceFlow {
+		opts.Flow = credentials.FlowDevice
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr())
 	if errors.Is(err, syscall.EADDRINUSE) {
 		fmt.Fprintf(out, "winch is running on %s; asking it to log in to %q\n", cfg.HTTPAddr(), name)
-		return askRunning(ctx, cfg, "login", name, loginTimeout, out)
+		return askLogin(ctx, cfg, name, opts, out)
 	}
 	if err != nil {
 		return fmt.Errorf("winch: listening for the login callback: %w", err)
@@ -115,7 +121,6 @@ func Login(ctx context.Context, cfg Config, log logging.Logger, name string, out
 		StateDir:        stateDir,
 		Callback:        callbacks,
 		CallbackBaseURL: "http://" + localAddr(ln.Addr()),
-		DeviceFlow:      cfg.OIDCDeviceFlow,
 	})
 	if err != nil {
 		_ = ln.Close()
@@ -125,7 +130,7 @@ func Login(ctx context.Context, cfg Config, log logging.Logger, name string, out
 	srv := serve.HTTPServer(httpforward.GuardLocal(callbacks), serve.HTTPOptions{Name: "winch_login"}, log)
 	done := make(chan error, 1)
 	go func() { done <- serve.Serve(srvCtx, srv, ln, time.Second) }()
-	err = set.Login(ctx, name)
+	err = set.Login(ctx, name, opts)
 	stop()
 	<-done
 	if err != nil {
@@ -133,6 +138,25 @@ func Login(ctx context.Context, cfg Config, log logging.Logger, name string, out
 	}
 	fmt.Fprintf(out, "logged in to %q\n", name)
 	return nil
+}
+
+// promptPrinter returns the LoginOptions.Prompt of `winch login`: it tells the user what to do and, for the
+// browser flow, opens the URL ($BROWSER, then the platform opener) unless noBrowser.
+func promptPrinter(out io.Writer, noBrowser bool) func(credentials.Prompt) {
+	return func(p credentials.Prompt) {
+		if p.Device {
+			fmt.Fprintf(out, "To log in to %q, open this URL on any device and enter (or confirm) the code %s:\n\n    %s\n\n", p.Source, p.UserCode, p.URL)
+			return
+		}
+		fmt.Fprintf(out, "To log in to %q, open this URL in a browser:\n\n    %s\n\n", p.Source, p.URL)
+		switch {
+		case noBrowser:
+		case credentials.OpenBrowser(p.URL) != nil:
+			fmt.Fprintf(out, "No browser could be opened ($BROWSER, xdg-open or open); open the URL yourself.\n")
+		default:
+			fmt.Fprintf(out, "A browser was asked to open it; waiting for the login to complete.\n")
+		}
+	}
 }
 
 // Logout deletes the cached tokens of auth source name, and tells a running winch to forget them too.
@@ -163,10 +187,7 @@ func Logout(ctx context.Context, cfg Config, log logging.Logger, name string, ou
 func askRunning(ctx context.Context, cfg Config, action, name string, timeout time.Duration, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	addr := cfg.HTTPAddr()
-	if ip := net.ParseIP(cfg.BindAddress); ip != nil && ip.IsUnspecified() {
-		addr = net.JoinHostPort("127.0.0.1", fmt.Sprint(cfg.HTTPPort))
-	}
+	addr := runningAddr(cfg)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/winch/"+action+"/"+name, nil)
 	if err != nil {
 		return err
@@ -175,7 +196,7 @@ func askRunning(ctx context.Context, cfg Config, action, name string, timeout ti
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("winch: asking the winch running on %s to %s %q: %w", addr, action, name, err)
+		return fmt.Errorf("winch: asking the winch running on %s to %s %q: %w", addr, actionVerb(action), name, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -184,10 +205,21 @@ func askRunning(ctx context.Context, cfg Config, action, name string, timeout ti
 		if msg == "" {
 			msg = strings.TrimSpace(string(body))
 		}
-		return fmt.Errorf("winch: %s %q: %s", action, name, msg)
+		return fmt.Errorf("winch: %s %q: %s", actionVerb(action), name, msg)
 	}
 	_, _ = out.Write(body)
 	return nil
+}
+
+// actionVerb is how messages name a local endpoint's action: "log in", not "login".
+func actionVerb(action string) string {
+	switch action {
+	case "login":
+		return "log in to"
+	case "logout":
+		return "log out of"
+	}
+	return action
 }
 
 func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

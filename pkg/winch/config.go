@@ -53,6 +53,9 @@ type Config struct {
 	PACFile string
 	// OIDCDeviceFlow makes OIDC logins use the device-code flow instead of a browser.
 	OIDCDeviceFlow bool
+	// NoBrowser keeps winch from opening a browser for OIDC logins; it prints (winch login) or logs (winch run) the
+	// URL instead.
+	NoBrowser bool
 	// StateDir holds tokens and the MITM CA; empty means $XDG_CONFIG_HOME/winch or ~/.config/winch.
 	StateDir string
 
@@ -103,7 +106,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Unmatched, "unmatched", string(httpforward.UnmatchedDirect), "destinations no route maps (and IP addresses): direct = connect directly, without tokens; reject = answer 403")
 	fs.StringSliceVar(&c.PACPatterns, "pac_redirect_sh_expressions", nil, "comma-separated shExpMatch host patterns the PAC file sends through winch (http and https); empty = the hosts of the mapper's direct routes")
 	fs.StringVar(&c.PACFile, "pac_file", "", "serve this file as /wpad.dat and /proxy.pac instead of the generated PAC")
-	fs.BoolVar(&c.OIDCDeviceFlow, "oidc_device_flow", false, "log in to OIDC sources with the device-code flow (for machines without a browser)")
+	fs.BoolVar(&c.OIDCDeviceFlow, "oidc_device_flow", false, "log in to OIDC sources with the device-code flow (for machines without a browser); on winch login it chooses the flow of that login")
+	fs.BoolVar(&c.NoBrowser, "no_browser", false, "never open a browser for OIDC logins ($BROWSER, then xdg-open/open); print or log the URL to open instead")
 	fs.StringVar(&c.StateDir, "state_dir", "", "directory for cached tokens and the MITM CA; empty = $XDG_CONFIG_HOME/winch or ~/.config/winch")
 
 	fs.BoolVar(&c.DebugMode, "debug_mode", false, "log at debug level and ask kedges to log winch's requests (X-Kedge-Info-Logs: winch-$USER)")

@@ -1,7 +1,6 @@
 package winch
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
 	"github.com/kedge-proxy/kedge/pkg/shared/cli"
-	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 	"github.com/kedge-proxy/kedge/pkg/winch/pac"
@@ -28,7 +26,7 @@ const loginTimeout = 10 * time.Minute
 // localHandler serves origin-form requests to winch itself; httpforward puts it behind the Host and Origin guard.
 //
 //	GET  /wpad.dat, /proxy.pac    the PAC file
-//	POST /winch/login/NAME        log in to auth source NAME (what "winch login" asks a running winch to do)
+//	POST /winch/login/NAME        log in to auth source NAME for "winch login", streaming its prompts (handoff.go)
 //	POST /winch/logout/NAME       forget NAME's cached tokens
 //	     /_healthz, /metrics, /debug/pprof/, /_version   unless --server_http_monitoring_address moves them
 //	     anything else            the OIDC login callbacks the auth sources registered
@@ -76,19 +74,6 @@ func (w *Winch) mountDebug(mux *http.ServeMux) {
 func (w *Winch) servePAC(rw http.ResponseWriter, r *http.Request) {
 	s := w.snap.Load()
 	pac.Handler(s.pac, s.pacTime).ServeHTTP(rw, r)
-}
-
-func (w *Winch) serveLogin(rw http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	ctx, cancel := context.WithTimeout(r.Context(), loginTimeout)
-	defer cancel()
-	if err := w.snap.Load().creds.Login(ctx, name); err != nil {
-		w.log.Warn("login failed", "auth_source", name, logging.FieldError, err)
-		wire.WriteWinchError(rw, http.StatusBadGateway, wire.ErrAuthSource, err.Error())
-		return
-	}
-	w.log.Info("logged in", "auth_source", name)
-	_, _ = io.WriteString(rw, "logged in to "+name+"\n")
 }
 
 func (w *Winch) serveLogout(rw http.ResponseWriter, r *http.Request) {

@@ -185,6 +185,7 @@ func (w *Winch) build(dyn *config.Dynamic, prev *snapshot) (*snapshot, error) {
 			Callback:        s.callbacks,
 			CallbackBaseURL: w.callback,
 			DeviceFlow:      w.cfg.OIDCDeviceFlow,
+			OpenBrowser:     w.openBrowser,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("winch: auth sources: %w", err)
@@ -197,6 +198,14 @@ func (w *Winch) build(dyn *config.Dynamic, prev *snapshot) (*snapshot, error) {
 		s.pac = generatePAC(w.pacAddr, w.cfg.PACPatterns, dyn.Mapper.Routes)
 	}
 	return s, nil
+}
+
+// openBrowser opens the URL of a login that a proxied request started, unless --no_browser.
+func (w *Winch) openBrowser(url string) error {
+	if w.cfg.NoBrowser {
+		return errors.New("--no_browser is set")
+	}
+	return credentials.OpenBrowser(url)
 }
 
 // reloadDocuments loads the documents and swaps the new configuration in; on any problem the running one stays

@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -30,8 +28,6 @@ const (
 	requestTimeout = 30 * time.Second
 	// loginTimeout is how long an interactive login waits for the browser to come back to the callback.
 	loginTimeout = 5 * time.Minute
-	// browserTimeout bounds the command that opens the browser (xdg-open returns once the browser was asked).
-	browserTimeout = 10 * time.Second
 	// minInvalidateInterval is the least time between two invalidations of its current token that a source acts
 	// on. kedge may keep refusing fresh tokens (its OIDC settings, or a backend answering gRPC Unauthenticated),
 	// and each invalidation costs a refresh at the provider or an exec-plugin run: without a limit every refused
@@ -66,8 +62,8 @@ type Deps struct {
 	// StateDir holds winch's state; OIDC tokens are cached in StateDir/tokens (created 0700). Default:
 	// $XDG_CONFIG_HOME/winch, or ~/.config/winch.
 	StateDir string
-	// OpenBrowser shows url to the user. It must not wait for the user (the login waits for the callback). Default:
-	// xdg-open (open on macOS).
+	// OpenBrowser shows url to the user when a login has no LoginOptions.Prompt. It must not wait for the user (the
+	// login waits for the callback). Default: OpenBrowser ($BROWSER, then xdg-open or open).
 	OpenBrowser func(url string) error
 	// Callback is where OIDC sources register their login callbacks. Nil disables interactive logins.
 	Callback CallbackRegistrar
@@ -96,7 +92,7 @@ func (d Deps) withDefaults() (Deps, error) {
 		d.StateDir = dir
 	}
 	if d.OpenBrowser == nil {
-		d.OpenBrowser = openBrowser
+		d.OpenBrowser = OpenBrowser
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -134,8 +130,8 @@ func loginHint(name string) string { return fmt.Sprintf("run %q", "winch login "
 // source is what every kind implements beyond Source, for the login and logout subcommands.
 type source interface {
 	Source
-	// login forces a new login (oidc) or a refresh (the others).
-	login(ctx context.Context) error
+	// login forces a new login (oidc, as opts say) or a refresh (the others, which ignore opts).
+	login(ctx context.Context, opts LoginOptions) error
 	// logout forgets every cached token, on disk too.
 	logout() error
 }
@@ -263,13 +259,13 @@ func (l *limitedSource) Invalidate(token string) {
 }
 
 // Login makes source name obtain fresh credentials: an interactive (or device-flow) login for oidc sources, a
-// refresh for the others. It is what `winch login NAME` runs.
-func (s *Set) Login(ctx context.Context, name string) error {
+// refresh for the others. It is what `winch login NAME` runs; opts choose the flow and who shows the prompt.
+func (s *Set) Login(ctx context.Context, name string, opts LoginOptions) error {
 	src, ok := s.sources[name]
 	if !ok {
 		return fmt.Errorf("credentials: no auth source called %q", name)
 	}
-	return src.login(ctx)
+	return src.login(ctx, opts)
 }
 
 // Logout deletes the cached tokens of source name, in memory and on disk. It is what `winch logout NAME` runs.
@@ -300,23 +296,4 @@ func DefaultStateDir() (string, error) {
 		return "", fmt.Errorf("finding the state directory: %w", err)
 	}
 	return filepath.Join(home, ".config", "winch"), nil
-}
-
-// openBrowser asks the desktop to open url.
-func openBrowser(url string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
-	defer cancel()
-	var cmd *exec.Cmd
-	switch runtime.GOOS {
-	case "darwin":
-		cmd = exec.CommandContext(ctx, "open", url)
-	case "windows":
-		cmd = exec.CommandContext(ctx, "rundll32", "url.dll,FileProtocolHandler", url)
-	default:
-		cmd = exec.CommandContext(ctx, "xdg-open", url)
-	}
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("opening a browser: %w", err)
-	}
-	return nil
 }

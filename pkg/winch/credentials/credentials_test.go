@@ -44,7 +44,7 @@ func TestStaticSources(t *testing.T) {
 			if err != nil || got != tt.want {
 				t.Errorf("Token = %q, %v; want %q", got, err, tt.want)
 			}
-			if err := set.Login(t.Context(), tt.name); err != nil {
+			if err := set.Login(t.Context(), tt.name, LoginOptions{}); err != nil {
 				t.Errorf("Login: %v", err)
 			}
 		})
@@ -52,7 +52,7 @@ func TestStaticSources(t *testing.T) {
 	if _, ok := set.Get("nope"); ok {
 		t.Errorf("Get of an unknown source succeeded")
 	}
-	if err := set.Login(t.Context(), "nope"); err == nil {
+	if err := set.Login(t.Context(), "nope", LoginOptions{}); err == nil {
 		t.Errorf("Login of an unknown source succeeded")
 	}
 }
@@ -155,7 +155,7 @@ func TestServiceAccount(t *testing.T) {
 	}
 
 	op.set(func(op *testOP) { op.saKey = "another key" }) // the provider no longer accepts ours
-	if err := set.Login(t.Context(), "robot"); err == nil || !strings.Contains(err.Error(), `auth source "robot"`) {
+	if err := set.Login(t.Context(), "robot", LoginOptions{}); err == nil || !strings.Contains(err.Error(), `auth source "robot"`) {
 		t.Errorf("Login with a refused key = %v; want an *Error", err)
 	}
 }

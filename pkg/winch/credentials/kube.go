@@ -206,7 +206,7 @@ func (s *kubeSource) Invalidate(token string) {
 	s.rejected = token
 }
 
-func (s *kubeSource) login(ctx context.Context) error {
+func (s *kubeSource) login(ctx context.Context, _ LoginOptions) error {
 	_, err := s.Token(ctx)
 	return err
 }

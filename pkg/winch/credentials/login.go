@@ -33,7 +33,7 @@ type callbackResult struct {
 
 // browserLogin runs the authorization-code flow with PKCE (S256), a random state and a nonce: it opens the browser
 // at the provider and waits for the callback on winch's listener.
-func (s *oidcSource) browserLogin(ctx context.Context, p *provider) (tok string, saveErr, err error) {
+func (s *oidcSource) browserLogin(ctx context.Context, p *provider, opts LoginOptions) (tok string, saveErr, err error) {
 	if s.d.Callback == nil || s.d.CallbackBaseURL == "" {
 		return "", nil, &Error{Source: s.name, Err: errors.New("interactive login needs winch's HTTP listener for the callback"),
 			Hint: "run winch, or use --oidc_device_flow"}
@@ -55,9 +55,13 @@ func (s *oidcSource) browserLogin(ctx context.Context, p *provider) (tok string,
 		close(pl.done)
 	}()
 
-	s.log.Info("log in with your browser; if none opens, open this URL yourself", "url", authURL)
-	if err := s.d.OpenBrowser(authURL); err != nil {
-		s.log.Warn("could not open a browser; open the login URL yourself", logging.FieldError, err)
+	if opts.Prompt != nil {
+		opts.Prompt(Prompt{Source: s.name, URL: authURL})
+	} else {
+		s.log.Info("log in with your browser; if none opens, open this URL yourself", "url", authURL)
+		if err := s.d.OpenBrowser(authURL); err != nil {
+			s.log.Warn("could not open a browser; open the login URL yourself", logging.FieldError, err)
+		}
 	}
 	timer := time.NewTimer(loginTimeout)
 	defer timer.Stop()
@@ -150,7 +154,7 @@ func (s *oidcSource) writeOutcome(w http.ResponseWriter, err error) {
 
 // deviceLogin runs the device authorization grant: the user opens the verification URL on any device and enters
 // the code winch logs.
-func (s *oidcSource) deviceLogin(ctx context.Context, p *provider) (tok string, saveErr, err error) {
+func (s *oidcSource) deviceLogin(ctx context.Context, p *provider, opts LoginOptions) (tok string, saveErr, err error) {
 	fail := func(err error) (string, error, error) {
 		return "", nil, &Error{Source: s.name, Err: err, Hint: loginHint(s.name)}
 	}
@@ -161,19 +165,26 @@ func (s *oidcSource) deviceLogin(ctx context.Context, p *provider) (tok string, 
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, s.d.HTTPClient), deviceTimeout)
 	defer cancel()
 	rctx, rcancel := context.WithTimeout(ctx, requestTimeout)
-	var opts []oauth2.AuthCodeOption
+	var authOpts []oauth2.AuthCodeOption
 	if p.oauth.ClientSecret != "" { // oauth2 sends only client_id; confidential clients must authenticate
-		opts = append(opts, oauth2.SetAuthURLParam("client_secret", p.oauth.ClientSecret))
+		authOpts = append(authOpts, oauth2.SetAuthURLParam("client_secret", p.oauth.ClientSecret))
 	}
-	da, err := p.oauth.DeviceAuth(rctx, opts...)
+	da, err := p.oauth.DeviceAuth(rctx, authOpts...)
 	rcancel()
 	if err != nil {
 		return fail(fmt.Errorf("starting the device login: %w", err))
 	}
+	pr := Prompt{Source: s.name, URL: da.VerificationURI, UserCode: da.UserCode, Device: true}
 	if da.VerificationURIComplete != "" {
-		s.log.Info("to log in, open the URL and confirm the code", "url", da.VerificationURIComplete, "code", da.UserCode)
-	} else {
-		s.log.Info("to log in, open the URL and enter the code", "url", da.VerificationURI, "code", da.UserCode)
+		pr.URL = da.VerificationURIComplete
+	}
+	switch {
+	case opts.Prompt != nil:
+		opts.Prompt(pr)
+	case da.VerificationURIComplete != "":
+		s.log.Info("to log in, open the URL and confirm the code", "url", pr.URL, "code", pr.UserCode)
+	default:
+		s.log.Info("to log in, open the URL and enter the code", "url", pr.URL, "code", pr.UserCode)
 	}
 	t, err := p.oauth.DeviceAccessToken(ctx, da)
 	if err != nil {

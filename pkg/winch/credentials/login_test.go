@@ -70,7 +70,7 @@ func TestOIDCLoginRefusesWrongState(t *testing.T) {
 	f.browser.after = cancel // the user gives up after the error page
 	set := f.set(t, f.deps(), f.source("corp"))
 
-	err := set.Login(ctx, "corp")
+	err := set.Login(ctx, "corp", LoginOptions{})
 	var ae *Error
 	if !errors.As(err, &ae) {
 		t.Fatalf("Login = %v; want *Error", err)
@@ -93,7 +93,7 @@ func TestOIDCLoginPKCEChecked(t *testing.T) {
 	f.op.set(func(op *testOP) { op.tamperPKCE = true }) // the code is bound to another verifier
 	set := f.set(t, f.deps(), f.source("corp"))
 
-	err := set.Login(t.Context(), "corp")
+	err := set.Login(t.Context(), "corp", LoginOptions{})
 	if err == nil || !strings.Contains(err.Error(), "exchanging the authorization code") {
 		t.Fatalf("Login = %v; want the exchange refused", err)
 	}
@@ -109,7 +109,7 @@ func TestOIDCLoginNonceChecked(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.op.set(func(op *testOP) { op.wrongNonce = true })
-	err := f.set(t, f.deps(), f.source("corp")).Login(t.Context(), "corp")
+	err := f.set(t, f.deps(), f.source("corp")).Login(t.Context(), "corp", LoginOptions{})
 	if err == nil || !strings.Contains(err.Error(), "nonce") {
 		t.Fatalf("Login = %v; want the nonce refused", err)
 	}

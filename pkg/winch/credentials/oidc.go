@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type oidcSource struct {
 	cur             tokenSet
 	rejectedID      string                   // ID token kedge refused; never taken back from the cache file
 	rejectedRefresh string                   // refresh token the provider refused; never taken back from the file
+	warnedNoRefresh bool                     // the missing refresh token was logged
 	pending         map[string]*pendingLogin // browser logins waiting for their callback, by state
 }
 
@@ -102,12 +104,12 @@ func (s *oidcSource) Invalidate(token string) {
 }
 
 // login runs a new login with the caller's context (not as a shared flight: cancelling `winch login` ends it).
-func (s *oidcSource) login(ctx context.Context) error {
+func (s *oidcSource) login(ctx context.Context, opts LoginOptions) error {
 	p, err := s.provider(ctx)
 	if err != nil {
 		return err
 	}
-	_, saveErr, err := s.interactive(ctx, p)
+	_, saveErr, err := s.interactive(ctx, p, opts)
 	if err != nil {
 		return err
 	}
@@ -189,7 +191,7 @@ func (s *oidcSource) obtain(ctx context.Context) (string, error) {
 		}
 		return "", &Error{Source: s.name, Err: errors.New("not logged in"), Hint: loginHint(s.name)}
 	}
-	tok, saveErr, err := s.interactive(ctx, p)
+	tok, saveErr, err := s.interactive(ctx, p, LoginOptions{})
 	if err != nil {
 		return "", err
 	}
@@ -199,12 +201,19 @@ func (s *oidcSource) obtain(ctx context.Context) (string, error) {
 	return tok, nil
 }
 
-// interactive logs the user in with the device flow or the browser, as configured.
-func (s *oidcSource) interactive(ctx context.Context, p *provider) (tok string, saveErr, err error) {
-	if s.d.DeviceFlow {
-		return s.deviceLogin(ctx, p)
+// interactive logs the user in with the device flow or the browser, as opts (or else Deps) say.
+func (s *oidcSource) interactive(ctx context.Context, p *provider, opts LoginOptions) (tok string, saveErr, err error) {
+	device := s.d.DeviceFlow
+	switch opts.Flow {
+	case FlowBrowser:
+		device = false
+	case FlowDevice:
+		device = true
 	}
-	return s.browserLogin(ctx, p)
+	if device {
+		return s.deviceLogin(ctx, p, opts)
+	}
+	return s.browserLogin(ctx, p, opts)
 }
 
 // adoptCacheFile takes the tokens from the cache file when it holds some for this provider and client, skipping
@@ -279,11 +288,54 @@ func (s *oidcSource) accept(ctx context.Context, p *provider, t *oauth2.Token, p
 	if rt == "" {
 		rt = prevRefresh
 	}
+	if rt == "" {
+		s.warnNoRefresh(p)
+	}
 	s.mu.Lock()
 	s.cur = tokenSet{idToken: raw, expiry: idt.Expiry, refreshToken: rt}
 	s.mu.Unlock()
 	saveErr = writeCache(s.cachePath, &tokenCache{Issuer: s.cfg.Provider, ClientID: s.cfg.ClientID, IDToken: raw, RefreshToken: rt})
 	return raw, saveErr, nil
+}
+
+// warnNoRefresh logs, once per source, that the provider gave no refresh token: when the ID token expires the
+// user must log in again instead of winch refreshing silently.
+func (s *oidcSource) warnNoRefresh(p *provider) {
+	s.mu.Lock()
+	warned := s.warnedNoRefresh
+	s.warnedNoRefresh = true
+	s.mu.Unlock()
+	if warned {
+		return
+	}
+	fix := fmt.Sprintf("add %q to the scopes of auth source %q (or remove its scopes to get the default)", oidc.ScopeOfflineAccess, s.name)
+	if slices.Contains(p.oauth.Scopes, oidc.ScopeOfflineAccess) {
+		fix = fmt.Sprintf("allow the refresh_token grant for client %q at the provider", s.cfg.ClientID)
+	}
+	s.log.Warn("the OIDC provider returned no refresh token: winch cannot refresh silently and will ask for a new login when the ID token expires",
+		"fix", fix, "scopes", strings.Join(p.oauth.Scopes, " "))
+}
+
+// scopes returns what the source asks the provider for: openid and the configured scopes, or, when none are
+// configured, openid and offline_access (which most providers require before they issue a refresh token) unless
+// the provider announces scopes_supported without it.
+func (s *oidcSource) scopes(op *oidc.Provider) []string {
+	scopes := []string{oidc.ScopeOpenID}
+	if len(s.cfg.Scopes) == 0 {
+		var meta struct {
+			Scopes []string `json:"scopes_supported"`
+		}
+		if err := op.Claims(&meta); err != nil || len(meta.Scopes) == 0 || slices.Contains(meta.Scopes, oidc.ScopeOfflineAccess) {
+			scopes = append(scopes, oidc.ScopeOfflineAccess)
+		}
+		return scopes
+	}
+	for _, sc := range s.cfg.Scopes {
+		if !slices.Contains(scopes, sc) {
+			scopes = append(scopes, sc)
+		}
+	}
+	return scopes
 }
 
 // provider runs discovery once (until it succeeds).
@@ -302,12 +354,7 @@ func (s *oidcSource) provider(ctx context.Context) (*provider, error) {
 			Hint: "check the provider URL in the auth config and the network",
 		}
 	}
-	scopes := []string{oidc.ScopeOpenID}
-	for _, sc := range s.cfg.Scopes {
-		if !slices.Contains(scopes, sc) {
-			scopes = append(scopes, sc)
-		}
-	}
+	scopes := s.scopes(op)
 	endpoint := op.Endpoint()
 	endpoint.AuthStyle = authStyle(op, s.cfg.ClientSecret)
 	s.prov = &provider{

@@ -16,7 +16,7 @@ func TestOIDCRestartReusesRefreshToken(t *testing.T) {
 	f := newFixture(t)
 	f.op.idTTL.Store(int64(10 * time.Second)) // stale at once (within the 30 s margin): every Token refreshes
 	first := f.set(t, f.deps(), f.source("corp"))
-	if err := first.Login(t.Context(), "corp"); err != nil {
+	if err := first.Login(t.Context(), "corp", LoginOptions{}); err != nil {
 		t.Fatalf("Login: %v", err)
 	}
 	old, err := mustGet(t, first, "corp").Token(t.Context())
@@ -63,7 +63,7 @@ func TestOIDCExpiredIDTokenRefreshed(t *testing.T) {
 func TestOIDCRefreshFailure(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	if err := f.set(t, f.deps(), f.source("corp")).Login(t.Context(), "corp"); err != nil {
+	if err := f.set(t, f.deps(), f.source("corp")).Login(t.Context(), "corp", LoginOptions{}); err != nil {
 		t.Fatalf("Login: %v", err)
 	}
 	f.op.set(func(op *testOP) { op.failRefresh = true })
@@ -212,7 +212,7 @@ func TestOIDCCacheRefusesSymlink(t *testing.T) {
 	if err := os.Symlink(victim, path); err != nil {
 		t.Fatal(err)
 	}
-	err := f.set(t, f.deps(), f.source("corp")).Login(t.Context(), "corp")
+	err := f.set(t, f.deps(), f.source("corp")).Login(t.Context(), "corp", LoginOptions{})
 	if err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("Login with a symlinked cache = %v; want a symlink error", err)
 	}
@@ -248,7 +248,7 @@ func TestOIDCCustomCacheDirAndCallback(t *testing.T) {
 	src.CacheDir = filepath.Join(t.TempDir(), "cache")
 	src.LoginCallbackPath = "/oauth/callback"
 	set := f.set(t, f.deps(), src)
-	if err := set.Login(t.Context(), "corp"); err != nil {
+	if err := set.Login(t.Context(), "corp", LoginOptions{}); err != nil {
 		t.Fatalf("Login: %v", err)
 	}
 	if got := f.op.lastAuthorizeParams().Get("redirect_uri"); got != f.cb.URL+"/oauth/callback" {

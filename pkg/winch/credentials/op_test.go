@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,11 +38,16 @@ type testOP struct {
 	wrongNonce    bool   // put another nonce in the ID token, as if it had been replayed from another login
 	saKey         string // the service-account key the service_account grant accepts
 	saScope       string
+	neverRefresh  bool // issue no refresh token to code grants, as for a client the provider allows none
+	offlineOnly   bool // issue refresh tokens to code grants only when offline_access was requested, as most providers do
 
 	exchanges, refreshes, deviceAuths, saRequests atomic.Int64
 }
 
-type codeGrant struct{ challenge, redirect, nonce string }
+type codeGrant struct {
+	challenge, redirect, nonce string
+	offline                    bool // the scope had offline_access
+}
 
 func newTestOP(t testing.TB) *testOP {
 	t.Helper()
@@ -116,7 +123,8 @@ func (op *testOP) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad authorization request", http.StatusBadRequest)
 		return
 	}
-	g := codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"), nonce: q.Get("nonce")}
+	g := codeGrant{challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"), nonce: q.Get("nonce"),
+		offline: slices.Contains(strings.Fields(q.Get("scope")), "offline_access")}
 	if tamper {
 		g.challenge = s256(randomString())
 	}
@@ -174,7 +182,10 @@ func (op *testOP) token(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, http.StatusBadRequest, "invalid_grant")
 			return
 		}
-		op.issue(w, g.nonce)
+		op.mu.Lock()
+		refresh := (g.offline || !op.offlineOnly) && !op.neverRefresh
+		op.mu.Unlock()
+		op.issue(w, g.nonce, refresh)
 	case "refresh_token":
 		op.refreshes.Add(1)
 		op.mu.Lock()
@@ -185,7 +196,7 @@ func (op *testOP) token(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, http.StatusBadRequest, "invalid_grant")
 			return
 		}
-		op.issue(w, "")
+		op.issue(w, "", true)
 	case "urn:ietf:params:oauth:grant-type:device_code":
 		op.mu.Lock()
 		polls, ok := op.devicePolls[f.Get("device_code")]
@@ -197,7 +208,7 @@ func (op *testOP) token(w http.ResponseWriter, r *http.Request) {
 		case polls == 0:
 			oauthError(w, http.StatusBadRequest, "authorization_pending") // the user has not approved yet
 		default:
-			op.issue(w, "")
+			op.issue(w, "", true)
 		}
 	case "service_account":
 		op.saRequests.Add(1)
@@ -214,14 +225,17 @@ func (op *testOP) token(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// issue answers a token request with an ID token, an access token and a new refresh token.
-func (op *testOP) issue(w http.ResponseWriter, nonce string) {
-	rt := "rt-" + randomString()
-	op.addRefreshToken(rt)
-	writeTestJSON(w, http.StatusOK, map[string]any{
-		"access_token": "at-" + randomString(), "token_type": "Bearer", "expires_in": 3600,
-		"refresh_token": rt, "id_token": op.idToken(nonce),
-	})
+// issue answers a token request with an ID token, an access token and, if refresh, a new refresh token.
+func (op *testOP) issue(w http.ResponseWriter, nonce string, refresh bool) {
+	resp := map[string]any{
+		"access_token": "at-" + randomString(), "token_type": "Bearer", "expires_in": 3600, "id_token": op.idToken(nonce),
+	}
+	if refresh {
+		rt := "rt-" + randomString()
+		op.addRefreshToken(rt)
+		resp["refresh_token"] = rt
+	}
+	writeTestJSON(w, http.StatusOK, resp)
 }
 
 func (op *testOP) device(w http.ResponseWriter, r *http.Request) {

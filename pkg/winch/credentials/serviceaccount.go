@@ -107,7 +107,7 @@ func (s *serviceAccountSource) Invalidate(token string) {
 	}
 }
 
-func (s *serviceAccountSource) login(ctx context.Context) error {
+func (s *serviceAccountSource) login(ctx context.Context, _ LoginOptions) error {
 	s.mu.Lock()
 	s.token, s.expiry = "", time.Time{}
 	s.mu.Unlock()

@@ -33,7 +33,7 @@ func (s *staticSource) Token(context.Context) (string, error) {
 // Invalidate does nothing: a static token cannot be refreshed.
 func (s *staticSource) Invalidate(string) {}
 
-func (s *staticSource) login(ctx context.Context) error {
+func (s *staticSource) login(ctx context.Context, _ LoginOptions) error {
 	_, err := s.Token(ctx)
 	return err
 }
