@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -67,6 +68,7 @@ func New(cfg Config, log logging.Logger, reg prometheus.Registerer) (*Authentica
 	if c := cfg.OIDC; c != nil {
 		oc := *c
 		oc.RequiredPerms = append([]string(nil), c.RequiredPerms...)
+		oc.Audiences = oc.clientIDs()[1:] // a copy, without repeats
 		if oc.HTTPClient == nil {
 			oc.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 		}
@@ -103,7 +105,8 @@ func (a *Authenticator) Ready() error {
 }
 
 // Run performs OIDC discovery and the first key fetch, retrying with backoff (and logging why) until they succeed,
-// then refreshes the keys every KeyRefreshInterval. It owns no goroutines beyond its own, returns nil when ctx is
+// then refreshes the keys every KeyRefreshInterval (sooner if the issuer's Cache-Control max-age says so); a refresh
+// forgets keys the issuer no longer publishes, and the verifications they made. It owns no goroutines beyond its own, returns nil when ctx is
 // done, and must be called at most once. Without OIDC it just waits for ctx.
 func (a *Authenticator) Run(ctx context.Context) error {
 	o := a.oidc
@@ -122,9 +125,16 @@ func (a *Authenticator) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		o.setNotReady(fmt.Errorf("OIDC issuer %s unreachable: %w", o.cfg.IssuerURL, err))
-		a.log.Warn("OIDC issuer unreachable, retrying", "issuer", o.cfg.IssuerURL, logging.FieldError, err,
-			"retry_in", backoff.String())
+		var mm *IssuerMismatchError
+		if errors.As(err, &mm) {
+			o.setNotReady(fmt.Errorf("OIDC issuer %s: %w; set --server_oidc_provider_url to the provider's issuer exactly", o.cfg.IssuerURL, err))
+			a.log.Warn("OIDC issuer misconfigured, retrying", "issuer", o.cfg.IssuerURL, logging.FieldError, err,
+				"retry_in", backoff.String())
+		} else {
+			o.setNotReady(fmt.Errorf("OIDC issuer %s unreachable: %w", o.cfg.IssuerURL, err))
+			a.log.Warn("OIDC issuer unreachable, retrying", "issuer", o.cfg.IssuerURL, logging.FieldError, err,
+				"retry_in", backoff.String())
+		}
 		if !sleep(ctx, backoff) {
 			return nil
 		}
@@ -134,19 +144,23 @@ func (a *Authenticator) Run(ctx context.Context) error {
 	o.setNotReady(nil)
 	a.log.Info("OIDC issuer ready", "issuer", o.cfg.IssuerURL, "algorithms", strings.Join(st.algs, ","))
 
-	t := time.NewTicker(o.cfg.KeyRefreshInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := st.keys.refresh(ctx, true); err != nil && ctx.Err() == nil {
-				a.log.Warn("refreshing OIDC signing keys; keeping the previous ones", "issuer", o.cfg.IssuerURL,
-					logging.FieldError, err)
-			}
+	for sleep(ctx, o.refreshWait(st.keys)) {
+		if err := st.keys.refresh(ctx, true); err != nil && ctx.Err() == nil {
+			a.log.Warn("refreshing OIDC signing keys; keeping the previous ones", "issuer", o.cfg.IssuerURL,
+				logging.FieldError, err)
 		}
 	}
+	return nil
+}
+
+// refreshWait is the time until the next background JWKS refresh: KeyRefreshInterval, or the issuer's shorter
+// Cache-Control max-age, but not less than KeyRefetchInterval (an issuer saying max-age=0 is not polled in a loop).
+func (o *oidcAuth) refreshWait(ks *keySet) time.Duration {
+	wait := o.cfg.KeyRefreshInterval
+	if ma := ks.cacheMaxAge(); ma > 0 && ma < wait {
+		wait = max(ma, min(o.cfg.KeyRefetchInterval, wait))
+	}
+	return wait
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

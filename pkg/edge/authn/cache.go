@@ -26,6 +26,7 @@ type cacheEntry struct {
 	key   [32]byte
 	id    Identity
 	err   *Error // a Forbidden outcome of the claims, or nil
+	gen   uint64 // the key set's generation when the token was verified; other generations ignore the entry
 	until time.Time
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -13,7 +14,7 @@ import (
 // Defaults of OIDCConfig.
 const (
 	DefaultKeyRefetchInterval = 10 * time.Second
-	DefaultKeyRefreshInterval = time.Hour
+	DefaultKeyRefreshInterval = 5 * time.Minute
 	// MaxTokenBytes bounds a bearer token; longer ones are refused before any signature work.
 	MaxTokenBytes = 16 << 10
 )
@@ -34,8 +35,12 @@ type OIDCConfig struct {
 	// IssuerURL (--server_oidc_provider_url) is the issuer; discovery reads IssuerURL/.well-known/openid-configuration
 	// and the token's iss must equal it. https, or http to a loopback address (tests).
 	IssuerURL string
-	// ClientID (--server_oidc_client_id) must be in the token's aud; when aud has several entries, azp must equal it.
+	// ClientID (--server_oidc_client_id) is the client ID a token's aud must name, unless it names one of Audiences.
 	ClientID string
+	// Audiences are further client IDs accepted in aud (--server_oidc_client_id given several values: winch's client
+	// and, say, a CLI's). When aud has several entries, azp must be present and one of ClientID and Audiences, the
+	// check go-oidc leaves to its callers.
+	Audiences []string
 	// PermsClaim (--server_oidc_perms_claim) names the claim holding the caller's permissions, a JSON list of strings.
 	// When set, a token without it (or with another type) is refused with Forbidden.
 	PermsClaim string
@@ -49,7 +54,9 @@ type OIDCConfig struct {
 	// KeyRefetchInterval is the minimum time between JWKS fetches caused by tokens with an unknown key or a bad
 	// signature; 0 means DefaultKeyRefetchInterval.
 	KeyRefetchInterval time.Duration
-	// KeyRefreshInterval is how often Run refreshes the JWKS in the background; 0 means DefaultKeyRefreshInterval.
+	// KeyRefreshInterval (--server_oidc_jwks_refresh_interval) is how often Run refreshes the JWKS in the background,
+	// forgetting keys the issuer no longer publishes; the issuer's Cache-Control max-age may shorten it. 0 means
+	// DefaultKeyRefreshInterval.
 	KeyRefreshInterval time.Duration
 }
 
@@ -63,8 +70,8 @@ func (c Config) String() string {
 		return fmt.Sprintf("{OIDC:<nil> StaticToken:%s}", static)
 	}
 	o := c.OIDC
-	return fmt.Sprintf("{OIDC:{IssuerURL:%s ClientID:%s PermsClaim:%s RequiredPerms:%v} StaticToken:%s}",
-		o.IssuerURL, o.ClientID, o.PermsClaim, o.RequiredPerms, static)
+	return fmt.Sprintf("{OIDC:{IssuerURL:%s ClientIDs:%v PermsClaim:%s RequiredPerms:%v} StaticToken:%s}",
+		o.IssuerURL, o.clientIDs(), o.PermsClaim, o.RequiredPerms, static)
 }
 
 // Validate reports every problem in c at once.
@@ -97,6 +104,12 @@ func (c *OIDCConfig) validate() []error {
 	if c.ClientID == "" {
 		errs = append(errs, errors.New("OIDC client ID is required"))
 	}
+	for _, a := range c.Audiences {
+		if strings.TrimSpace(a) == "" {
+			errs = append(errs, errors.New("OIDC audiences contain an empty value"))
+			break
+		}
+	}
 	if len(c.RequiredPerms) > 0 && c.PermsClaim == "" {
 		errs = append(errs, errors.New("OIDC required permissions need a permissions claim"))
 	}
@@ -110,6 +123,17 @@ func (c *OIDCConfig) validate() []error {
 		errs = append(errs, errors.New("OIDC key refetch/refresh intervals must not be negative"))
 	}
 	return errs
+}
+
+// clientIDs returns every accepted audience: ClientID, then Audiences, without repeats.
+func (c *OIDCConfig) clientIDs() []string {
+	ids := []string{c.ClientID}
+	for _, a := range c.Audiences {
+		if !slices.Contains(ids, a) {
+			ids = append(ids, a)
+		}
+	}
+	return ids
 }
 
 // checkSecureURL accepts https URLs, and http ones to loopback (tests).

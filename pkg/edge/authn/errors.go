@@ -2,6 +2,7 @@ package authn
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"google.golang.org/grpc/codes"
@@ -95,4 +96,19 @@ func WriteHTTPError(w http.ResponseWriter, err error) {
 		w.Header().Set(wire.HeaderProxyAuthn, "Bearer")
 	}
 	wire.WriteKedgeError(w, code, typ, classify(err).Message())
+}
+
+// IssuerMismatchError is a discovery document whose issuer differs from the configured issuer URL. Tokens carry the
+// provider's issuer in iss, so nothing would verify: the configured URL must be the provider's, to the character
+// (a trailing slash included).
+type IssuerMismatchError struct {
+	// Configured is --server_oidc_provider_url.
+	Configured string
+	// Discovered is the issuer the provider's discovery document names.
+	Discovered string
+}
+
+// Error implements error.
+func (e *IssuerMismatchError) Error() string {
+	return fmt.Sprintf("issuer mismatch: configured %s, provider says %s", e.Configured, e.Discovered)
 }

@@ -2,11 +2,14 @@ package authn
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +44,8 @@ type keySet struct {
 	mu        sync.Mutex
 	keys      []jose.JSONWebKey // guarded by mu; replaced whole, never modified
 	lastFetch time.Time         // guarded by mu; start of the last fetch
+	maxAge    time.Duration     // guarded by mu; Cache-Control max-age of the last successful fetch, 0 if none
+	removals  uint64            // guarded by mu; how many fetches dropped a key
 	inflight  *fetchCall        // guarded by mu; the fetch in progress, if any
 }
 
@@ -157,12 +162,15 @@ func (k *keySet) refresh(ctx context.Context, force bool) error {
 	k.mu.Unlock()
 
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyFetchTimeout)
-	keys, err := k.fetch(fctx)
+	keys, maxAge, err := k.fetch(fctx)
 	cancel()
 
 	k.mu.Lock()
 	if err == nil {
-		k.keys = keys
+		if dropsKeys(k.keys, keys) {
+			k.removals++
+		}
+		k.keys, k.maxAge = keys, maxAge
 	}
 	k.inflight = nil
 	k.mu.Unlock()
@@ -176,32 +184,80 @@ func (k *keySet) refresh(ctx context.Context, force bool) error {
 	return err
 }
 
-func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+// generation changes whenever a fetch drops a key: a cached verification made in another generation may rest on a
+// key that is gone, and does not count.
+func (k *keySet) generation() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.removals
+}
+
+// cacheMaxAge returns how long the last successful fetch may be cached by the issuer's Cache-Control max-age;
+// 0 when it said nothing.
+func (k *keySet) cacheMaxAge() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.maxAge
+}
+
+// dropsKeys reports whether a key of old is missing from new (compared by their SHA-256 thumbprints).
+func dropsKeys(old, new []jose.JSONWebKey) bool {
+	have := make(map[string]bool, len(new))
+	for i := range new {
+		if tp, err := new[i].Thumbprint(crypto.SHA256); err == nil {
+			have[string(tp)] = true
+		}
+	}
+	for i := range old {
+		if tp, err := old[i].Thumbprint(crypto.SHA256); err != nil || !have[string(tp)] {
+			return true
+		}
+	}
+	return false
+}
+
+func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("authn: JWKS request: %w", err)
+		return nil, 0, fmt.Errorf("authn: JWKS request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("authn: fetching JWKS %s: %w", k.url, err)
+		return nil, 0, fmt.Errorf("authn: fetching JWKS %s: %w", k.url, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("authn: reading JWKS %s: %w", k.url, err)
+		return nil, 0, fmt.Errorf("authn: reading JWKS %s: %w", k.url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("authn: fetching JWKS %s: %s", k.url, resp.Status)
+		return nil, 0, fmt.Errorf("authn: fetching JWKS %s: %s", k.url, resp.Status)
 	}
 	if len(body) > maxJWKSBytes {
-		return nil, fmt.Errorf("authn: JWKS %s is larger than %d bytes", k.url, maxJWKSBytes)
+		return nil, 0, fmt.Errorf("authn: JWKS %s is larger than %d bytes", k.url, maxJWKSBytes)
 	}
 	keys, err := parseJWKS(body)
 	if err != nil {
-		return nil, fmt.Errorf("authn: JWKS %s: %w", k.url, err)
+		return nil, 0, fmt.Errorf("authn: JWKS %s: %w", k.url, err)
 	}
-	return keys, nil
+	return keys, maxAge(resp.Header.Get("Cache-Control")), nil
+}
+
+// maxAge reads max-age from a Cache-Control header; 0 when absent or malformed.
+func maxAge(cc string) time.Duration {
+	for _, d := range strings.Split(cc, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(d), "=")
+		if !ok || !strings.EqualFold(name, "max-age") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.Trim(val, `"`), 10, 64)
+		if err != nil || n < 0 || n > int64(24*time.Hour/time.Second) {
+			return 0
+		}
+		return time.Duration(n) * time.Second
+	}
+	return 0
 }
 
 // parseJWKS keeps the public signing keys of a JWKS and skips the rest (encryption keys, symmetric keys, key types

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"crypto/rand"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -157,5 +158,82 @@ func TestReadyBeforeRun(t *testing.T) {
 	}
 	if iss.DiscoveryRequests() != 0 || iss.Requests() != 0 {
 		t.Errorf("New did network I/O")
+	}
+}
+
+func TestIssuerMismatch(t *testing.T) {
+	t.Parallel()
+	iss := oidcissuer.New(t)
+	cfg := oidcConfig(iss)
+	cfg.IssuerURL = iss.URL() + "/" // the classic: a trailing slash the provider does not have
+	a := startAuth(t, Config{OIDC: cfg}, prometheus.NewRegistry())
+	testutil.Eventually(t, "a failed discovery", func() bool {
+		err := a.Ready()
+		return err != nil && !strings.Contains(err.Error(), "not contacted yet")
+	})
+	err := a.Ready()
+	want := "issuer mismatch: configured " + iss.URL() + "/, provider says " + iss.URL()
+	if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("Ready() = %v; want %q and no talk of the network", err, want)
+	}
+	var mm *IssuerMismatchError
+	if !errors.As(err, &mm) || mm.Discovered != iss.URL() {
+		t.Errorf("Ready() = %v; want an *IssuerMismatchError", err)
+	}
+}
+
+// TestKeyRefreshForgetsDroppedKeys rotates the issuer's key away and checks that a token signed by the old key,
+// accepted (and cached) before, is refused once the background refresh ran, without any unknown kid to trigger a
+// fetch.
+func TestKeyRefreshForgetsDroppedKeys(t *testing.T) {
+	t.Parallel()
+	iss := oidcissuer.New(t)
+	const interval = 50 * time.Millisecond
+	a := startOIDC(t, iss, func(c *OIDCConfig) { c.KeyRefreshInterval = interval })
+	old := validToken(t, iss)
+	if _, err := a.Authenticate(t.Context(), "Bearer "+old, nil); err != nil {
+		t.Fatalf("token by the current key: %v", err)
+	}
+	before := iss.Requests()
+	iss.RotateKey(t, oidcissuer.DropOldKeys())
+	testutil.EventuallyWithin(t, 5*time.Second, "the old key's token refused", func() bool {
+		_, err := a.Authenticate(t.Context(), "Bearer "+old, nil)
+		return err != nil
+	})
+	_, err := a.Authenticate(t.Context(), "Bearer "+old, nil)
+	wantDenied(t, err, Unauthenticated, "token signed by an unknown key", old)
+	if iss.Requests() == before {
+		t.Errorf("no JWKS fetch after the rotation")
+	}
+	if _, err := a.Authenticate(t.Context(), "Bearer "+validToken(t, iss), nil); err != nil {
+		t.Errorf("token by the new key: %v", err)
+	}
+}
+
+func TestRefreshWait(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		cc       string
+		interval time.Duration
+		want     time.Duration
+	}{
+		{"no header", "", 5 * time.Minute, 5 * time.Minute},
+		{"shorter max-age wins", "public, max-age=60", 5 * time.Minute, time.Minute},
+		{"longer max-age ignored", "max-age=86400", 5 * time.Minute, 5 * time.Minute},
+		{"max-age below the refetch limit", "max-age=1", 5 * time.Minute, DefaultKeyRefetchInterval},
+		{"max-age=0 means no hint", "no-cache, max-age=0", 5 * time.Minute, 5 * time.Minute},
+		{"malformed", "max-age=soon", 5 * time.Minute, 5 * time.Minute},
+		{"interval below the refetch limit", "max-age=1", time.Second, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := &oidcAuth{cfg: OIDCConfig{KeyRefreshInterval: tt.interval, KeyRefetchInterval: DefaultKeyRefetchInterval}}
+			ks := &keySet{maxAge: maxAge(tt.cc)}
+			if got := o.refreshWait(ks); got != tt.want {
+				t.Errorf("refreshWait = %v; want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -62,6 +62,10 @@ func (o *oidcAuth) discover(ctx context.Context) (*oidcState, error) {
 	defer cancel()
 	p, err := oidc.NewProvider(oidc.ClientContext(dctx, o.cfg.HTTPClient), o.cfg.IssuerURL)
 	if err != nil {
+		var mm *oidc.IssuerMismatchError
+		if errors.As(err, &mm) {
+			return nil, &IssuerMismatchError{Configured: mm.Provided, Discovered: mm.Discovered}
+		}
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
 	var meta struct {
@@ -95,7 +99,9 @@ func (o *oidcAuth) discover(ctx context.Context) (*oidcState, error) {
 		return nil, err
 	}
 	v := oidc.NewVerifier(o.cfg.IssuerURL, ks, &oidc.Config{
-		ClientID:             o.cfg.ClientID,
+		ClientID: o.cfg.ClientID,
+		// go-oidc checks one audience; with several, identity checks aud against all of them instead.
+		SkipClientIDCheck:    len(o.cfg.Audiences) > 0,
 		SupportedSigningAlgs: algs,
 		Now:                  o.now,
 	})
@@ -125,7 +131,8 @@ func (o *oidcAuth) verify(ctx context.Context, token string) (Identity, *Error) 
 		return Identity{}, unauthenticated("OIDC issuer not ready", o.ready())
 	}
 	key := tokenKey(token)
-	if e, ok := o.cache.get(key, o.now()); ok {
+	gen := st.keys.generation()
+	if e, ok := o.cache.get(key, o.now()); ok && e.gen == gen {
 		if e.err != nil {
 			return e.id, e.err
 		}
@@ -145,7 +152,7 @@ func (o *oidcAuth) verify(ctx context.Context, token string) (Identity, *Error) 
 	}
 	id, claimErr := o.identity(tok)
 	if claimErr == nil || claimErr.Status == Forbidden {
-		o.cache.put(cacheEntry{key: key, id: id, err: claimErr}, tok.Expiry, o.now())
+		o.cache.put(cacheEntry{key: key, id: id, err: claimErr, gen: gen}, tok.Expiry, o.now())
 	}
 	if claimErr != nil {
 		return id, claimErr
@@ -183,7 +190,7 @@ func (o *oidcAuth) explain(err error, out *sigOutcome) *Error {
 	switch {
 	case c.Iss != o.cfg.IssuerURL:
 		return unauthenticated("token issued by another issuer", err)
-	case !slices.Contains(c.Aud, o.cfg.ClientID):
+	case !o.forUs(c.Aud):
 		return unauthenticated("token issued for another audience", err)
 	case len(c.Exp) == 0 || string(c.Exp) == "null":
 		return unauthenticated("token has no expiry", err)
@@ -196,11 +203,28 @@ func (o *oidcAuth) explain(err error, out *sigOutcome) *Error {
 	}
 }
 
-// identity checks what go-oidc does not (azp) and reads the identity claims.
+// forUs reports whether aud names one of the accepted client IDs.
+func (o *oidcAuth) forUs(aud []string) bool {
+	if slices.Contains(aud, o.cfg.ClientID) {
+		return true
+	}
+	for _, a := range o.cfg.Audiences {
+		if slices.Contains(aud, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// identity checks what go-oidc does not (azp; aud when several client IDs are accepted) and reads the identity
+// claims.
 func (o *oidcAuth) identity(tok *oidc.IDToken) (Identity, *Error) {
 	var raw map[string]json.RawMessage
 	if err := tok.Claims(&raw); err != nil {
 		return Identity{}, unauthenticated("malformed token claims", err)
+	}
+	if !o.forUs(tok.Audience) {
+		return Identity{}, unauthenticated("token issued for another audience", nil)
 	}
 	if len(tok.Audience) > 1 {
 		var azp string
@@ -208,7 +232,7 @@ func (o *oidcAuth) identity(tok *oidc.IDToken) (Identity, *Error) {
 		switch {
 		case azp == "":
 			return Identity{}, unauthenticated("token has several audiences but no authorized party (azp)", nil)
-		case azp != o.cfg.ClientID:
+		case azp != o.cfg.ClientID && !slices.Contains(o.cfg.Audiences, azp):
 			return Identity{}, unauthenticated("token's authorized party (azp) is another client", nil)
 		}
 	}

@@ -216,3 +216,47 @@ func TestTokenCacheEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Errorf("an already expired outcome was cached")
 	}
 }
+
+// TestSeveralAudiences checks --server_oidc_client_id with several values: each one is accepted as aud, and a
+// token naming several audiences needs an azp that is one of them.
+func TestSeveralAudiences(t *testing.T) {
+	t.Parallel()
+	iss := oidcissuer.New(t)
+	a := startOIDC(t, iss, func(c *OIDCConfig) { c.Audiences = []string{"winch", testClientID} })
+	sign := func(aud any, azp string) string {
+		c := iss.Claims(testClientID)
+		c["perms"] = []string{"proxy"}
+		c["aud"] = aud
+		if azp != "" {
+			c["azp"] = azp
+		}
+		return iss.Sign(t, c)
+	}
+	tests := []struct {
+		name   string
+		token  string
+		reason string // "" = allowed
+	}{
+		{"the first client ID", sign(testClientID, ""), ""},
+		{"another accepted client ID", sign("winch", ""), ""},
+		{"several audiences, azp accepted", sign([]string{"winch", "account"}, "winch"), ""},
+		{"several audiences, azp the first client ID", sign([]string{testClientID, "winch"}, testClientID), ""},
+		{"an audience not accepted", sign("cli", ""), "token issued for another audience"},
+		{"several audiences, none accepted", sign([]string{"cli", "account"}, "cli"), "token issued for another audience"},
+		{"several audiences without azp", sign([]string{"winch", "account"}, ""), "no authorized party (azp)"},
+		{"several audiences, azp another client", sign([]string{"winch", "account"}, "account"), "(azp) is another client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := a.Authenticate(t.Context(), "Bearer "+tt.token, nil)
+			if tt.reason == "" {
+				if err != nil {
+					t.Fatalf("Authenticate: %v", err)
+				}
+				return
+			}
+			wantDenied(t, err, Unauthenticated, tt.reason, tt.token)
+		})
+	}
+}

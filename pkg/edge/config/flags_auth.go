@@ -22,13 +22,18 @@ const DefaultTunnelIdleTimeout = 5 * time.Minute
 type AuthConfig struct {
 	// OIDCProviderURL (--server_oidc_provider_url) is the issuer; empty disables OIDC.
 	OIDCProviderURL string
-	// OIDCClientID (--server_oidc_client_id) is the audience tokens must carry.
-	OIDCClientID string
+	// OIDCClientIDs (--server_oidc_client_id, comma-separated or repeated) are the audiences kedge accepts: a token's
+	// aud must name one of them (winch's client_id among them), and a token with several audiences needs an azp
+	// that is one of them.
+	OIDCClientIDs []string
 	// OIDCPermsClaim (--server_oidc_perms_claim) names the claim holding the caller's permissions (a list of strings).
 	OIDCPermsClaim string
 	// OIDCRequiredPerms (--server_oidc_required_perm, alias --server_oidc_whitelist_perms): a token must carry one
 	// of them to use kedge at all (any-of); empty means no global requirement.
 	OIDCRequiredPerms []string
+	// OIDCJWKSRefreshInterval (--server_oidc_jwks_refresh_interval) is how often the issuer's keys are fetched
+	// again; keys it no longer publishes stop verifying then.
+	OIDCJWKSRefreshInterval time.Duration
 	// OIDCForDebugEndpoints (--server_enable_oidc_for_debug_endpoints) puts OIDC in front of the debug port, except
 	// /_healthz, /readyz and the metrics path.
 	OIDCForDebugEndpoints bool
@@ -60,10 +65,14 @@ func (a AuthConfig) Authn() authn.Config {
 	c := authn.Config{StaticToken: string(a.StaticToken)}
 	if a.OIDCProviderURL != "" {
 		c.OIDC = &authn.OIDCConfig{
-			IssuerURL:     a.OIDCProviderURL,
-			ClientID:      a.OIDCClientID,
-			PermsClaim:    a.OIDCPermsClaim,
-			RequiredPerms: append([]string(nil), a.OIDCRequiredPerms...),
+			IssuerURL:          a.OIDCProviderURL,
+			PermsClaim:         a.OIDCPermsClaim,
+			RequiredPerms:      append([]string(nil), a.OIDCRequiredPerms...),
+			KeyRefreshInterval: a.OIDCJWKSRefreshInterval,
+		}
+		if len(a.OIDCClientIDs) > 0 {
+			c.OIDC.ClientID = a.OIDCClientIDs[0]
+			c.OIDC.Audiences = append([]string(nil), a.OIDCClientIDs[1:]...)
 		}
 	}
 	return c
@@ -73,7 +82,8 @@ func (a AuthConfig) Authn() authn.Config {
 func (c *Config) registerAuthFlags(fs *pflag.FlagSet) {
 	a := &c.Auth
 	fs.StringVar(&a.OIDCProviderURL, "server_oidc_provider_url", "", "OIDC issuer URL (https); enables ID-token proxy authentication from 'Proxy-Authorization: Bearer <token>'. Unreachable at startup: kedge retries and /readyz says why")
-	fs.StringVar(&a.OIDCClientID, "server_oidc_client_id", "", "OIDC client ID: the audience tokens must carry (required with --server_oidc_provider_url)")
+	fs.Var(&listValue{list: &a.OIDCClientIDs}, "server_oidc_client_id", "OIDC client IDs accepted as token audience, comma-separated or repeated; winch's client_id must be one of them (required with --server_oidc_provider_url). A token with several audiences must name one of these in azp")
+	fs.DurationVar(&a.OIDCJWKSRefreshInterval, "server_oidc_jwks_refresh_interval", authn.DefaultKeyRefreshInterval, "how often the OIDC issuer's signing keys are fetched again (sooner if its Cache-Control max-age says so); keys it no longer publishes stop verifying then")
 	fs.StringVar(&a.OIDCPermsClaim, "server_oidc_perms_claim", "", "token claim holding the caller's permissions, a list of strings (required with --server_oidc_required_perm and for routes' required_permissions)")
 	perms := &listValue{list: &a.OIDCRequiredPerms}
 	fs.Var(perms, "server_oidc_required_perm", "comma-separated permissions; a token must carry at least one of them to use kedge at all. Routes may require more")
@@ -92,7 +102,7 @@ func (c *Config) validateAuth() []error {
 	var errs []error
 	oidcFlags := map[string]bool{
 		"--server_oidc_provider_url":               a.OIDCProviderURL != "",
-		"--server_oidc_client_id":                  a.OIDCClientID != "",
+		"--server_oidc_client_id":                  len(a.OIDCClientIDs) > 0,
 		"--server_oidc_perms_claim":                a.OIDCPermsClaim != "",
 		"--server_oidc_required_perm":              len(a.OIDCRequiredPerms) > 0,
 		"--server_enable_oidc_for_debug_endpoints": a.OIDCForDebugEndpoints,
@@ -117,8 +127,11 @@ func (c *Config) validateAuth() []error {
 		if err := checkIssuerURL(a.OIDCProviderURL); err != nil {
 			errs = append(errs, err)
 		}
-		if a.OIDCClientID == "" {
+		if len(a.OIDCClientIDs) == 0 {
 			errs = append(errs, errors.New("--server_oidc_client_id is required with --server_oidc_provider_url"))
+		}
+		if a.OIDCJWKSRefreshInterval <= 0 {
+			errs = append(errs, fmt.Errorf("--server_oidc_jwks_refresh_interval: %v must be positive", a.OIDCJWKSRefreshInterval))
 		}
 		if len(a.OIDCRequiredPerms) > 0 && a.OIDCPermsClaim == "" {
 			errs = append(errs, errors.New("--server_oidc_required_perm needs --server_oidc_perms_claim (the claim that holds permissions)"))

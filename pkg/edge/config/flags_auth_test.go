@@ -56,6 +56,20 @@ func TestAuthFlags(t *testing.T) {
 	if err := c.Auth.Authn().Validate(); err != nil {
 		t.Errorf("authn rejects what the flags accepted: %v", err)
 	}
+	if o.KeyRefreshInterval != 5*time.Minute || len(o.Audiences) != 0 {
+		t.Errorf("JWKS refresh interval %v, audiences %q; want the 5m default and none beyond kedge", o.KeyRefreshInterval, o.Audiences)
+	}
+
+	// Several audiences, comma-separated and repeated; the refresh interval.
+	c, _ = parseFlags(t, "--server_oidc_provider_url=https://issuer.example.com", "--server_oidc_client_id=kedge, winch",
+		"--server-oidc-client-id=cli", "--server_oidc_jwks_refresh_interval=90s")
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	o = c.Auth.Authn().OIDC
+	if o.ClientID != "kedge" || !slices.Equal(o.Audiences, []string{"winch", "cli"}) || o.KeyRefreshInterval != 90*time.Second {
+		t.Errorf("client ID %q, audiences %q, refresh %v; want kedge, [winch cli], 90s", o.ClientID, o.Audiences, o.KeyRefreshInterval)
+	}
 }
 
 func TestAuthFlagErrors(t *testing.T) {
@@ -82,6 +96,8 @@ func TestAuthFlagErrors(t *testing.T) {
 		{"every problem at once", []string{"--server_oidc_provider_url=ftp://x", "--server_oidc_required_perm=x",
 			"--server_tunnel_idle_timeout=-1s"}, []string{"must use https", "--server_oidc_client_id is required",
 			"needs --server_oidc_perms_claim", "--server_tunnel_idle_timeout"}},
+		{"JWKS refresh interval zero", []string{"--server_oidc_provider_url=https://i.example.com", "--server_oidc_client_id=k",
+			"--server_oidc_jwks_refresh_interval=0s"}, []string{"--server_oidc_jwks_refresh_interval: 0s must be positive"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

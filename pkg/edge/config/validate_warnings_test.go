@@ -15,7 +15,7 @@ func TestConfigWarnings(t *testing.T) {
 		HTTPAdhoc:  []route.Adhoc{{NamePattern: "*.pods", RequiredPermissions: []string{"pods"}}},
 		Warnings:   []string{"director.yaml: http.routes[0]: from the documents"},
 	}
-	withClaim := AuthConfig{OIDCProviderURL: "https://issuer.example.com", OIDCClientID: "k", OIDCPermsClaim: "perms"}
+	withClaim := AuthConfig{OIDCProviderURL: "https://issuer.example.com", OIDCClientIDs: []string{"k"}, OIDCPermsClaim: "perms"}
 	director := Source{DirectorPath: "director.yaml", BackendpoolPath: "pool.yaml"}
 	tests := []struct {
 		name string
