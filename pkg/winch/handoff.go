@@ -22,7 +22,8 @@ import (
 // (loginEventType): the login's prompts as they happen, then one line with the outcome. The asking command shows
 // the prompts on its own terminal and opens the browser there, so that a winch running in the background (no
 // terminal, no desktop) is still usable. Errors before the login starts (bad flow) are a non-200 answer with
-// X-Winch-Error.
+// X-Winch-Error. A request without "Accept: application/x-ndjson" (an older winch login) gets the old answer: text
+// once the login ended.
 
 // loginEventType is the Content-Type of the hand-off's answer.
 const loginEventType = "application/x-ndjson"
@@ -45,6 +46,10 @@ func (w *Winch) serveLogin(rw http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), loginTimeout)
 	defer cancel()
+	if !strings.Contains(r.Header.Get("Accept"), loginEventType) {
+		w.serveLoginPlain(ctx, rw, name, flow)
+		return
+	}
 	rw.Header().Set("Content-Type", loginEventType)
 	rw.Header().Set("Cache-Control", "no-store")
 	rw.WriteHeader(http.StatusOK)
@@ -67,6 +72,18 @@ func (w *Winch) serveLogin(rw http.ResponseWriter, r *http.Request) {
 	}
 	w.log.Info("logged in", "auth_source", name)
 	send(loginEvent{Done: "logged in to " + name})
+}
+
+// serveLoginPlain answers a `winch login` from before the hand-off streamed (during an upgrade): the login's prompts
+// go to this winch's log, and the answer is text once the login ended (502 with X-Winch-Error on failure).
+func (w *Winch) serveLoginPlain(ctx context.Context, rw http.ResponseWriter, name string, flow credentials.Flow) {
+	if err := w.snap.Load().creds.Login(ctx, name, credentials.LoginOptions{Flow: flow}); err != nil {
+		w.log.Warn("login failed", "auth_source", name, logging.FieldError, err)
+		wire.WriteWinchError(rw, http.StatusBadGateway, wire.ErrAuthSource, err.Error())
+		return
+	}
+	w.log.Info("logged in", "auth_source", name)
+	_, _ = io.WriteString(rw, "logged in to "+name+"\n")
 }
 
 // askLogin asks the winch running on cfg's HTTP address to log in to name, shows the prompts it hands back with
@@ -95,6 +112,10 @@ func askLogin(ctx context.Context, cfg Config, name string, opts credentials.Log
 			msg = strings.TrimSpace(string(body))
 		}
 		return fmt.Errorf("winch: log in to %q: %s", name, msg)
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), loginEventType) { // a winch from before the streaming hand-off
+		_, err := io.Copy(out, io.LimitReader(resp.Body, 64<<10))
+		return err
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)

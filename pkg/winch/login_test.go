@@ -14,6 +14,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil/oidcissuer"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/pkg/winch"
 )
 
@@ -120,4 +121,22 @@ func waitForURL(t *testing.T, out *testutil.Buffer, done <-chan error) *url.URL 
 	}
 	t.Fatalf("no authorization URL printed; output:\n%s", out.String())
 	return nil
+}
+
+// TestLoginPlainAnswer checks the answer an older `winch login` (no Accept: application/x-ndjson) gets: an error as
+// 502 with X-Winch-Error once the login ended.
+func TestLoginPlainAnswer(t *testing.T) {
+	e := startEnv(t)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+e.addr+"/winch/login/nope", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.local.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(resp.Header.Get(wire.HeaderWinchError), `no auth source called "nope"`) {
+		t.Errorf("plain login answer: %d %q; want 502 naming the source", resp.StatusCode, resp.Header.Get(wire.HeaderWinchError))
+	}
 }
