@@ -123,6 +123,10 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		// A benchmark has no load balancer to wait for; each fresh kedge of the idle-* cases would add 5 s.
 		e.kedgeArgs = append(e.kedgeArgs, "--server_shutdown_delay=0")
 	}
+	if benchKedgeHas(b, "--server_max_connections") {
+		// The idle-* cases open KEDGE_BENCH_IDLE_CONNS (10,000) connections, the default limit: leave headroom.
+		e.kedgeArgs = append(e.kedgeArgs, "--server_max_connections=50000")
+	}
 	e.kedge, e.kedgeHTTPS, e.kedgeGRPC, e.kedgeDebug = e.startKedge(b)
 
 	e.startWinch(b, dir, caFile)
