@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(fs.Output(), "kedge %s: edge proxy for HTTP, gRPC and CONNECT into a private cluster.\n\nUsage: kedge [flags]\n       kedge discover --once [flags]   (print the config Kubernetes discovery generates; see --help there)\n\nFlags (snake_case or kebab-case):\n", buildinfo.Get().Version)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(cli.JoinBoolValues(fs, args)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()

@@ -76,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() { usage(fs, name, cmd) }
 	fs.SetOutput(io.Discard) // pflag prints usage itself on errors; run prints exactly one message instead
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(cli.JoinBoolValues(fs, args)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()

@@ -8,7 +8,18 @@ import "fmt"
 func (c *Config) Warnings(dyn *Dynamic) []string {
 	out := append([]string(nil), dyn.Warnings...)
 	out = append(out, c.emptyWarnings(dyn)...)
+	out = append(out, c.noAuthWarnings()...)
 	return append(out, authWarnings(dyn, c.Auth)...)
+}
+
+// noAuthWarnings says when kedge authenticates nobody: no OIDC issuer, no static token and no client CA, so every
+// caller is "anonymous" and every route without requirements is open to whoever reaches the port.
+func (c *Config) noAuthWarnings() []string {
+	if c.Auth.OIDCProviderURL != "" || c.Auth.StaticToken != "" || len(c.TLSClientCAFiles) > 0 {
+		return nil
+	}
+	return []string{"no authentication configured: kedge proxies for anyone who can reach it (identity anonymous); " +
+		"set --server_oidc_provider_url, --unsafe_bearer_token_proxy_auth_file or --server_tls_client_ca_files"}
 }
 
 // emptyWarnings says when no request can be routed: no routes, no adhoc rules and no Kubernetes discovery.
