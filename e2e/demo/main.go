@@ -81,6 +81,7 @@ func run(bin, examples string, once bool) (err error) {
 		// Client certificates are verified when sent (winch sends one) and not required, so step 4 can show a
 		// request without credentials being refused by the token check.
 		"--server_tls_client_ca_files="+f.kedgeCA, "--server_tls_client_cert_required=false",
+		"--server_shutdown_delay=0", // no load balancer to wait for: Ctrl-C stops at once
 	)
 	if err != nil {
 		return err
