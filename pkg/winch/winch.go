@@ -191,6 +191,7 @@ func (w *Winch) build(dyn *config.Dynamic, prev *snapshot) (*snapshot, error) {
 			return nil, fmt.Errorf("winch: auth sources: %w", err)
 		}
 		s.creds = set
+		w.logUnavailable(set, dyn.Mapper.Routes)
 	}
 	if w.pacFile != nil {
 		s.pac = w.pacFile
@@ -198,6 +199,26 @@ func (w *Winch) build(dyn *config.Dynamic, prev *snapshot) (*snapshot, error) {
 		s.pac = generatePAC(w.pacAddr, w.cfg.PACPatterns, dyn.Mapper.Routes)
 	}
 	return s, nil
+}
+
+// logUnavailable logs, once per auth document, each source that could not be loaded, with the reason and the
+// routes it fails: the other routes work, and requests through these get the same reason.
+func (w *Winch) logUnavailable(set *credentials.Set, routes []mapper.Route) {
+	for _, err := range set.Unavailable() {
+		name := ""
+		var srcErr *credentials.Error
+		if errors.As(err, &srcErr) {
+			name = srcErr.Source
+		}
+		var used []int
+		for i, r := range routes {
+			if r.ProxyAuth == name || r.BackendAuth == name {
+				used = append(used, i)
+			}
+		}
+		w.log.Warn("auth source cannot be loaded; requests through the routes that use it fail until it can",
+			"auth_source", name, "routes", fmt.Sprint(used), logging.FieldError, err)
+	}
 }
 
 // openBrowser opens the URL of a login that a proxied request started, unless --no_browser.

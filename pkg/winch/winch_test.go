@@ -42,7 +42,7 @@ type env struct {
 	addr   string
 	mapper string
 	auth   string
-	logs   *testutil.Buffer // winch's error log
+	logs   *testutil.Buffer // winch's log, warnings and errors
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -92,7 +92,7 @@ func startEnv(t *testing.T, mutate ...func(*winch.Config)) *env {
 		m(&e.cfg)
 	}
 	e.logs = &testutil.Buffer{}
-	log, err := logging.New(logging.Options{Level: "error", Output: e.logs})
+	log, err := logging.New(logging.Options{Level: "warn", Output: e.logs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,10 +141,13 @@ type source interface {
 type Set struct {
 	sources map[string]source
 	limited map[string]*limitedSource // what Get returns, by name
+	broken  []error                   // why sources could not be built, in document order
 }
 
 // New builds every source of srcs. It does no network I/O: kube sources parse their kubeconfig, service-account
-// sources read their key file. Once all were built, the OIDC sources' login callbacks (login_callback_path, by
+// sources read their key file. A kube or service-account source whose file is missing or wrong does not fail New:
+// its Token and Login return that error (naming the source and the reason) and try again, so that only the routes
+// using it fail until the file is fixed; Unavailable lists them. Once all were built, the OIDC sources' login callbacks (login_callback_path, by
 // default /winch/login/NAME) are registered on d.Callback; nothing is registered when New fails.
 func New(srcs []config.AuthSource, d Deps) (*Set, error) {
 	d, err := d.withDefaults()
@@ -158,7 +162,14 @@ func New(srcs []config.AuthSource, d Deps) (*Set, error) {
 			continue
 		}
 		src, err := newSource(c, d)
-		if err != nil {
+		switch {
+		case err == nil:
+		case c.Kind == config.KindKube || c.Kind == config.KindServiceAccountOIDC:
+			// A file outside the auth document is missing or wrong: only the routes that use this source fail.
+			u := newUnavailableSource(c, d, err)
+			s.broken = append(s.broken, u.err)
+			src = u
+		default:
 			errs = append(errs, err)
 			continue
 		}
@@ -213,6 +224,10 @@ func newSource(c config.AuthSource, d Deps) (source, error) {
 	}
 	return nil, &Error{Source: c.Name, Err: fmt.Errorf("unknown kind %q", c.Kind)}
 }
+
+// Unavailable returns, in document order, an *Error for each source that could not be built when the Set was (see
+// New): what winch logs at startup.
+func (s *Set) Unavailable() []error { return slices.Clone(s.broken) }
 
 // Get returns the source called name. Its Invalidate acts on the current token at most once per 30 s.
 func (s *Set) Get(name string) (Source, bool) {

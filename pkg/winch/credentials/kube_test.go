@@ -186,9 +186,15 @@ func TestKubeErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := New([]config.AuthSource{tt.src}, Deps{StateDir: t.TempDir()})
+			// New succeeds (only the routes using the source fail); the source answers with the reason.
+			set := newSetT(t, tt.src)
+			if u := set.Unavailable(); len(u) != 1 || !strings.Contains(u[0].Error(), tt.want) {
+				t.Errorf("Unavailable = %v; want one error containing %q", u, tt.want)
+			}
+			src, _ := set.Get("k8s")
+			_, err := src.Token(t.Context())
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), `auth source "k8s"`) {
-				t.Errorf("New = %v; want an error containing %q", err, tt.want)
+				t.Errorf("Token = %v; want an error containing %q", err, tt.want)
 			}
 		})
 	}
