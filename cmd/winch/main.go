@@ -110,6 +110,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "winch: %v\n", err)
 		return 2
 	}
+	if cfg.CheckConfig {
+		return checkConfig(cfg, stdout, stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
@@ -136,6 +139,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cli.PrintError(stderr, "winch "+name, err)
 		return 1
 	}
+	return 0
+}
+
+// checkConfig is --check-config, with kedge's contract: every problem of the documents as "file: field.path:
+// reason" and exit 1; else every warning startup would log as "warning: ..." on stderr, a summary on stdout and
+// exit 0.
+func checkConfig(cfg winch.Config, stdout, stderr io.Writer) int {
+	res, err := winch.CheckConfig(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "config is invalid:\n%v\n", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "winch: "), "auth sources: "))
+		return 1
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "config is valid: %d routes, %d auth sources\n", res.Routes, res.AuthSources)
 	return 0
 }
 

@@ -44,6 +44,33 @@ func TestRun(t *testing.T) {
 			code: 1, stderr: "winch: cannot start: loading config documents:\n" +
 				"  --server_mapper_config: routes[0].direct.url: scheme must be http or https\n" +
 				"  --server_mapper_config: routes[1].direct.key: required"},
+		{name: "route of an https URL: port 443", args: []string{"route", "https://svc.example.com/x", mapper}, code: 0,
+			stdout: "https://svc.example.com/x: destination svc.example.com:443"},
+		{name: "route of an http URL: the host as written", args: []string{"route", "http://svc.example.com:443/", mapper, auth}, code: 0,
+			stdout: `proxy_auth:   "p" (token)`},
+		{name: "route of another scheme", args: []string{"route", "ftp://svc.example.com/", mapper}, code: 1, stderr: `scheme "ftp" is not http or https`},
+		{name: "route validates the auth document", args: []string{"route", "svc.example.com:443", mapper,
+			`--server_auth_config={"auth_sources": [{"name": "p", "token": {}}]}`}, code: 1,
+			stderr: "--server_auth_config: auth_sources[0].token.token: required"},
+		{name: "route with a source that cannot be loaded", args: []string{"route", "svc.example.com:443", mapper, state,
+			`--server_auth_config={"auth_sources": [{"name": "p", "kube": {"user": "u", "path": "/nonexistent/kubeconfig"}}]}`}, code: 1,
+			stdout: `proxy_auth:   "p" (cannot be loaded: loading kubeconfig: open /nonexistent/kubeconfig`},
+		{name: "check-config valid", args: []string{"--check-config", mapper, auth, state}, code: 0, stdout: "config is valid: 1 routes, 1 auth sources\n"},
+		{name: "check_config spelling", args: []string{"--check_config", mapper, auth, state}, code: 0, stdout: "config is valid"},
+		{name: "check-config lists every problem of both documents", args: []string{"--check-config", state,
+			`--server_mapper_config={"routes": [{"direct": {"key": "a", "url": "ftp://k"}}, {"direct": {"url": "https://k"}}]}`,
+			`--server_auth_config={"auth_sources": [{"name": "x"}]}`}, code: 1,
+			stderr: "config is invalid:\n" +
+				"--server_mapper_config: routes[0].direct.url: scheme must be http or https\n" +
+				"--server_mapper_config: routes[1].direct.key: required: the destination \"host\" or \"host:port\"\n" +
+				"--server_auth_config: auth_sources[0]: one of dummy"},
+		{name: "check-config without a mapper", args: []string{"--check-config", state}, code: 1,
+			stderr: "--server_mapper_config_path: not set"},
+		{name: "check-config prints warnings", args: []string{"--check-config", mapper, state, "--client_insecure",
+			`--server_auth_config={"auth_sources": [{"name": "p", "kube": {"user": "u", "path": "/nonexistent/kubeconfig"}}]}`}, code: 0,
+			stderr: "warning: --client_insecure: kedges' certificates are NOT verified; anyone on the path can take your tokens\n" +
+				`warning: auth source "p" cannot be loaded; requests through the routes that use it ([0]) fail until it can: auth source "p": loading kubeconfig`},
+		{name: "check-config with bad flags", args: []string{"--check-config", mapper, "--unmatched=maybe"}, code: 2, stderr: "--unmatched"},
 		{name: "bad auth document for a command", args: []string{"logout", "x", state, `--server_auth_config={"auth_sources": [{"name": "x"}, {"name": "y"}]}`},
 			code: 1, stderr: "winch logout:\n  --server_auth_config: auth_sources[0]: one of dummy"},
 	}

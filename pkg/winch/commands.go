@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,39 +23,128 @@ import (
 )
 
 // Explain writes what winch would do with destination hostport ("host" or "host:port", as a client would write
-// it) for HTTP/CONNECT and for gRPC: the matching route, the kedge URL, the auth sources and MITM. It sends
-// nothing. matched reports whether either proxy maps the destination to a kedge.
-func Explain(cfg Config, hostport string, out io.Writer) (matched bool, err error) {
-	m, err := config.LoadMapper(cfg.Documents.MapperPath, cfg.Documents.MapperInline)
+// it, or an http:// or https:// URL) for HTTP/CONNECT and for gRPC: the matching route, the kedge URL, the auth
+// sources and MITM. It sends nothing. It validates what it reads: a bad mapper, or a bad auth document when one is
+// given (or a route naming a source it lacks), is an error. ok reports whether either proxy maps the destination to
+// a kedge whose auth sources can be loaded.
+func Explain(cfg Config, hostport string, out io.Writer) (ok bool, err error) {
+	dest, err := destinationOf(hostport)
 	if err != nil {
 		return false, err
 	}
+	var (
+		m       *config.Mapper
+		sources map[string]string // auth source -> its kind, or why it cannot be loaded; nil without an auth document
+	)
+	if cfg.Documents.AuthPath == "" && cfg.Documents.AuthInline == "" {
+		if m, err = config.LoadMapper(cfg.Documents.MapperPath, cfg.Documents.MapperInline); err != nil {
+			return false, err
+		}
+	} else {
+		dyn, err := config.Load(cfg.Documents)
+		if err != nil {
+			return false, err
+		}
+		m, sources = dyn.Mapper, describeSources(cfg, dyn.Auth)
+	}
 	mp := mapper.New(m.Routes)
-	fmt.Fprintf(out, "%s (routes from %s)\n", hostport, m.Name)
+	if dest != hostport {
+		fmt.Fprintf(out, "%s: destination %s (routes from %s)\n", hostport, dest, m.Name)
+	} else {
+		fmt.Fprintf(out, "%s (routes from %s)\n", hostport, m.Name)
+	}
+	unchecked := false
 	for _, p := range []struct {
 		label string
 		proto mapper.Protocol
 	}{{"HTTP and CONNECT", mapper.ProtocolHTTP}, {"gRPC", mapper.ProtocolGRPC}} {
-		d, err := mp.Map(hostport, p.proto)
+		d, err := mp.Map(dest, p.proto)
 		if err != nil {
 			fmt.Fprintf(out, "  %s: %s\n", p.label, unmatchedText(err, p.proto, cfg.Unmatched))
 			continue
 		}
-		matched = true
+		usable := true
+		describe := func(name string) string {
+			if name == "" {
+				return "none"
+			}
+			if sources == nil {
+				unchecked = true
+				return strconv.Quote(name)
+			}
+			what := sources[name]
+			if strings.HasPrefix(what, "cannot be loaded") {
+				usable = false
+			}
+			return strconv.Quote(name) + " (" + what + ")"
+		}
 		r := m.Routes[d.Route]
-		rule := "direct " + fmt.Sprintf("%q", r.Direct)
+		rule := "direct " + strconv.Quote(r.Direct)
 		if r.Regexp != nil {
-			rule = "regexp " + fmt.Sprintf("%q", r.Regexp.String())
+			rule = "regexp " + strconv.Quote(r.Regexp.String())
 		}
 		fmt.Fprintf(out, "  %s: route %d (%s, protocol %s)\n", p.label, d.Route, rule, r.Protocol)
 		fmt.Fprintf(out, "    kedge:        %s\n", d.KedgeURL)
-		fmt.Fprintf(out, "    proxy_auth:   %s\n", orNone(d.ProxyAuth))
-		fmt.Fprintf(out, "    backend_auth: %s\n", orNone(d.BackendAuth))
+		fmt.Fprintf(out, "    proxy_auth:   %s\n", describe(d.ProxyAuth))
+		fmt.Fprintf(out, "    backend_auth: %s\n", describe(d.BackendAuth))
 		if p.proto == mapper.ProtocolHTTP {
 			fmt.Fprintf(out, "    mitm:         %v\n", d.MITM)
 		}
+		ok = ok || usable
 	}
-	return matched, nil
+	if unchecked {
+		fmt.Fprintf(out, "auth sources not checked: no auth document given (%s)\n", config.AuthPathName)
+	}
+	return ok, nil
+}
+
+// describeSources builds the sources of auth as winch would (no network I/O) and says, for each, its kind or why
+// it cannot be loaded.
+func describeSources(cfg Config, auth *config.Auth) map[string]string {
+	out := make(map[string]string, len(auth.Sources))
+	for _, s := range auth.Sources {
+		out[s.Name] = string(s.Kind)
+	}
+	stateDir, err := cfg.ResolvedStateDir()
+	if err != nil {
+		return out
+	}
+	set, err := credentials.New(auth.Sources, credentials.Deps{StateDir: stateDir})
+	if err != nil {
+		return out
+	}
+	for _, err := range set.Unavailable() {
+		var srcErr *credentials.Error
+		if errors.As(err, &srcErr) {
+			out[srcErr.Source] = "cannot be loaded: " + strings.TrimPrefix(srcErr.Error(), "auth source "+strconv.Quote(srcErr.Source)+": ")
+		}
+	}
+	return out
+}
+
+// destinationOf turns what the user typed into the destination a client would ask winch for: "host[:port]" stays
+// as it is; a URL becomes what its client sends: an http:// URL its host[:port] as written (absolute-form
+// requests keep the Host of the URL), an https:// URL host:port with the port defaulting to 443 (CONNECT always
+// names a port).
+func destinationOf(arg string) (string, error) {
+	scheme, _, ok := strings.Cut(arg, "://")
+	if !ok {
+		return arg, nil
+	}
+	u, err := url.Parse(arg)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("winch: %q is not host[:port] or a URL with a host", arg)
+	}
+	switch strings.ToLower(scheme) {
+	case "http", "ws":
+		return u.Host, nil
+	case "https", "wss":
+		if u.Port() == "" {
+			return net.JoinHostPort(u.Hostname(), "443"), nil
+		}
+		return u.Host, nil
+	}
+	return "", fmt.Errorf("winch: %q: scheme %q is not http or https (winch proxies http:// and https:// URLs; give host[:port] for gRPC)", arg, scheme)
 }
 
 func unmatchedText(err error, proto mapper.Protocol, unmatched string) string {
@@ -68,13 +159,6 @@ func unmatchedText(err error, proto mapper.Protocol, unmatched string) string {
 		return err.Error() + "; sent directly, without tokens (--unmatched=direct)"
 	}
 	return "error: " + err.Error()
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return fmt.Sprintf("%q", s)
 }
 
 // CAPEM returns the MITM CA certificate in PEM form, creating the CA in the state directory if needed.
@@ -97,7 +181,7 @@ func Login(ctx context.Context, cfg Config, log logging.Logger, name string, out
 		return err
 	}
 	if _, ok := auth.Source(name); !ok {
-		return fmt.Errorf("winch: no auth source called %q in %s", name, auth.Name)
+		return fmt.Errorf("winch: no auth source called %q %s", name, auth.In())
 	}
 	stateDir, err := cfg.ResolvedStateDir()
 	if err != nil {

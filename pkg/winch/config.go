@@ -59,6 +59,9 @@ type Config struct {
 	// StateDir holds tokens and the MITM CA; empty means $XDG_CONFIG_HOME/winch or ~/.config/winch.
 	StateDir string
 
+	// CheckConfig makes winch validate the documents, print every problem and warning, and exit instead of serving.
+	CheckConfig bool
+
 	// DebugMode forces debug logging and sends X-Kedge-Info-Logs: winch-$USER to kedges.
 	DebugMode bool
 	// LogLevel is debug, info, warn or error (ignored in debug mode).
@@ -110,6 +113,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.NoBrowser, "no_browser", false, "never open a browser for OIDC logins ($BROWSER, then xdg-open/open); print or log the URL to open instead")
 	fs.StringVar(&c.StateDir, "state_dir", "", "directory for cached tokens and the MITM CA; empty = $XDG_CONFIG_HOME/winch or ~/.config/winch")
 
+	// kebab-case as kedge's (the original kedge's spelling); NormalizeFlagName accepts --check_config too.
+	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the mapper and auth documents (and load the auth sources, without network calls), print every problem (file: field: reason) and every startup warning, and exit: 0 if valid, 1 if not")
 	fs.BoolVar(&c.DebugMode, "debug_mode", false, "log at debug level and ask kedges to log winch's requests (X-Kedge-Info-Logs: winch-$USER)")
 	fs.StringVar(&c.LogLevel, "log_level", "info", "log level: debug, info, warn or error (debug_mode forces debug)")
 	fs.StringVar(&c.LogFormat, "log_format", "text", "log format: text or json")
@@ -135,9 +140,14 @@ func RedactArgs(args []string) []string {
 	return cli.RedactArgs(fs, args)
 }
 
-// NormalizeFlagName lets "--server-http-port" mean "--server_http_port".
+// NormalizeFlagName lets "--server-http-port" mean "--server_http_port", and "--check_config" mean
+// "--check-config" (kebab-case like kedge's).
 func NormalizeFlagName(_ *pflag.FlagSet, name string) pflag.NormalizedName {
-	return pflag.NormalizedName(strings.ReplaceAll(name, "-", "_"))
+	n := strings.ReplaceAll(name, "-", "_")
+	if n == "check_config" {
+		n = "check-config"
+	}
+	return pflag.NormalizedName(n)
 }
 
 // Validate reports every problem with the flags at once. The documents themselves are checked by New.

@@ -84,17 +84,13 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 		return nil, fmt.Errorf("winch: client TLS: %w", err)
 	}
 	explain := tlsconfig.WatchCertRequests(w.kedgeTLS, "set --client_tls_cert_file and --client_tls_key_file").Explain
-	if cfg.ClientTLS.InsecureSkipVerify {
-		log.Warn("--client_insecure: kedges' certificates are NOT verified; anyone on the path can take your tokens")
+	for _, warning := range append(cfg.flagWarnings(), cfg.documentWarnings()...) {
+		log.Warn(warning)
 	}
 	if cfg.PACFile != "" {
 		if w.pacFile, err = os.ReadFile(cfg.PACFile); err != nil {
 			return nil, fmt.Errorf("winch: --pac_file: %w", err)
 		}
-	}
-	if ip := net.ParseIP(cfg.BindAddress); ip != nil && !ip.IsLoopback() {
-		log.Warn("winch listens on a non-loopback address: whoever reaches it can use your credentials",
-			logging.FieldAddr, cfg.BindAddress)
 	}
 	if err := w.listen(); err != nil {
 		w.closeListeners()
@@ -204,20 +200,9 @@ func (w *Winch) build(dyn *config.Dynamic, prev *snapshot) (*snapshot, error) {
 // logUnavailable logs, once per auth document, each source that could not be loaded, with the reason and the
 // routes it fails: the other routes work, and requests through these get the same reason.
 func (w *Winch) logUnavailable(set *credentials.Set, routes []mapper.Route) {
-	for _, err := range set.Unavailable() {
-		name := ""
-		var srcErr *credentials.Error
-		if errors.As(err, &srcErr) {
-			name = srcErr.Source
-		}
-		var used []int
-		for i, r := range routes {
-			if r.ProxyAuth == name || r.BackendAuth == name {
-				used = append(used, i)
-			}
-		}
+	for _, u := range unavailableSources(set, routes) {
 		w.log.Warn("auth source cannot be loaded; requests through the routes that use it fail until it can",
-			"auth_source", name, "routes", fmt.Sprint(used), logging.FieldError, err)
+			"auth_source", u.name, "routes", fmt.Sprint(u.routes), logging.FieldError, u.err)
 	}
 }
 

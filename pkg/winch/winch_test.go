@@ -228,7 +228,7 @@ func TestNewReportsProblems(t *testing.T) {
 		{"unknown auth source", winch.Config{BindAddress: "127.0.0.1", MetricsPath: "/metrics", Unmatched: "direct", LogLevel: "info",
 			StateDir: dir, Documents: winchSource(mapperPath)}, `"missing": no auth source with that name`},
 		{"no mapper", winch.Config{BindAddress: "127.0.0.1", MetricsPath: "/metrics", Unmatched: "direct", LogLevel: "info",
-			StateDir: dir}, "at least one route is required"},
+			StateDir: dir}, "--server_mapper_config_path: not set: winch needs a mapper document with at least one route"},
 		{"bad flags", winch.Config{BindAddress: "nowhere", MetricsPath: "metrics", Unmatched: "sometimes", LogLevel: "loud",
 			PACFile: "x.pac", PACPatterns: []string{"*"}, HTTPPort: 70000},
 			"--server_bind_address"},

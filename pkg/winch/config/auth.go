@@ -71,6 +71,9 @@ func (s AuthSource) GoString() string { return "config.AuthSource{" + s.String()
 
 // LoadAuth reads the auth document from path, or takes inline when path is empty, and validates and converts it.
 func LoadAuth(path, inline string) (*Auth, error) {
+	if path == "" && inline == "" {
+		return &Auth{}, nil // no auth document: no sources
+	}
 	data, name, err := document.Read(path, inline, AuthInlineName)
 	if err != nil {
 		return nil, err

@@ -12,10 +12,13 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
 
-// Names under which inline documents are reported, after the flags that carry them.
+// Names under which documents are reported: inline ones after the flags that carry them; a mapper that was not
+// given at all after the flag that should have named its file.
 const (
 	MapperInlineName = "--server_mapper_config"
 	AuthInlineName   = "--server_auth_config"
+	MapperPathName   = "--server_mapper_config_path"
+	AuthPathName     = "--server_auth_config_path"
 )
 
 // Source names where each document comes from: a file path and/or inline content (the original's
@@ -44,10 +47,19 @@ type Mapper struct {
 
 // Auth is a loaded auth document.
 type Auth struct {
-	// Name is the document's path or, for inline content, its flag.
+	// Name is the document's path or, for inline content, its flag; "" when no auth document was given.
 	Name string
 	// Sources are the document's auth sources in order; names are unique.
 	Sources []AuthSource
+}
+
+// In says where the sources come from, for messages about a source that is not there: "in auth.yaml", or, when no
+// auth document was given, which flag gives one.
+func (a *Auth) In() string {
+	if a.Name == "" {
+		return "(no auth document given: set " + AuthPathName + ")"
+	}
+	return "in " + a.Name
 }
 
 // Source returns the auth source called name.
@@ -84,7 +96,7 @@ func CheckAuthReferences(m *Mapper, a *Auth) error {
 			}
 			if _, ok := a.Source(ref.name); !ok {
 				errs = append(errs, &FieldError{File: m.Name, Field: indexed("routes", i) + "." + ref.field,
-					Reason: quote(ref.name) + ": no auth source with that name in " + a.Name})
+					Reason: quote(ref.name) + ": no auth source with that name " + a.In()})
 			}
 		}
 	}

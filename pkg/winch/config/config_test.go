@@ -204,11 +204,31 @@ func TestInlineAndFilePrecedence(t *testing.T) {
 	if _, err := LoadMapper("", `{"routes": []}`); err == nil || !strings.HasPrefix(err.Error(), MapperInlineName+": routes: ") {
 		t.Errorf("an inline document's errors must name the flag: %v", err)
 	}
-	for _, inline := range []string{"", "{}", "  \n", "# nothing\n"} {
+	for _, inline := range []string{"{}", "  \n", "# nothing\n"} {
 		a, err := LoadAuth("", inline)
 		if err != nil || len(a.Sources) != 0 || a.Name != AuthInlineName {
 			t.Errorf("LoadAuth(%q) = %+v, %v; want no sources", inline, a, err)
 		}
+	}
+}
+
+// TestNoDocumentGiven: messages about a document that was not given name the flag that gives it, not the inline
+// flag the user never passed.
+func TestNoDocumentGiven(t *testing.T) {
+	t.Parallel()
+	_, err := LoadMapper("", "")
+	if err == nil || !strings.HasPrefix(err.Error(), MapperPathName+": not set: ") || !strings.Contains(err.Error(), "at least one route") {
+		t.Errorf("LoadMapper with no document = %v; want it to name %s", err, MapperPathName)
+	}
+	a, err := LoadAuth("", "")
+	if err != nil || len(a.Sources) != 0 || a.Name != "" {
+		t.Fatalf("LoadAuth with no document = %+v, %v; want no sources and no name", a, err)
+	}
+	mapperPath := writeFile(t, "mapper.json", `{"routes": [{"direct": {"key": "a.example.com", "url": "https://k"}, "proxy_auth": "corp"}]}`)
+	_, err = Load(Source{MapperPath: mapperPath})
+	want := mapperPath + `: routes[0].proxy_auth: "corp": no auth source with that name (no auth document given: set --server_auth_config_path)`
+	if err == nil || err.Error() != want {
+		t.Errorf("Load without an auth document = %v; want %s", err, want)
 	}
 }
 

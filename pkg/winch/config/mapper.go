@@ -12,6 +12,9 @@ import (
 
 // LoadMapper reads the mapper document from path, or takes inline when path is empty, and validates and converts it.
 func LoadMapper(path, inline string) (*Mapper, error) {
+	if path == "" && inline == "" {
+		return nil, &FieldError{File: MapperPathName, Reason: "not set: winch needs a mapper document with at least one route (a file, or the document itself in " + MapperInlineName + ")"}
+	}
 	data, name, err := document.Read(path, inline, MapperInlineName)
 	if err != nil {
 		return nil, err
