@@ -8,7 +8,7 @@ FUZZTIME  ?= 1m
 FUZZ      ?= .
 PROTOS    := kedgeconfig/director.proto kedgeconfig/backendpool.proto winchconfig/mapper.proto winchconfig/auth.proto
 
-.PHONY: fuzz all build test vet unit e2e h2spec bench bench-micro bench-smoke proto proto-check demo fmt clean
+.PHONY: transfer fuzz all build test vet unit e2e h2spec bench bench-micro bench-smoke proto proto-check demo fmt clean
 
 all: build
 
@@ -33,6 +33,11 @@ e2e:
 ## failing on any case not in e2e/tools/h2spec/known-failures.txt. docs/reliability.md#h2spec.
 h2spec:
 	$(GO) test -count=1 -run '^TestH2spec$$' -v ./e2e/
+
+## transfer: TestLargeTransfers with 1 GiB each way over HTTP/1.1, HTTP/2 and CONNECT (make test moves 256 MiB), kedge's
+## peak RSS growing < 32 MiB. About 30 s on 2 cores. docs/reliability.md#large-transfers.
+transfer:
+	KEDGE_E2E_TRANSFER_BYTES=1073741824 $(GO) test -count=1 -timeout 10m -run '^TestLargeTransfers$$' -v ./e2e/
 
 ## bench: one report of direct vs plain ReverseProxy+TLS vs kedge vs nginx vs winch->kedge on h1, h2, gRPC
 ## unary/streaming (nginx grpc_pass) and CONNECT, with ratios and proxy CPU per request; open-loop latency at half

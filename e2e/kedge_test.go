@@ -30,10 +30,18 @@ type kedgeEnv struct {
 	debug, https, grpcAddr string
 	httpsPort              int
 	drain                  time.Duration
+	bin                    string   // the binary in binDir: "kedge", or a build without -race (plainKedge)
+	args                   []string // its command line, for restart
 }
 
 // startKedge writes director and backendpool documents and runs kedge on free loopback ports.
 func startKedge(t *testing.T, director, backendpool string, extra ...string) *kedgeEnv {
+	t.Helper()
+	return startKedgeBinary(t, "kedge", director, backendpool, extra...)
+}
+
+// startKedgeBinary is startKedge with the binary bin of binDir.
+func startKedgeBinary(t *testing.T, bin, director, backendpool string, extra ...string) *kedgeEnv {
 	t.Helper()
 	e := &kedgeEnv{dir: t.TempDir(), ca: testutil.NewCA(t), drain: 5 * time.Second}
 	e.caFile = e.ca.WriteFiles(t, e.dir)
@@ -56,7 +64,8 @@ func startKedge(t *testing.T, director, backendpool string, extra ...string) *ke
 		"--server_shutdown_delay=0",                           // tests that exercise the delay set it in extra
 		"--log_level=debug",
 	}, extra...)
-	e.proc = start(t, "kedge", e.drain+5*time.Second, args...)
+	e.bin, e.args = bin, args
+	e.proc = start(t, bin, e.drain+5*time.Second, args...)
 	waitReady(t, e.proc, "http://"+e.debug+"/readyz", readyDeadline())
 	return e
 }
