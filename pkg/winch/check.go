@@ -38,10 +38,16 @@ func CheckConfig(cfg Config) (CheckResult, error) {
 		return CheckResult{}, fmt.Errorf("winch: auth sources: %w", err)
 	}
 	for _, u := range unavailableSources(set, dyn.Mapper.Routes) {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("auth source %q cannot be loaded; requests through the routes that use it (%v) fail until it can: %v",
-			u.name, u.routes, u.err))
+		res.Warnings = append(res.Warnings, unavailableWarning(u))
 	}
 	return res, nil
+}
+
+// unavailableWarning is the warning about a source that cannot be loaded, as --check-config and /debug/config
+// show it.
+func unavailableWarning(u unavailable) string {
+	return fmt.Sprintf("auth source %q cannot be loaded; requests through the routes that use it (%v) fail until it can: %v",
+		u.name, u.routes, u.err)
 }
 
 // flagWarnings are the warnings about the flags that New logs.

@@ -28,7 +28,7 @@ const loginTimeout = 10 * time.Minute
 //	GET  /wpad.dat, /proxy.pac    the PAC file
 //	POST /winch/login/NAME        log in to auth source NAME for "winch login", streaming its prompts (handoff.go)
 //	POST /winch/logout/NAME       forget NAME's cached tokens
-//	     /_healthz, /metrics, /debug/pprof/, /_version   unless --server_http_monitoring_address moves them
+//	     /_healthz, /metrics, /debug/pprof/, /debug/config, /_version   unless --server_http_monitoring_address moves them
 //	     anything else            the OIDC login callbacks the auth sources registered
 func (w *Winch) localHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -59,6 +59,7 @@ func (w *Winch) mountDebug(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/config", w.serveDebugConfig)
 	mux.HandleFunc("/_healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(rw, "ok\n")

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -141,7 +140,7 @@ type source interface {
 type Set struct {
 	sources map[string]source
 	limited map[string]*limitedSource // what Get returns, by name
-	broken  []error                   // why sources could not be built, in document order
+	broken  []*unavailableSource      // the sources that could not be built, in document order
 }
 
 // New builds every source of srcs. It does no network I/O: kube sources parse their kubeconfig, service-account
@@ -167,7 +166,7 @@ func New(srcs []config.AuthSource, d Deps) (*Set, error) {
 		case c.Kind == config.KindKube || c.Kind == config.KindServiceAccountOIDC:
 			// A file outside the auth document is missing or wrong: only the routes that use this source fail.
 			u := newUnavailableSource(c, d, err)
-			s.broken = append(s.broken, u.err)
+			s.broken = append(s.broken, u)
 			src = u
 		default:
 			errs = append(errs, err)
@@ -226,8 +225,16 @@ func newSource(c config.AuthSource, d Deps) (source, error) {
 }
 
 // Unavailable returns, in document order, an *Error for each source that could not be built when the Set was (see
-// New): what winch logs at startup.
-func (s *Set) Unavailable() []error { return slices.Clone(s.broken) }
+// New) and has not been built since: what winch logs at startup and shows on /debug/config.
+func (s *Set) Unavailable() []error {
+	var out []error
+	for _, u := range s.broken {
+		if err := u.unavailable(); err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
 
 // Get returns the source called name. Its Invalidate acts on the current token at most once per 30 s.
 func (s *Set) Get(name string) (Source, bool) {

@@ -68,6 +68,16 @@ func (u *unavailableSource) get(force bool) (source, error) {
 	return src, nil
 }
 
+// unavailable returns the last build error, or nil once the source was built.
+func (u *unavailableSource) unavailable() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.built != nil {
+		return nil
+	}
+	return u.err
+}
+
 func (u *unavailableSource) Token(ctx context.Context) (string, error) {
 	src, err := u.get(false)
 	if err != nil {

@@ -86,6 +86,9 @@ func TestUnavailableSourceFailsAlone(t *testing.T) {
 	if tok, err := k8s.Token(t.Context()); err != nil || tok != "bob-token" {
 		t.Errorf("k8s.Token after the kubeconfig appeared = %q, %v; want bob-token", tok, err)
 	}
+	if u := set.Unavailable(); len(u) != 1 || !strings.Contains(u[0].Error(), `"sa"`) {
+		t.Errorf("Unavailable after k8s recovered = %v; want only sa", u)
+	}
 	if !strings.Contains(log.text(), "auth source loaded") {
 		t.Errorf("the recovery was not logged:\n%s", log.text())
 	}
