@@ -1,5 +1,6 @@
-// Package cli holds the command-line handling kedge and winch share: errors that may span several lines, and
-// secret flags (which flags carry secrets, their _file forms, and command lines with the secrets redacted).
+// Package cli holds the command-line handling kedge and winch share: errors that may span several lines, secret
+// flags (which flags carry secrets, their _file forms, and command lines with the secrets redacted), advice for
+// unknown and deprecated flags, and shell completion scripts.
 package cli
 
 import (
