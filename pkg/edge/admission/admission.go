@@ -68,7 +68,7 @@ func New(gate *authz.Gate, reg prometheus.Registerer) (*Admitter, error) {
 		Name: "kedge_proxy_errors_total",
 		Help: "Requests, calls and tunnels that kedge itself failed or refused, by backend (or _adhoc, or empty " +
 			"when nothing matched) and X-Kedge-Error-Type.",
-	}, []string{"backend_name", "type"})}
+	}, []string{"backend", "type"})}
 	var err error
 	if a.errors, err = collector.Register(reg, a.errors); err != nil {
 		return nil, fmt.Errorf("admission: registering metrics: %w", err)

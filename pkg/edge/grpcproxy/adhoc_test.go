@@ -96,7 +96,7 @@ func TestAdhoc(t *testing.T) {
 				if tt.errType == wire.ErrNoRoute {
 					backendLabel = ""
 				}
-				if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": backendLabel, "type": string(tt.errType)}); got != 1 {
+				if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend": backendLabel, "type": string(tt.errType)}); got != 1 {
 					t.Errorf("kedge_proxy_errors_total{%q,%s} = %v, want 1", backendLabel, tt.errType, got)
 				}
 			}

@@ -84,10 +84,10 @@ func TestRouting(t *testing.T) {
 		})
 	}
 	// Errors made by kedge are counted by type; the no-route call has no backend.
-	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "missing", "type": string(wire.ErrNoBackend)}); got != 1 {
+	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend": "missing", "type": string(wire.ErrNoBackend)}); got != 1 {
 		t.Errorf("kedge_proxy_errors_total{no-backend} = %v, want 1", got)
 	}
-	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": string(wire.ErrNoRoute)}); got != 1 {
+	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend": "", "type": string(wire.ErrNoRoute)}); got != 1 {
 		t.Errorf("kedge_proxy_errors_total{no-route} = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(e.proxy.m.requests.WithLabelValues("a", "OK")); got != 2 {
@@ -262,7 +262,7 @@ func TestBackendDown(t *testing.T) {
 	if code := status.Code(err); code != codes.Unavailable {
 		t.Fatalf("status = %v, want Unavailable", err)
 	}
-	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "down", "type": string(wire.ErrNoConnection)}); got != 1 {
+	if got := sharedtest.MetricValue(t, e.reg, "kedge_proxy_errors_total", map[string]string{"backend": "down", "type": string(wire.ErrNoConnection)}); got != 1 {
 		t.Errorf("kedge_proxy_errors_total{down,%s} = %v, want 1", wire.ErrNoConnection, got)
 	}
 }
@@ -310,7 +310,7 @@ func TestLogAndMetrics(t *testing.T) {
 		t.Errorf("no-route log line = %v", bad.kv)
 	}
 
-	if got := sharedtest.MetricValue(t, reg, "kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": string(wire.ErrNoRoute)}); got != 1 {
+	if got := sharedtest.MetricValue(t, reg, "kedge_proxy_errors_total", map[string]string{"backend": "", "type": string(wire.ErrNoRoute)}); got != 1 {
 		t.Errorf("shared kedge_proxy_errors_total{no-route} = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(e.proxy.m.requests.WithLabelValues("", "Unimplemented")); got != 1 {

@@ -38,9 +38,9 @@ func TestMetrics(t *testing.T) {
 		{"kedge_http_requests_total", map[string]string{"backend": "ghost", "code": "502"}, 1},
 		{"kedge_http_requests_total", map[string]string{"backend": "", "code": "400"}, 1},
 		{"kedge_http_request_duration_seconds", map[string]string{"backend": "b"}, 3},
-		{"kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": "no-route"}, 1},
-		{"kedge_proxy_errors_total", map[string]string{"backend_name": "ghost", "type": "no-backend"}, 1},
-		{"kedge_proxy_errors_total", map[string]string{"backend_name": "", "type": "bad-request"}, 1},
+		{"kedge_proxy_errors_total", map[string]string{"backend": "", "type": "no-route"}, 1},
+		{"kedge_proxy_errors_total", map[string]string{"backend": "ghost", "type": "no-backend"}, 1},
+		{"kedge_proxy_errors_total", map[string]string{"backend": "", "type": "bad-request"}, 1},
 		{"kedge_proxy_errors_total", nil, 3},
 	}
 	for _, tc := range tests {

@@ -36,8 +36,8 @@ func TestSuggestFlag(t *testing.T) {
 		{"--debugmode", "debug_mode"},
 		{"--auth_config_path=x", "server_auth_config_path"}, // a part of exactly one name
 		{"--mapper_config=x", "server_mapper_config"},       // close enough to one, though part of two
-		{"--port=1", ""},                                     // short and part of two names: no guess
-		{"--old_nme=x", ""},                                  // hidden flags are never suggested
+		{"--port=1", ""},    // short and part of two names: no guess
+		{"--old_nme=x", ""}, // hidden flags are never suggested
 		{"--completely_different=1", ""},
 	}
 	for _, tt := range tests {
