@@ -35,13 +35,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "discover" {
 		return discover(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "identity" {
+		return identityCmd(args[1:], stdout, stderr)
+	}
 	var cfg config.Config
 	fs := pflag.NewFlagSet("kedge", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // pflag prints usage itself on errors; run prints exactly one message instead
 	cfg.RegisterFlags(fs)
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "kedge %s: edge proxy for HTTP, gRPC and CONNECT into a private cluster.\n\nUsage: kedge [flags]\n       kedge discover --once [flags]   (print the config Kubernetes discovery generates; see --help there)\n\nFlags (snake_case or kebab-case):\n", buildinfo.Get().Version)
+		fmt.Fprintf(fs.Output(), "kedge %s: edge proxy for HTTP, gRPC and CONNECT into a private cluster.\n\nUsage: kedge [flags]\n       kedge discover --once [flags]   (print the config Kubernetes discovery generates; see --help there)\n       kedge identity jwks --server_identity_signing_key_file=PATH   (print the identity tokens' public keys)\n\nFlags (snake_case or kebab-case):\n", buildinfo.Get().Version)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(cli.JoinBoolValues(fs, args)); err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/grpcproxy"
 	"github.com/kedge-proxy/kedge/pkg/edge/httpproxy"
+	"github.com/kedge-proxy/kedge/pkg/edge/identity"
 	"github.com/kedge-proxy/kedge/pkg/edge/tunnel"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
@@ -50,6 +51,7 @@ type Server struct {
 	tls      *tlsconfig.Server // nil when no TLS listener is enabled
 	auth     *authn.Authenticator
 	gate     *authz.Gate
+	signer   *identity.Signer // nil without --server_identity_signing_key_file
 
 	httpProxy *httpproxy.Handler
 	grpcProxy *grpcproxy.Proxy
@@ -161,7 +163,12 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 	}
 
 	// One admission step (routing, requirement, gate) and one forwarding-header policy for every protocol.
-	admit, err := admission.New(s.gate, reg)
+	policies, err := newPolicies(cfg.Identity, log.With(logging.FieldComponent, "identity"), reg)
+	if err != nil {
+		return nil, err
+	}
+	s.signer = policies.Identity
+	admit, err := admission.NewWithPolicies(s.gate, reg, policies)
 	if err != nil {
 		return nil, err
 	}
@@ -267,10 +274,13 @@ func (s *Server) Addrs() (debug, https, grpc string) {
 }
 
 // Reload is what SIGHUP does: it re-reads the config documents (asynchronously, through the watcher) and the TLS
-// certificate, key and client CA files (now). TLS files that cannot be loaded are logged as a warning and the
-// previous certificate stays in use, as with a change noticed by a handshake.
+// certificate, key and client CA files and the identity signing key (now). TLS files or a key that cannot be loaded
+// are logged as a warning and the previous ones stay in use, as with a change noticed by a handshake.
 func (s *Server) Reload() {
 	s.watcher.Trigger()
+	if s.signer != nil {
+		s.signer.Reload()
+	}
 	if s.tls == nil {
 		return
 	}
@@ -304,6 +314,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.watcher.Run(serveCtx) })
 	g.Go(func() error { return s.kube.run(serveCtx, s.applyDiscovered) })
 	g.Go(func() error { return s.auth.Run(serveCtx) })
+	if s.signer != nil {
+		g.Go(func() error { return s.signer.Run(serveCtx) })
+	}
 	if ln := s.listeners.debug; ln != nil {
 		deps := admin.Deps{
 			Log:         s.log.With(logging.FieldComponent, "admin"),
@@ -316,6 +329,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		if s.cfg.Auth.OIDCForDebugEndpoints {
 			deps.Protect = protectDebug(s.gate)
+		}
+		if s.signer != nil {
+			deps.JWKS = s.signer
 		}
 		h := admin.New(deps)
 		srv := serve.HTTPServer(h, serve.HTTPOptions{Name: "http_debug"}, s.log)

@@ -178,8 +178,14 @@ type HTTPRoute struct {
 	// backends disagree on whether "%2F" separates path segments. Set it only for backends that treat it as data
 	// (object keys, registry paths, RabbitMQ's "%2F" vhost).
 	AllowEncodedSlashes bool `protobuf:"varint,11,opt,name=allow_encoded_slashes,json=allowEncodedSlashes,proto3" json:"allow_encoded_slashes,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// identity_header: false keeps kedge's signed identity (the X-Kedge-Identity JWT, see
+	// --server_identity_signing_key_file) from this route's backend. Default: true; the header is sent on every
+	// authenticated request once a signing key is configured.
+	IdentityHeader *bool `protobuf:"varint,12,opt,name=identity_header,json=identityHeader,proto3,oneof" json:"identity_header,omitempty"`
+	// rate_limit limits each caller of this route (by identity; anonymous callers by client address). Default: none.
+	RateLimit     *RateLimit `protobuf:"bytes,13,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HTTPRoute) Reset() {
@@ -289,6 +295,79 @@ func (x *HTTPRoute) GetAllowEncodedSlashes() bool {
 	return false
 }
 
+func (x *HTTPRoute) GetIdentityHeader() bool {
+	if x != nil && x.IdentityHeader != nil {
+		return *x.IdentityHeader
+	}
+	return false
+}
+
+func (x *HTTPRoute) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// RateLimit is a token bucket per caller of a route: a caller may send burst requests at once and
+// requests_per_second on average. A request beyond it gets HTTP 429 (Retry-After, X-Kedge-Error-Type: rate-limited),
+// gRPC RESOURCE_EXHAUSTED, or a CONNECT 429 before any tunnel opens.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// requests_per_second is the rate at which a caller's bucket refills; fractions allowed (0.5: one request every two
+	// seconds). Required: > 0.
+	RequestsPerSecond float64 `protobuf:"fixed64,1,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	// burst is the bucket's size: how many requests a caller may send at once. 0 means requests_per_second rounded up
+	// (at least 1).
+	Burst         uint32 `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_kedgeconfig_director_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_kedgeconfig_director_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RateLimit) GetRequestsPerSecond() float64 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *RateLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 // GRPCRoute maps gRPC calls to a gRPC backend. Every condition that is set must hold.
 type GRPCRoute struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -316,13 +395,17 @@ type GRPCRoute struct {
 	RequiredPermissions []string `protobuf:"bytes,8,rep,name=required_permissions,json=requiredPermissions,proto3" json:"required_permissions,omitempty"`
 	// allowed_client_identities: as HTTPRoute.allowed_client_identities.
 	AllowedClientIdentities []string `protobuf:"bytes,9,rep,name=allowed_client_identities,json=allowedClientIdentities,proto3" json:"allowed_client_identities,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// identity_header: as HTTPRoute.identity_header, for the x-kedge-identity metadata.
+	IdentityHeader *bool `protobuf:"varint,10,opt,name=identity_header,json=identityHeader,proto3,oneof" json:"identity_header,omitempty"`
+	// rate_limit: as HTTPRoute.rate_limit.
+	RateLimit     *RateLimit `protobuf:"bytes,11,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GRPCRoute) Reset() {
 	*x = GRPCRoute{}
-	mi := &file_kedgeconfig_director_proto_msgTypes[2]
+	mi := &file_kedgeconfig_director_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +417,7 @@ func (x *GRPCRoute) String() string {
 func (*GRPCRoute) ProtoMessage() {}
 
 func (x *GRPCRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_kedgeconfig_director_proto_msgTypes[2]
+	mi := &file_kedgeconfig_director_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +430,7 @@ func (x *GRPCRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCRoute.ProtoReflect.Descriptor instead.
 func (*GRPCRoute) Descriptor() ([]byte, []int) {
-	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{2}
+	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GRPCRoute) GetBackendName() string {
@@ -414,6 +497,20 @@ func (x *GRPCRoute) GetAllowedClientIdentities() []string {
 	return nil
 }
 
+func (x *GRPCRoute) GetIdentityHeader() bool {
+	if x != nil && x.IdentityHeader != nil {
+		return *x.IdentityHeader
+	}
+	return false
+}
+
+func (x *GRPCRoute) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
 // Adhoc allows dialling a host that no route names, when the requested name matches a pattern and the port is
 // allowed. The name is resolved by DNS (A/AAAA) and the resolved addresses are tried in turn (at most 4), over
 // plaintext. An address that is loopback, link-local, unspecified, multicast, broadcast or a cloud metadata address
@@ -439,7 +536,7 @@ type Adhoc struct {
 
 func (x *Adhoc) Reset() {
 	*x = Adhoc{}
-	mi := &file_kedgeconfig_director_proto_msgTypes[3]
+	mi := &file_kedgeconfig_director_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +548,7 @@ func (x *Adhoc) String() string {
 func (*Adhoc) ProtoMessage() {}
 
 func (x *Adhoc) ProtoReflect() protoreflect.Message {
-	mi := &file_kedgeconfig_director_proto_msgTypes[3]
+	mi := &file_kedgeconfig_director_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +561,7 @@ func (x *Adhoc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Adhoc.ProtoReflect.Descriptor instead.
 func (*Adhoc) Descriptor() ([]byte, []int) {
-	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{3}
+	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Adhoc) GetDnsNameMatcher() string {
@@ -515,7 +612,7 @@ type DirectorConfig_GRPCDirector struct {
 
 func (x *DirectorConfig_GRPCDirector) Reset() {
 	*x = DirectorConfig_GRPCDirector{}
-	mi := &file_kedgeconfig_director_proto_msgTypes[4]
+	mi := &file_kedgeconfig_director_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +624,7 @@ func (x *DirectorConfig_GRPCDirector) String() string {
 func (*DirectorConfig_GRPCDirector) ProtoMessage() {}
 
 func (x *DirectorConfig_GRPCDirector) ProtoReflect() protoreflect.Message {
-	mi := &file_kedgeconfig_director_proto_msgTypes[4]
+	mi := &file_kedgeconfig_director_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +667,7 @@ type DirectorConfig_HTTPDirector struct {
 
 func (x *DirectorConfig_HTTPDirector) Reset() {
 	*x = DirectorConfig_HTTPDirector{}
-	mi := &file_kedgeconfig_director_proto_msgTypes[5]
+	mi := &file_kedgeconfig_director_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +679,7 @@ func (x *DirectorConfig_HTTPDirector) String() string {
 func (*DirectorConfig_HTTPDirector) ProtoMessage() {}
 
 func (x *DirectorConfig_HTTPDirector) ProtoReflect() protoreflect.Message {
-	mi := &file_kedgeconfig_director_proto_msgTypes[5]
+	mi := &file_kedgeconfig_director_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +724,7 @@ type Adhoc_Port struct {
 
 func (x *Adhoc_Port) Reset() {
 	*x = Adhoc_Port{}
-	mi := &file_kedgeconfig_director_proto_msgTypes[8]
+	mi := &file_kedgeconfig_director_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +736,7 @@ func (x *Adhoc_Port) String() string {
 func (*Adhoc_Port) ProtoMessage() {}
 
 func (x *Adhoc_Port) ProtoReflect() protoreflect.Message {
-	mi := &file_kedgeconfig_director_proto_msgTypes[8]
+	mi := &file_kedgeconfig_director_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +749,7 @@ func (x *Adhoc_Port) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Adhoc_Port.ProtoReflect.Descriptor instead.
 func (*Adhoc_Port) Descriptor() ([]byte, []int) {
-	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{3, 0}
+	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{4, 0}
 }
 
 func (x *Adhoc_Port) GetDefault() uint32 {
@@ -690,7 +787,7 @@ type Adhoc_Replace struct {
 
 func (x *Adhoc_Replace) Reset() {
 	*x = Adhoc_Replace{}
-	mi := &file_kedgeconfig_director_proto_msgTypes[9]
+	mi := &file_kedgeconfig_director_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +799,7 @@ func (x *Adhoc_Replace) String() string {
 func (*Adhoc_Replace) ProtoMessage() {}
 
 func (x *Adhoc_Replace) ProtoReflect() protoreflect.Message {
-	mi := &file_kedgeconfig_director_proto_msgTypes[9]
+	mi := &file_kedgeconfig_director_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +812,7 @@ func (x *Adhoc_Replace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Adhoc_Replace.ProtoReflect.Descriptor instead.
 func (*Adhoc_Replace) Descriptor() ([]byte, []int) {
-	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{3, 1}
+	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{4, 1}
 }
 
 func (x *Adhoc_Replace) GetPattern() string {
@@ -745,7 +842,7 @@ type Adhoc_Port_Range struct {
 
 func (x *Adhoc_Port_Range) Reset() {
 	*x = Adhoc_Port_Range{}
-	mi := &file_kedgeconfig_director_proto_msgTypes[10]
+	mi := &file_kedgeconfig_director_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +854,7 @@ func (x *Adhoc_Port_Range) String() string {
 func (*Adhoc_Port_Range) ProtoMessage() {}
 
 func (x *Adhoc_Port_Range) ProtoReflect() protoreflect.Message {
-	mi := &file_kedgeconfig_director_proto_msgTypes[10]
+	mi := &file_kedgeconfig_director_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +867,7 @@ func (x *Adhoc_Port_Range) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Adhoc_Port_Range.ProtoReflect.Descriptor instead.
 func (*Adhoc_Port_Range) Descriptor() ([]byte, []int) {
-	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{3, 0, 0}
+	return file_kedgeconfig_director_proto_rawDescGZIP(), []int{4, 0, 0}
 }
 
 func (x *Adhoc_Port_Range) GetFrom() uint32 {
@@ -802,7 +899,7 @@ const file_kedgeconfig_director_proto_rawDesc = "" +
 	"\fHTTPDirector\x12/\n" +
 	"\x06routes\x18\x01 \x03(\v2\x17.kedge.config.HTTPRouteR\x06routes\x124\n" +
 	"\vadhoc_rules\x18\x02 \x03(\v2\x13.kedge.config.AdhocR\n" +
-	"adhocRules\"\xdd\x04\n" +
+	"adhocRules\"\xd7\x05\n" +
 	"\tHTTPRoute\x12!\n" +
 	"\fbackend_name\x18\x01 \x01(\tR\vbackendName\x12\x1d\n" +
 	"\n" +
@@ -817,10 +914,17 @@ const file_kedgeconfig_director_proto_rawDesc = "" +
 	"\x19allowed_client_identities\x18\t \x03(\tR\x17allowedClientIdentities\x122\n" +
 	"\x15path_case_insensitive\x18\n" +
 	" \x01(\bR\x13pathCaseInsensitive\x122\n" +
-	"\x15allow_encoded_slashes\x18\v \x01(\bR\x13allowEncodedSlashes\x1a@\n" +
+	"\x15allow_encoded_slashes\x18\v \x01(\bR\x13allowEncodedSlashes\x12,\n" +
+	"\x0fidentity_header\x18\f \x01(\bH\x00R\x0eidentityHeader\x88\x01\x01\x126\n" +
+	"\n" +
+	"rate_limit\x18\r \x01(\v2\x17.kedge.config.RateLimitR\trateLimit\x1a@\n" +
 	"\x12HeaderMatcherEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x12\n" +
+	"\x10_identity_header\"Q\n" +
+	"\tRateLimit\x12.\n" +
+	"\x13requests_per_second\x18\x01 \x01(\x01R\x11requestsPerSecond\x12\x14\n" +
+	"\x05burst\x18\x02 \x01(\rR\x05burst\"\xa9\x05\n" +
 	"\tGRPCRoute\x12!\n" +
 	"\fbackend_name\x18\x01 \x01(\tR\vbackendName\x120\n" +
 	"\x14service_name_matcher\x18\x02 \x01(\tR\x12serviceNameMatcher\x124\n" +
@@ -830,10 +934,15 @@ const file_kedgeconfig_director_proto_rawDesc = "" +
 	"\rautogenerated\x18\x06 \x01(\bR\rautogenerated\x12/\n" +
 	"\x11authority_matcher\x18\a \x01(\tB\x02\x18\x01R\x10authorityMatcher\x121\n" +
 	"\x14required_permissions\x18\b \x03(\tR\x13requiredPermissions\x12:\n" +
-	"\x19allowed_client_identities\x18\t \x03(\tR\x17allowedClientIdentities\x1aB\n" +
+	"\x19allowed_client_identities\x18\t \x03(\tR\x17allowedClientIdentities\x12,\n" +
+	"\x0fidentity_header\x18\n" +
+	" \x01(\bH\x00R\x0eidentityHeader\x88\x01\x01\x126\n" +
+	"\n" +
+	"rate_limit\x18\v \x01(\v2\x17.kedge.config.RateLimitR\trateLimit\x1aB\n" +
 	"\x14MetadataMatcherEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x12\n" +
+	"\x10_identity_header\"\x8f\x04\n" +
 	"\x05Adhoc\x12(\n" +
 	"\x10dns_name_matcher\x18\x01 \x01(\tR\x0ednsNameMatcher\x12,\n" +
 	"\x04port\x18\x02 \x01(\v2\x18.kedge.config.Adhoc.PortR\x04port\x12E\n" +
@@ -869,39 +978,42 @@ func file_kedgeconfig_director_proto_rawDescGZIP() []byte {
 }
 
 var file_kedgeconfig_director_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kedgeconfig_director_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kedgeconfig_director_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_kedgeconfig_director_proto_goTypes = []any{
 	(ProxyMode)(0),                      // 0: kedge.config.ProxyMode
 	(*DirectorConfig)(nil),              // 1: kedge.config.DirectorConfig
 	(*HTTPRoute)(nil),                   // 2: kedge.config.HTTPRoute
-	(*GRPCRoute)(nil),                   // 3: kedge.config.GRPCRoute
-	(*Adhoc)(nil),                       // 4: kedge.config.Adhoc
-	(*DirectorConfig_GRPCDirector)(nil), // 5: kedge.config.DirectorConfig.GRPCDirector
-	(*DirectorConfig_HTTPDirector)(nil), // 6: kedge.config.DirectorConfig.HTTPDirector
-	nil,                                 // 7: kedge.config.HTTPRoute.HeaderMatcherEntry
-	nil,                                 // 8: kedge.config.GRPCRoute.MetadataMatcherEntry
-	(*Adhoc_Port)(nil),                  // 9: kedge.config.Adhoc.Port
-	(*Adhoc_Replace)(nil),               // 10: kedge.config.Adhoc.Replace
-	(*Adhoc_Port_Range)(nil),            // 11: kedge.config.Adhoc.Port.Range
+	(*RateLimit)(nil),                   // 3: kedge.config.RateLimit
+	(*GRPCRoute)(nil),                   // 4: kedge.config.GRPCRoute
+	(*Adhoc)(nil),                       // 5: kedge.config.Adhoc
+	(*DirectorConfig_GRPCDirector)(nil), // 6: kedge.config.DirectorConfig.GRPCDirector
+	(*DirectorConfig_HTTPDirector)(nil), // 7: kedge.config.DirectorConfig.HTTPDirector
+	nil,                                 // 8: kedge.config.HTTPRoute.HeaderMatcherEntry
+	nil,                                 // 9: kedge.config.GRPCRoute.MetadataMatcherEntry
+	(*Adhoc_Port)(nil),                  // 10: kedge.config.Adhoc.Port
+	(*Adhoc_Replace)(nil),               // 11: kedge.config.Adhoc.Replace
+	(*Adhoc_Port_Range)(nil),            // 12: kedge.config.Adhoc.Port.Range
 }
 var file_kedgeconfig_director_proto_depIdxs = []int32{
-	5,  // 0: kedge.config.DirectorConfig.grpc:type_name -> kedge.config.DirectorConfig.GRPCDirector
-	6,  // 1: kedge.config.DirectorConfig.http:type_name -> kedge.config.DirectorConfig.HTTPDirector
-	7,  // 2: kedge.config.HTTPRoute.header_matcher:type_name -> kedge.config.HTTPRoute.HeaderMatcherEntry
+	6,  // 0: kedge.config.DirectorConfig.grpc:type_name -> kedge.config.DirectorConfig.GRPCDirector
+	7,  // 1: kedge.config.DirectorConfig.http:type_name -> kedge.config.DirectorConfig.HTTPDirector
+	8,  // 2: kedge.config.HTTPRoute.header_matcher:type_name -> kedge.config.HTTPRoute.HeaderMatcherEntry
 	0,  // 3: kedge.config.HTTPRoute.proxy_mode:type_name -> kedge.config.ProxyMode
-	8,  // 4: kedge.config.GRPCRoute.metadata_matcher:type_name -> kedge.config.GRPCRoute.MetadataMatcherEntry
-	9,  // 5: kedge.config.Adhoc.port:type_name -> kedge.config.Adhoc.Port
-	10, // 6: kedge.config.Adhoc.dns_name_replace:type_name -> kedge.config.Adhoc.Replace
-	3,  // 7: kedge.config.DirectorConfig.GRPCDirector.routes:type_name -> kedge.config.GRPCRoute
-	4,  // 8: kedge.config.DirectorConfig.GRPCDirector.adhoc_rules:type_name -> kedge.config.Adhoc
-	2,  // 9: kedge.config.DirectorConfig.HTTPDirector.routes:type_name -> kedge.config.HTTPRoute
-	4,  // 10: kedge.config.DirectorConfig.HTTPDirector.adhoc_rules:type_name -> kedge.config.Adhoc
-	11, // 11: kedge.config.Adhoc.Port.allowed_ranges:type_name -> kedge.config.Adhoc.Port.Range
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	3,  // 4: kedge.config.HTTPRoute.rate_limit:type_name -> kedge.config.RateLimit
+	9,  // 5: kedge.config.GRPCRoute.metadata_matcher:type_name -> kedge.config.GRPCRoute.MetadataMatcherEntry
+	3,  // 6: kedge.config.GRPCRoute.rate_limit:type_name -> kedge.config.RateLimit
+	10, // 7: kedge.config.Adhoc.port:type_name -> kedge.config.Adhoc.Port
+	11, // 8: kedge.config.Adhoc.dns_name_replace:type_name -> kedge.config.Adhoc.Replace
+	4,  // 9: kedge.config.DirectorConfig.GRPCDirector.routes:type_name -> kedge.config.GRPCRoute
+	5,  // 10: kedge.config.DirectorConfig.GRPCDirector.adhoc_rules:type_name -> kedge.config.Adhoc
+	2,  // 11: kedge.config.DirectorConfig.HTTPDirector.routes:type_name -> kedge.config.HTTPRoute
+	5,  // 12: kedge.config.DirectorConfig.HTTPDirector.adhoc_rules:type_name -> kedge.config.Adhoc
+	12, // 13: kedge.config.Adhoc.Port.allowed_ranges:type_name -> kedge.config.Adhoc.Port.Range
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_kedgeconfig_director_proto_init() }
@@ -909,13 +1021,15 @@ func file_kedgeconfig_director_proto_init() {
 	if File_kedgeconfig_director_proto != nil {
 		return
 	}
+	file_kedgeconfig_director_proto_msgTypes[1].OneofWrappers = []any{}
+	file_kedgeconfig_director_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kedgeconfig_director_proto_rawDesc), len(file_kedgeconfig_director_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

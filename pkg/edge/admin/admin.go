@@ -2,7 +2,8 @@
 // version and the effective configuration. It never proxies: every other request, whatever its Host, method or
 // request-target form, gets 404.
 //
-// Health, readiness, metrics and the version answer every peer (probes and Prometheus come from other machines);
+// Health, readiness, metrics, the version and the identity JWKS (/.well-known/jwks.json, public keys that backends
+// fetch) answer every peer (probes and Prometheus come from other machines);
 // pprof and the effective configuration answer only loopback peers (kubectl port-forward arrives as one) unless
 // Deps.RemoteDebug says otherwise. No page shows a secret: the command line is served with secrets redacted.
 package admin
@@ -31,6 +32,7 @@ const (
 	PathVersion = "/_version"
 	PathConfig  = "/debug/config"
 	PathPprof   = "/debug/pprof/"
+	PathJWKS    = "/.well-known/jwks.json"
 
 	// DefaultMetricsPath is the metrics path when Deps.MetricsPath is empty (the original's --server_metrics_path
 	// default).
@@ -61,6 +63,9 @@ type Deps struct {
 	// Protect, when set, wraps every path except /_healthz, /readyz and the metrics path (which load balancers and
 	// Prometheus must reach without credentials), e.g. with authentication. It applies after the loopback check.
 	Protect func(http.Handler) http.Handler
+	// JWKS serves the public keys of kedge's identity tokens at PathJWKS, to every peer and without Protect: they
+	// are public, and backends fetch them. Nil serves 404.
+	JWKS http.Handler
 }
 
 // remoteRefusal is the body of the 403 a non-loopback peer gets for a debug path.
@@ -122,6 +127,12 @@ func New(d Deps) http.Handler {
 			metrics.ServeHTTP(w, r)
 		case PathVersion:
 			protected.ServeHTTP(w, r)
+		case PathJWKS:
+			if d.JWKS == nil {
+				http.NotFound(w, r)
+				return
+			}
+			d.JWKS.ServeHTTP(w, r)
 		default:
 			// Everything else is a debug page or a 404: checked by peer address before any path matching, so no
 			// spelling of a path (//debug, /x/../debug) gets around it.

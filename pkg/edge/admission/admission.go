@@ -1,6 +1,7 @@
 // Package admission is the one step that every kedge proxy (HTTP, gRPC, CONNECT) runs before it touches a backend:
 // route the request (a route, else an adhoc rule), take the requirement of what matched, and ask the authorization
-// gate. The protocols differ only in how they gather the request's facts and how they write a refusal. It also owns
+// gate; then, for an admitted caller, apply the route's rate limit and sign the caller's identity for the backend.
+// The protocols differ only in how they gather the request's facts and how they write a refusal. It also owns
 // kedge_proxy_errors_total, the count of requests kedge itself failed or refused, which all three proxies share.
 package admission
 
@@ -8,10 +9,15 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/peer"
 
+	"github.com/kedge-proxy/kedge/pkg/edge/authn"
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
+	"github.com/kedge-proxy/kedge/pkg/edge/identity"
+	"github.com/kedge-proxy/kedge/pkg/edge/ratelimit"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
@@ -28,6 +34,9 @@ type Caller struct {
 	Credentials []string
 	// Peer is the TLS state of the client connection; nil without TLS.
 	Peer *tls.ConnectionState
+	// RemoteAddr is the client's "ip:port" (http.Request.RemoteAddr), which tells anonymous callers apart for rate
+	// limits. When empty, the gRPC peer in the context is used.
+	RemoteAddr string
 }
 
 // Result is the outcome of one admission.
@@ -42,8 +51,12 @@ type Result struct {
 	// RouteErr says why nothing matched (route.ErrNoRoute, *route.AdhocError, ...); nil when something did.
 	RouteErr error
 	// Decision is the gate's. When it is not allowed, the caller answers with Decision.Err (401 or 403) whatever
-	// RouteErr says, so that a caller who cannot authenticate learns nothing about the routes.
+	// RouteErr says, so that a caller who cannot authenticate learns nothing about the routes. A caller over the
+	// route's rate limit is refused here too, with an *authn.Error of status authn.RateLimited (429).
 	Decision authz.Decision
+	// Assertion is the signed identity of an admitted, authenticated caller for its backend (X-Kedge-Identity, or
+	// x-kedge-identity metadata), or "": no signing key, an anonymous caller, or a route with identity_header: false.
+	Assertion string
 }
 
 // Admitted reports whether the request may go on to its backend or adhoc destination.
@@ -51,20 +64,35 @@ func (r *Result) Admitted() bool { return r.RouteErr == nil && r.Decision.Allowe
 
 // Admitter runs admissions. It is safe for concurrent use.
 type Admitter struct {
-	gate   *authz.Gate
-	errors *prometheus.CounterVec
+	gate    *authz.Gate
+	errors  *prometheus.CounterVec
+	limiter *ratelimit.Limiter
+	signer  *identity.Signer
 }
 
-// New returns an Admitter asking gate. A nil gate is a Gate without token authentication (callers are identified
-// by their client certificate only; routes with requirements refuse everyone else). reg may be nil.
+// Policies are what admission adds to the gate's decision; each is off while nil, and then costs nothing.
+type Policies struct {
+	// Limiter enforces the routes' rate_limit; nil ignores it.
+	Limiter *ratelimit.Limiter
+	// Identity signs admitted callers' identity for their backend; nil signs nothing.
+	Identity *identity.Signer
+}
+
+// New returns an Admitter asking gate, without Policies. A nil gate is a Gate without token authentication (callers
+// are identified by their client certificate only; routes with requirements refuse everyone else). reg may be nil.
 func New(gate *authz.Gate, reg prometheus.Registerer) (*Admitter, error) {
+	return NewWithPolicies(gate, reg, Policies{})
+}
+
+// NewWithPolicies is New with rate limits and identity signing.
+func NewWithPolicies(gate *authz.Gate, reg prometheus.Registerer, p Policies) (*Admitter, error) {
 	if gate == nil {
 		var err error
 		if gate, err = authz.NewGate(nil, reg); err != nil {
 			return nil, fmt.Errorf("admission: %w", err)
 		}
 	}
-	a := &Admitter{gate: gate, errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+	a := &Admitter{gate: gate, limiter: p.Limiter, signer: p.Identity, errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kedge_proxy_errors_total",
 		Help: "Requests, calls and tunnels that kedge itself failed or refused, by backend (or _adhoc, or empty " +
 			"when nothing matched) and X-Kedge-Error-Type.",
@@ -131,16 +159,22 @@ func (a *Admitter) Unroutable(ctx context.Context, routeErr error, c Caller) Res
 	return res
 }
 
-// decide asks the gate with the requirement of what matched.
+// decide asks the gate with the requirement of what matched; for an admitted caller it then applies the route's
+// rate limit and signs the caller's identity.
 func (a *Admitter) decide(ctx context.Context, res *Result, c Caller) {
 	var need authz.Requirement
+	var limit *route.RateLimit
+	audience, noIdentity := res.Label, false
 	switch {
 	case res.HTTP != nil:
 		need = authz.Requirement{Permissions: res.HTTP.RequiredPermissions, Identities: res.HTTP.AllowedIdentities}
+		limit, noIdentity = res.HTTP.RateLimit, res.HTTP.NoIdentityHeader
 	case res.GRPC != nil:
 		need = authz.Requirement{Permissions: res.GRPC.RequiredPermissions, Identities: res.GRPC.AllowedIdentities}
+		limit, noIdentity = res.GRPC.RateLimit, res.GRPC.NoIdentityHeader
 	case res.Label == AdhocLabel:
 		need = authz.Requirement{Permissions: res.Adhoc.RequiredPermissions, Identities: res.Adhoc.AllowedIdentities}
+		audience = res.Adhoc.Host
 	}
 	res.Decision = a.gate.Admit(ctx, authz.Request{
 		Route:       res.Label,
@@ -149,6 +183,31 @@ func (a *Admitter) decide(ctx context.Context, res *Result, c Caller) {
 		Credentials: c.Credentials,
 		Peer:        c.Peer,
 	})
+	if res.RouteErr != nil || !res.Decision.Allowed() {
+		return
+	}
+	if limit != nil && a.limiter != nil && !a.allow(ctx, res, limit, c.RemoteAddr) {
+		return
+	}
+	if a.signer != nil && !noIdentity {
+		res.Assertion = a.signer.Assert(&res.Decision.Identity, audience)
+	}
+}
+
+// allow takes a token from the caller's bucket of the route's limit; a caller over it is refused (Decision.Err).
+func (a *Admitter) allow(ctx context.Context, res *Result, limit *route.RateLimit, remote string) bool {
+	id := &res.Decision.Identity
+	if remote == "" && id.Anonymous() {
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			remote = p.Addr.String()
+		}
+	}
+	ok, wait := a.limiter.Allow(&ratelimit.Request{Route: res.Label, Limit: *limit, Identity: id, RemoteAddr: remote})
+	if !ok {
+		res.Decision.Err = &authn.Error{Status: authn.RateLimited, RetryAfter: wait,
+			Reason: "over the rate limit of this route; retry after " + wait.Round(time.Millisecond).String()}
+	}
+	return ok
 }
 
 // CountError counts a request kedge failed or refused, with its backend label and error type.

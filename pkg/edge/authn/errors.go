@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,16 +17,21 @@ import (
 type Status uint8
 
 // Statuses. Unauthenticated means no, malformed or invalid credentials (HTTP 401, gRPC Unauthenticated); Forbidden
-// means a valid identity without the required permission (HTTP 403, gRPC PermissionDenied).
+// means a valid identity without the required permission (HTTP 403, gRPC PermissionDenied); RateLimited means an
+// admitted caller over its route's rate limit (HTTP 429 with Retry-After, gRPC ResourceExhausted).
 const (
 	Unauthenticated Status = iota + 1
 	Forbidden
+	RateLimited
 )
 
-// String returns "unauthenticated" or "forbidden".
+// String returns "unauthenticated", "forbidden" or "rate-limited".
 func (s Status) String() string {
-	if s == Forbidden {
+	switch s {
+	case Forbidden:
 		return "forbidden"
+	case RateLimited:
+		return "rate-limited"
 	}
 	return "unauthenticated"
 }
@@ -40,6 +47,8 @@ type Error struct {
 	Reason string
 	// Err is the underlying cause for logs (a sentinel such as ErrNoCredentials, or a verifier error); may be nil.
 	Err error
+	// RetryAfter is, for RateLimited, when the caller may try again (the Retry-After header, rounded up to seconds).
+	RetryAfter time.Duration
 }
 
 // Error returns "authn: <status>: <reason>".
@@ -74,27 +83,45 @@ func StatusOf(err error) *status.Status {
 	}
 	e := classify(err)
 	code := codes.Unauthenticated
-	if e.Status == Forbidden {
+	switch e.Status {
+	case Forbidden:
 		code = codes.PermissionDenied
+	case RateLimited:
+		code = codes.ResourceExhausted
 	}
 	return status.New(code, e.Message())
 }
 
-// HTTPStatus maps a denial to an HTTP status and X-Kedge-Error-Type: 401 unauthorized or 403 forbidden.
+// HTTPStatus maps a denial to an HTTP status and X-Kedge-Error-Type: 401 unauthorized, 403 forbidden or 429
+// rate-limited.
 func HTTPStatus(err error) (int, wire.ErrorType) {
-	if classify(err).Status == Forbidden {
+	switch classify(err).Status {
+	case Forbidden:
 		return http.StatusForbidden, wire.ErrForbidden
+	case RateLimited:
+		return http.StatusTooManyRequests, wire.ErrRateLimited
 	}
 	return http.StatusUnauthorized, wire.ErrUnauthorized
 }
 
-// WriteHTTPError answers a request with the denial err: status, X-Kedge-Error(-Type), a short text body, and
-// Proxy-Authenticate: Bearer on 401.
+// SetRefusalHeaders sets the headers that go with the denial err besides X-Kedge-Error(-Type):
+// Proxy-Authenticate: Bearer on 401, Retry-After (whole seconds, at least 1) on 429.
+func SetRefusalHeaders(h http.Header, err error) {
+	e := classify(err)
+	switch e.Status {
+	case Unauthenticated:
+		h.Set(wire.HeaderProxyAuthn, "Bearer")
+	case RateLimited:
+		secs := int64((e.RetryAfter + time.Second - 1) / time.Second)
+		h.Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+	}
+}
+
+// WriteHTTPError answers a request with the denial err: status, X-Kedge-Error(-Type), a short text body, and the
+// headers of SetRefusalHeaders.
 func WriteHTTPError(w http.ResponseWriter, err error) {
 	code, typ := HTTPStatus(err)
-	if code == http.StatusUnauthorized {
-		w.Header().Set(wire.HeaderProxyAuthn, "Bearer")
-	}
+	SetRefusalHeaders(w.Header(), err)
 	wire.WriteKedgeError(w, code, typ, classify(err).Message())
 }
 

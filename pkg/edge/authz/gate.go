@@ -25,6 +25,7 @@ const (
 	ResultAllowed         = "allowed"
 	ResultUnauthenticated = "unauthenticated"
 	ResultForbidden       = "forbidden"
+	ResultRateLimited     = "rate-limited"
 )
 
 // Request is what the Gate decides on: one HTTP request, gRPC call or CONNECT tunnel, after routing.
@@ -58,14 +59,19 @@ type Decision struct {
 // Allowed reports whether the request may proceed.
 func (d Decision) Allowed() bool { return d.Err == nil }
 
-// Result is ResultAllowed, ResultUnauthenticated or ResultForbidden.
+// Result is ResultAllowed, ResultUnauthenticated, ResultForbidden or ResultRateLimited (admission's rate limit).
 func (d Decision) Result() string {
 	if d.Err == nil {
 		return ResultAllowed
 	}
 	var e *authn.Error
-	if errors.As(d.Err, &e) && e.Status == authn.Forbidden {
-		return ResultForbidden
+	if errors.As(d.Err, &e) {
+		switch e.Status {
+		case authn.Forbidden:
+			return ResultForbidden
+		case authn.RateLimited:
+			return ResultRateLimited
+		}
 	}
 	return ResultUnauthenticated
 }

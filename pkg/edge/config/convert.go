@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"strings"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
@@ -47,6 +48,9 @@ func convertHTTPRoute(r *kedgeconfig.HTTPRoute) route.HTTPRoute {
 
 		RequiredPermissions: append([]string(nil), r.GetRequiredPermissions()...),
 		AllowedIdentities:   append([]string(nil), r.GetAllowedClientIdentities()...),
+
+		NoIdentityHeader: r.IdentityHeader != nil && !*r.IdentityHeader,
+		RateLimit:        convertRateLimit(r.GetRateLimit()),
 	}
 	if len(r.GetHeaderMatcher()) > 0 {
 		out.Headers = make(map[string]string, len(r.GetHeaderMatcher()))
@@ -84,6 +88,9 @@ func convertGRPCRoute(r *kedgeconfig.GRPCRoute) route.GRPCRoute {
 
 		RequiredPermissions: append([]string(nil), r.GetRequiredPermissions()...),
 		AllowedIdentities:   append([]string(nil), r.GetAllowedClientIdentities()...),
+
+		NoIdentityHeader: r.IdentityHeader != nil && !*r.IdentityHeader,
+		RateLimit:        convertRateLimit(r.GetRateLimit()),
 	}
 	if len(r.GetMetadataMatcher()) > 0 {
 		out.Metadata = make(map[string]string, len(r.GetMetadataMatcher()))
@@ -92,6 +99,18 @@ func convertGRPCRoute(r *kedgeconfig.GRPCRoute) route.GRPCRoute {
 		}
 	}
 	return out
+}
+
+// convertRateLimit returns nil for no limit; a burst of 0 becomes the rate rounded up (at least 1).
+func convertRateLimit(l *kedgeconfig.RateLimit) *route.RateLimit {
+	if l == nil {
+		return nil
+	}
+	burst := int(l.GetBurst())
+	if burst == 0 {
+		burst = max(1, int(math.Ceil(l.GetRequestsPerSecond())))
+	}
+	return &route.RateLimit{RequestsPerSecond: l.GetRequestsPerSecond(), Burst: burst}
 }
 
 func convertAdhoc(a *kedgeconfig.Adhoc) route.Adhoc {

@@ -53,6 +53,8 @@ type Config struct {
 	Auth AuthConfig
 	// K8s is the Kubernetes API client and discovery configuration; see k8s.go.
 	K8s K8sConfig
+	// Identity is the signed identity for backends and the rate-limit table size; see flags_identity.go.
+	Identity IdentityConfig
 	// TunnelIdleTimeout closes CONNECT tunnels idle this long in both directions.
 	TunnelIdleTimeout time.Duration
 	// TrustedProxies are the peers (load balancers, ingress proxies) whose X-Forwarded-* headers kedge keeps and
@@ -121,6 +123,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the director and backendpool documents, print every problem (file, field, reason) and exit: 0 if valid, 1 if not")
 
 	c.registerAuthFlags(fs)
+	c.Identity.registerFlags(fs)
 
 	fs.BoolVar(&c.ignored.tracing, "server_tracing_grpc_enabled", true, "accepted for compatibility; no effect")
 	fs.DurationVar(&c.ignored.trialDialTimeout, "lbtransport_trial_dial_timeout", 500*time.Millisecond, "accepted for compatibility; no effect")
@@ -189,6 +192,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--http_reverseproxy_buffer_size_bytes: %d is below 1024", c.ProxyBufferSize))
 	}
 	errs = append(errs, c.validateAuth()...)
+	errs = append(errs, c.Identity.validate()...)
 	if err := c.K8s.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -234,6 +234,7 @@ func (v *validator) httpRoute(file, field string, r *kedgeconfig.HTTPRoute, name
 	if _, ok := kedgeconfig.ProxyMode_name[int32(r.GetProxyMode())]; !ok {
 		v.fail(file, field+".proxy_mode", "unknown proxy mode %d (ANY, REVERSE_PROXY, FORWARD_PROXY or CONNECT)", r.GetProxyMode())
 	}
+	v.rateLimit(file, field+".rate_limit", r.GetRateLimit())
 }
 
 func (v *validator) grpcRoute(file, field string, r *kedgeconfig.GRPCRoute, names backendNames) {
@@ -280,6 +281,7 @@ func (v *validator) grpcRoute(file, field string, r *kedgeconfig.GRPCRoute, name
 		}
 		lower[l] = k
 	}
+	v.rateLimit(file, field+".rate_limit", r.GetRateLimit())
 }
 
 func (v *validator) adhoc(file, field string, a *kedgeconfig.Adhoc) {

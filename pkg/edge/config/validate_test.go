@@ -115,6 +115,12 @@ func TestInvalidDocuments(t *testing.T) {
 		{"service with inner star", grpcRoute(`, "service_name_matcher": "pkg.*.Svc"`), "", []string{"d grpc.routes[0].service_name_matcher"}, "only allowed at the end"},
 		{"metadata pseudo header", grpcRoute(`, "metadata_matcher": {":authority": "x"}`), "", []string{`d grpc.routes[0].metadata_matcher[":authority"]`}, "metadata key"},
 		{"metadata keys equal after lower-casing", grpcRoute(`, "metadata_matcher": {"K": "1", "k": "2"}`), "", []string{`d grpc.routes[0].metadata_matcher["k"]`}, "same metadata key"},
+		{"rate limit zero", httpRoute(`, "rate_limit": {"burst": 5}`), "", []string{"d http.routes[0].rate_limit.requests_per_second"}, "greater than 0"},
+		{"rate limit negative", grpcRoute(`, "rate_limit": {"requests_per_second": -1}`), "", []string{"d grpc.routes[0].rate_limit.requests_per_second"}, "greater than 0"},
+		{"rate limit NaN", httpRoute(`, "rate_limit": {"requests_per_second": "NaN"}`), "", []string{"d http.routes[0].rate_limit.requests_per_second"}, "not a number"},
+		{"rate limit huge burst", httpRoute(`, "rate_limit": {"requests_per_second": 1, "burst": 2000000}`), "", []string{"d http.routes[0].rate_limit.burst"}, "above"},
+		{"rate limit unknown field", httpRoute(`, "rate_limit": {"rps": 1}`), "", []string{"d http.routes[0].rate_limit.rps"}, `unknown field "rps"`},
+		{"identity header not a bool", httpRoute(`, "identity_header": "no"`), "", []string{"d http.routes[0].identity_header"}, "must be true or false"},
 
 		// Adhoc rules.
 		{"adhoc without matcher", adhoc(`"port": {"allowed": [80]}`), "", []string{"d http.adhoc_rules[0].dns_name_matcher"}, "required"},

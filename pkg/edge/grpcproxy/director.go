@@ -78,6 +78,9 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 		cc = &backendConn{ClientConnInterface: conn.cc, f: f, adhoc: conn}
 	}
 	md := outgoingMetadata(in, c.requestID)
+	if res.Assertion != "" {
+		md[wire.MetadataKedgeIdentity] = []string{res.Assertion}
+	}
 	p.fwd.SetMetadata(md, in, forwarded.Request{Peer: peerAddr(ctx), Host: c.authority, Proto: "https"})
 	return metadata.NewOutgoingContext(ctx, md), cc, nil
 }
@@ -110,7 +113,7 @@ func wellFormedMethod(fullMethod string) bool {
 }
 
 // recordDecision records the admission's identity and decision for the log line and returns the Unauthenticated or
-// PermissionDenied status of a refusal.
+// PermissionDenied (or, over a rate limit, ResourceExhausted) status of a refusal.
 func (p *Proxy) recordDecision(c *call, res *admission.Result) error {
 	d := res.Decision
 	c.update(func(c *call) {

@@ -35,6 +35,8 @@ type call struct {
 	identity string // authn.Identity.String()
 	decision string // authz result: allowed, unauthenticated, forbidden; "" when nothing was authorized
 	reason   string
+	// assertion is the caller's signed identity for the backend (X-Kedge-Identity); "" sends none.
+	assertion string
 
 	// Route decision.
 	label     string // backend name, admission.AdhocLabel, or "" (metrics label and log field)
@@ -97,7 +99,7 @@ func (h *Handler) serve(c *call, r *http.Request) {
 		h.routeError(c, res.RouteErr)
 		return
 	}
-	c.label, c.target = res.Label, res.Label
+	c.label, c.target, c.assertion = res.Label, res.Label, res.Assertion
 	if c.label == admission.AdhocLabel {
 		c.target, c.transport = res.Adhoc.HostPort(), h.adhoc
 	} else {
@@ -126,7 +128,7 @@ func (h *Handler) serve(c *call, r *http.Request) {
 // gate's decision, with the identity and decision recorded for the log line.
 func (h *Handler) admitRequest(c *call, r *http.Request, p route.Path, mode route.Mode, forward bool) admission.Result {
 	table := h.routes.HTTPTable()
-	caller := admission.Caller{Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS}
+	caller := admission.Caller{Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS, RemoteAddr: r.RemoteAddr}
 	var res admission.Result
 	host, port, hasPort, err := route.SplitHostPort(c.host)
 	if err != nil {
@@ -158,7 +160,7 @@ func (h *Handler) admitRequest(c *call, r *http.Request, p route.Path, mode rout
 	return res
 }
 
-// refuse answers 401 or 403 for a caller the gate did not admit.
+// refuse answers 401, 403 or 429 for a caller admission did not admit.
 func (h *Handler) refuse(c *call, err error) {
 	_, typ := authn.HTTPStatus(err)
 	c.errType, c.errMsg = typ, c.reason
@@ -215,6 +217,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.Host = c.host
 	h.fwd.SetHTTP(out.Header, pr.In.Header, forwarded.Request{Peer: peerAddr(pr.In.RemoteAddr), Host: c.host, Proto: scheme(pr.In)})
 	sanitizeOutbound(out.Header, c.reqID)
+	if c.assertion != "" {
+		out.Header[wire.HeaderKedgeIdentity] = []string{c.assertion}
+	}
 	if up := out.Header["Upgrade"]; len(up) > 0 && equalFoldASCII(up[0], "h2c") {
 		// An h2c upgrade would turn the connection into an HTTP/2 one straight to the backend, whose requests
 		// kedge would then splice without routing or checking them (h2c smuggling).

@@ -47,6 +47,20 @@ type HTTPRoute struct {
 	// AllowedIdentities lets a caller through whose verified client certificate names one of these (subject CN or a
 	// SAN). With RequiredPermissions also set, either suffices.
 	AllowedIdentities []string `json:"allowed_client_identities,omitempty"`
+	// NoIdentityHeader (identity_header: false) keeps kedge's signed identity (X-Kedge-Identity) from this route's
+	// backend.
+	NoIdentityHeader bool `json:"no_identity_header,omitempty"`
+	// RateLimit limits each caller of the route; nil means no limit.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+}
+
+// RateLimit is a token bucket per caller: a caller may send Burst requests at once and RequestsPerSecond on
+// average. Callers are told apart by identity (token subject, client certificate), anonymous ones by client address.
+type RateLimit struct {
+	// RequestsPerSecond is the rate at which the bucket refills; > 0.
+	RequestsPerSecond float64 `json:"requests_per_second"`
+	// Burst is the bucket's size; >= 1.
+	Burst int `json:"burst"`
 }
 
 // GRPCRoute is one gRPC routing rule. Every condition that is set must hold. AuthorityHost is lower case and
@@ -69,6 +83,9 @@ type GRPCRoute struct {
 	// RequiredPermissions and AllowedIdentities are as for HTTPRoute.
 	RequiredPermissions []string `json:"required_permissions,omitempty"`
 	AllowedIdentities   []string `json:"allowed_client_identities,omitempty"`
+	// NoIdentityHeader and RateLimit are as for HTTPRoute (x-kedge-identity metadata).
+	NoIdentityHeader bool       `json:"no_identity_header,omitempty"`
+	RateLimit        *RateLimit `json:"rate_limit,omitempty"`
 }
 
 // Adhoc allows dialling a name that no route covers.

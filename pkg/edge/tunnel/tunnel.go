@@ -170,7 +170,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Facts:   route.HTTPRequest{Host: host, Port: port, Header: r.Header, Mode: route.ModeConnect},
 		HasPort: true,
 		Adhoc:   h.adhoc != nil,
-		Caller:  admission.Caller{Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS},
+		Caller:  admission.Caller{Credentials: r.Header[wire.HeaderProxyAuthz], Peer: r.TLS, RemoteAddr: r.RemoteAddr},
 	})
 	t.label, t.dest = res.Label, res.Label
 	if res.Label == admission.AdhocLabel {
@@ -183,9 +183,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !d.Allowed() {
 		code, typ := authn.HTTPStatus(d.Err)
-		if code == http.StatusUnauthorized {
-			w.Header().Set(wire.HeaderProxyAuthn, "Bearer")
-		}
+		authn.SetRefusalHeaders(w.Header(), d.Err) // Proxy-Authenticate on 401, Retry-After on 429
 		h.fail(w, r, t, code, typ, d.Reason())
 		return
 	}

@@ -23,6 +23,14 @@ const (
 	HeaderForwardedProto   = "X-Forwarded-Proto"
 )
 
+// The signed identity kedge hands backends (a JWT, see --server_identity_signing_key_file). kedge alone sets it: a
+// client's own is removed with every other X-Kedge-* header or x-kedge-* key (X-Kedge-Info-Logs aside) on every
+// protocol, whether or not signing is on.
+const (
+	HeaderKedgeIdentity   = "X-Kedge-Identity"
+	MetadataKedgeIdentity = "x-kedge-identity"
+)
+
 // gRPC metadata keys (lower case, as on the wire).
 const (
 	MetadataRequestID  = "x-kedge-request-id"
@@ -57,6 +65,8 @@ const (
 	ErrBackendTimeout ErrorType = "backend-timeout"
 	ErrTunnelDial     ErrorType = "tunnel-dial-error"
 	ErrShuttingDown   ErrorType = "shutting-down"
+	// ErrRateLimited: the caller is over its route's rate limit (429 with Retry-After; gRPC ResourceExhausted).
+	ErrRateLimited ErrorType = "rate-limited"
 
 	// Made by winch, in X-Winch-Error-Type.
 
