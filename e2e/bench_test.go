@@ -44,13 +44,14 @@ const (
 // rate of this run, for latency without coordinated omission; bench_openloop_test.go) and idle-h1 and idle-h2
 // (resident memory per idle TLS connection of a freshly started proxy; bench_idle_test.go).
 //
-// Environment: KEDGE_BENCH_CPUPROFILE=<file> first writes a 5-second CPU profile of kedge under the HTTP/1.1 load;
+// Environment: KEDGE_BENCH_CPUPROFILE=<file> first writes a 5-second CPU profile of kedge under the HTTP/1.1 load
+// (KEDGE_BENCH_PROFILE_LOAD chooses another load, and with it the process: bench_profile_test.go);
 // KEDGE_BENCH_IDLE_CONNS (default 10000, or 100 with -benchtime Nx) sets the idle connections per idle-* case;
 // KEDGE_BENCH_OPEN_RATE (req/s) replaces half of kedge's measured rate in the open-* cases.
 func BenchmarkProxy(b *testing.B) {
 	e := newBenchEnv(b)
 	if path := os.Getenv("KEDGE_BENCH_CPUPROFILE"); path != "" {
-		e.profileKedge(b, path)
+		e.profile(b, path)
 	}
 	sizeURL := "https://" + benchHost + "/size?bytes=1024"
 	var (
@@ -386,42 +387,3 @@ func (l *benchLatencies) report(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
 
-// profileKedge writes a 5-second CPU profile of kedge, fetched from its debug port while the HTTP/1.1 load runs
-// (HTTP/2 with KEDGE_BENCH_PROFILE_H2=1).
-func (e *benchEnv) profileKedge(b *testing.B, path string) {
-	// KEDGE_BENCH_PROFILE_H2=1 profiles under HTTP/2 load instead.
-	c := e.httpClient(e.kedgeHTTPS, os.Getenv("KEDGE_BENCH_PROFILE_H2") != "")
-	defer c.CloseIdleConnections()
-	// Bounded: the load stops with the profile, after 30 s at most, or after 1e6 requests per worker.
-	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	var wg sync.WaitGroup
-	for i := 0; i < 2*benchHTTPParallelism; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; n < 1_000_000 && ctx.Err() == nil; n++ {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+benchHost+"/size?bytes=1024", nil)
-				req.Header.Set("Proxy-Authorization", "Bearer "+benchToken)
-				if resp, err := c.Do(req); err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}()
-	}
-	defer func() { stop(); wg.Wait() }()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.kedgeDebug+"/debug/pprof/profile?seconds=5", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatalf("fetching kedge's CPU profile: %v", err)
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(f, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
-		b.Fatalf("kedge's CPU profile: %s, %v", resp.Status, err)
-	}
-}

@@ -288,6 +288,10 @@ func (c *tunnelConn) Close() error {
 	return err
 }
 
+// NetConn is the connection underneath (as for *tls.Conn), for writes that reach the socket directly (writev);
+// closing stays with c.
+func (c *tunnelConn) NetConn() net.Conn { return c.trackedConn.Conn }
+
 // CloseWrite half-closes the connection; one that cannot is closed.
 func (c *tunnelConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

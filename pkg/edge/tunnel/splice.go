@@ -1,10 +1,12 @@
 package tunnel
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,17 +135,31 @@ func (h *Handler) splice(t *tunnel, client, backendEnd end, draining <-chan stru
 	}
 }
 
-// pump copies src to dst until src ends (nil) or either fails, counting the bytes written.
+// pump copies src to dst until src ends (nil) or either fails, counting the bytes written. There is no per-chunk
+// timer work: the idle watch only records the time of the last read and write.
 func (h *Handler) pump(dst io.Writer, src io.Reader, total *atomic.Int64, counter prometheus.Counter, watch *idleWatch) error {
 	bp := h.buffers.Get().(*[]byte)
 	defer h.buffers.Put(bp)
 	buf := *bp
+	br, batching := src.(batchReader)
+	bw, _ := dst.(buffersWriter)
+	batching = batching && bw != nil && br.canBatch()
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			watch.touch()
-			wn, werr := dst.Write(buf[:n])
-			total.Add(int64(wn))
+			var wn int64
+			var werr error
+			if batching && rerr == nil {
+				// TLS hands out one record (at most 16 KiB) per Read: take the records it already holds too and
+				// send them all in one write.
+				wn, rerr, werr = batchCopy(bw, br, buf[:n])
+			} else {
+				var m int
+				m, werr = dst.Write(buf[:n])
+				wn = int64(m)
+			}
+			total.Add(wn)
 			counter.Add(float64(wn))
 			watch.touch()
 			if werr != nil {
@@ -157,6 +173,39 @@ func (h *Handler) pump(dst io.Writer, src io.Reader, total *atomic.Int64, counte
 			return rerr
 		}
 	}
+}
+
+// batchSize is the most one batched write sends; batch buffers are pooled and held only for one batch, so an idle
+// tunnel keeps just its copy buffers.
+const batchSize = 256 << 10
+
+var batchBuffers = sync.Pool{New: func() any { b := make([]byte, batchSize); return &b }}
+
+// batchReader is a side whose Read returns less than it already holds (a TLS connection: one record a Read).
+type batchReader interface {
+	canBatch() bool
+	// readBuffered fills p with bytes that are there without waiting for the network; a read error comes back
+	// with the bytes read before it.
+	readBuffered(p []byte) (int, error)
+}
+
+// buffersWriter writes several slices in one system call (writev).
+type buffersWriter interface {
+	writeBuffers(bufs net.Buffers) (int64, error)
+}
+
+// batchCopy writes first and whatever src holds beyond it in one write. rerr is src's error after first (the
+// caller handles it after the write), werr dst's.
+func batchCopy(dst buffersWriter, src batchReader, first []byte) (written int64, rerr, werr error) {
+	bp := batchBuffers.Get().(*[]byte)
+	defer batchBuffers.Put(bp)
+	m, rerr := src.readBuffered(*bp)
+	bufs := net.Buffers{first}
+	if m > 0 {
+		bufs = append(bufs, (*bp)[:m])
+	}
+	written, werr = dst.writeBuffers(bufs)
+	return written, rerr, werr
 }
 
 // connEnd is a net.Conn side: the backend connection, or the client's hijacked HTTP/1 connection (with the bytes
@@ -176,6 +225,46 @@ func (c *connEnd) Read(p []byte) (int, error) {
 }
 
 func (c *connEnd) Write(p []byte) (int, error) { return c.conn.Write(p) }
+
+// writeBuffers writes bufs in one writev where the connection (or the one it wraps, as backend connections do) is
+// a socket.
+func (c *connEnd) writeBuffers(bufs net.Buffers) (int64, error) {
+	var w io.Writer = c.conn
+	if _, isTLS := c.conn.(*tls.Conn); !isTLS {
+		if nc, ok := c.conn.(interface{ NetConn() net.Conn }); ok {
+			w = nc.NetConn()
+		}
+	}
+	return bufs.WriteTo(w)
+}
+
+// canBatch: a TLS client connection returns one record per Read while it may hold more.
+func (c *connEnd) canBatch() bool {
+	_, ok := c.conn.(*tls.Conn)
+	return ok
+}
+
+// expired is a read deadline in the past: reads then return only what the TLS layer already holds.
+var expired = time.Unix(1, 0)
+
+func (c *connEnd) readBuffered(p []byte) (int, error) {
+	_ = c.conn.SetReadDeadline(expired)
+	defer func() { _ = c.conn.SetReadDeadline(time.Time{}) }()
+	n := 0
+	for n < len(p) {
+		m, err := c.Read(p[n:])
+		n += m
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Nothing more without waiting. A TLS timeout leaves the connection usable (crypto/tls keeps only
+			// permanent errors), and a partly read record stays buffered.
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
 
 // closeWrite half-closes: a TCP FIN, or a TLS close_notify (which TLS clients read as the end of the stream).
 func (c *connEnd) closeWrite() {
