@@ -22,18 +22,68 @@ import (
 // It answers "what would kedge do?" without running a proxy, and changes nothing in the cluster. It takes the
 // Kubernetes flags, the document paths and the log flags; the proxy's other flags do not apply.
 func discover(args []string, stdout, stderr io.Writer) int {
-	var (
-		k8s  config.K8sConfig
-		docs config.Source
-	)
+	fs, opts := discoverFlags()
+	k8s := &opts.k8s
+	if err := fs.Parse(cli.JoinBoolValues(fs, args)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		fmt.Fprintf(stderr, "kedge discover: %v (see --help)\n", cli.SuggestFlag(fs, err))
+		return 2
+	}
+	cli.PrintDeprecations(stderr, "kedge discover", fs)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kedge discover: unexpected arguments %q (see --help)\n", fs.Args())
+		return 2
+	}
+	// What is printed is what kedge would do with discovery on. The flag that turns it on is implied here, so a
+	// missing suffix is reported without naming it.
+	var errs []error
+	if k8s.ExternalDomainSuffix == "" {
+		errs = append(errs, errors.New("--discovery_external_domain_suffix is required: generated hosts are <service>.<namespace>.svc.<suffix>"))
+	}
+	k8s.DynamicRoutings = false
+	errs = append(errs, k8s.Validate())
+	k8s.DynamicRoutings = true
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(stderr, "kedge discover: invalid flags:\n%v\n", err)
+		return 2
+	}
+	log, err := logging.New(logging.Options{Level: opts.logLevel, Format: opts.logFormat, Output: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "kedge discover: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := edge.Discover(ctx, *k8s, opts.docs, log, stdout, opts.once); err != nil {
+		cli.PrintError(stderr, "kedge discover", err)
+		return 1
+	}
+	return 0
+}
+
+// discoverOptions are the values of kedge discover's flags.
+type discoverOptions struct {
+	k8s                 config.K8sConfig
+	docs                config.Source
+	logLevel, logFormat string
+	once                bool
+}
+
+// discoverFlags declares kedge discover's flags: the Kubernetes flags, the document paths and the log flags.
+func discoverFlags() (*pflag.FlagSet, *discoverOptions) {
+	var o discoverOptions
 	fs := pflag.NewFlagSet("kedge discover", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // as for kedge itself: --help goes to stdout, a parse error is printed once
-	k8s.RegisterFlags(fs)
-	fs.StringVar(&docs.DirectorPath, "kedge_config_director_config_path", "", "director document whose routes come first, as kedge would merge them")
-	fs.StringVar(&docs.BackendpoolPath, "kedge_config_backendpool_config_path", "", "backendpool document to merge with")
-	logLevel := fs.String("log_level", "info", "log level: debug, info, warn or error")
-	logFormat := fs.String("log_format", "text", "log format: text or json")
-	once := fs.Bool("once", false, "print the generated config once and exit; without it, print it again after every change until interrupted")
+	o.k8s.RegisterFlags(fs)
+	fs.StringVar(&o.docs.DirectorPath, "kedge_config_director_config_path", "", "director document whose routes come first, as kedge would merge them")
+	fs.StringVar(&o.docs.BackendpoolPath, "kedge_config_backendpool_config_path", "", "backendpool document to merge with")
+	fs.StringVar(&o.logLevel, "log_level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log_format", "text", "log format: text or json")
+	fs.BoolVar(&o.once, "once", false, "print the generated config once and exit; without it, print it again after every change until interrupted")
 	_ = fs.MarkHidden("kedge_dynamic_routings_enabled") // implied
 	fs.SetNormalizeFunc(config.NormalizeFlagName)
 	fs.Usage = func() {
@@ -43,34 +93,5 @@ func discover(args []string, stdout, stderr io.Writer) int {
 			"to stderr. Nothing in the cluster is changed.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		fmt.Fprintf(stderr, "kedge discover: %v (see --help)\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "kedge discover: unexpected arguments %q (see --help)\n", fs.Args())
-		return 2
-	}
-	k8s.DynamicRoutings = true // what is printed is what kedge would do with discovery on
-	if err := k8s.Validate(); err != nil {
-		fmt.Fprintf(stderr, "kedge discover: invalid flags:\n%v\n", err)
-		return 2
-	}
-	log, err := logging.New(logging.Options{Level: *logLevel, Format: *logFormat, Output: stderr})
-	if err != nil {
-		fmt.Fprintf(stderr, "kedge discover: %v\n", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := edge.Discover(ctx, k8s, docs, log, stdout, *once); err != nil {
-		cli.PrintError(stderr, "kedge discover", err)
-		return 1
-	}
-	return 0
+	return fs, &o
 }

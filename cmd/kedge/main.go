@@ -35,16 +35,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "discover" {
 		return discover(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "completion" {
+		return completion(args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "identity" {
 		return identityCmd(args[1:], stdout, stderr)
 	}
 	var cfg config.Config
-	fs := pflag.NewFlagSet("kedge", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard) // pflag prints usage itself on errors; run prints exactly one message instead
-	cfg.RegisterFlags(fs)
-	version := fs.Bool("version", false, "print the version and exit")
+	fs, version := proxyFlags(&cfg)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "kedge %s: edge proxy for HTTP, gRPC and CONNECT into a private cluster.\n\nUsage: kedge [flags]\n       kedge discover --once [flags]   (print the config Kubernetes discovery generates; see --help there)\n       kedge identity jwks --server_identity_signing_key_file=PATH   (print the identity tokens' public keys)\n\nFlags (snake_case or kebab-case):\n", buildinfo.Get().Version)
+		fmt.Fprintf(fs.Output(), "kedge %s: edge proxy for HTTP, gRPC and CONNECT into a private cluster.\n\nUsage: kedge [flags]\n       kedge discover --once [flags]   (print the config Kubernetes discovery generates; see --help there)\n       kedge completion bash|zsh|fish   (print a shell completion script)\n       kedge identity jwks --server_identity_signing_key_file=PATH   (print the identity tokens' public keys)\n\nFlags (snake_case or kebab-case):\n", buildinfo.Get().Version)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(cli.JoinBoolValues(fs, args)); err != nil {
@@ -53,9 +53,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fs.Usage()
 			return 0
 		}
-		fmt.Fprintf(stderr, "kedge: %v (see --help)\n", err)
+		fmt.Fprintf(stderr, "kedge: %v (see --help)\n", cli.SuggestFlag(fs, err))
 		return 2
 	}
+	cli.PrintDeprecations(stderr, "kedge", fs)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kedge: unexpected arguments %q (see --help)\n", fs.Args())
 		return 2

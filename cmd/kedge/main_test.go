@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,6 +61,24 @@ func TestRun(t *testing.T) {
 			args: []string{"--check-config", `--kedge_config_director_config={"http": {"routes": [{"backend_name": "web", "host_matcher": "a.example.com"}]}}`, pool},
 			code: 0, stdout: "config is valid: 1 HTTP routes",
 			stderr: "warning: no authentication configured: kedge proxies for anyone who can reach it", stderrLine: 1},
+		{name: "did you mean", args: []string{"--server_http_prot=1"}, code: 2,
+			stderr: "kedge: unknown flag: --server_http_prot; did you mean --server_http_port? (see --help)", stderrLine: 1},
+		{name: "the original's logstash flags", args: []string{"--logstash_host=x:5000"}, code: 2,
+			stderr: "unknown flag: --logstash_host: the original's logstash_* flags are not supported: log JSON (--log_format=json)", stderrLine: 1},
+		{name: "deprecated flag, misspelled as the original did", args: []string{"--check-config", "--kedge_dynamic_routings_enabled", "--discovery_resync_timouet=1m"},
+			code: 0, stderr: "kedge: warning: --discovery_resync_timeout is deprecated: it has no effect", stderrLine: 1},
+		{name: "discover without a suffix blames no flag the user did not pass", args: []string{"discover", "--once"}, code: 2,
+			stderr: "--discovery_external_domain_suffix is required: generated hosts", stderrNot: "kedge_dynamic_routings_enabled"},
+		{name: "discover deprecation notice", args: []string{"discover", "--once", "--k8sresolver_resync_timouet=1m"}, code: 2,
+			stderr: "kedge discover: warning: --k8sresolver_resync_timeout is deprecated"},
+		{name: "discover did you mean", args: []string{"discover", "--discovery_external_domain_sufix=x"}, code: 2,
+			stderr: "did you mean --discovery_external_domain_suffix?"},
+		{name: "completion help", args: []string{"completion", "--help"}, code: 0, stdout: "Usage: kedge completion bash|zsh|fish"},
+		{name: "completion without a shell", args: []string{"completion"}, code: 2, stderr: "want exactly one shell"},
+		{name: "completion of an unknown shell", args: []string{"completion", "tcsh"}, code: 2, stderr: `unknown shell "tcsh"`},
+		{name: "completion bash", args: []string{"completion", "bash"}, code: 0, stdout: "complete -F _kedge_completion kedge"},
+		{name: "completion offers discover's flags after discover", args: []string{"completion", "fish"}, code: 0,
+			stdout: "complete -c kedge -n '__fish_seen_subcommand_from discover' -l once"},
 		{name: "discover help", args: []string{"discover", "--help"}, code: 0, stdout: "Usage: kedge discover"},
 		{name: "discover unknown flag", args: []string{"discover", "--no-such-flag"}, code: 2,
 			stderr: "kedge discover: unknown flag: --no-such-flag (see --help)", stderrLine: 1},
@@ -142,5 +161,24 @@ func TestSecretFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDiscoverUnreachableAPIServer: client-go retries a refused connection without reporting it; the message must
+// still name the server's URL and the cause.
+func TestDiscoverUnreachableAPIServer(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: connections are refused
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"discover", "--once", "--discovery_external_domain_suffix=example.com", "--k8sclient_kubeapi_url=https://" + addr,
+		"--k8s_cache_sync_timeout=1s", "--log_level=error"}, &stdout, &stderr)
+	want := "cannot reach the Kubernetes API server at https://" + addr + ": dial tcp " + addr + ": connect: connection refused"
+	if code != 1 || !strings.Contains(stderr.String(), want) {
+		t.Errorf("exit code %d, stderr:\n%s\nwant exit code 1 and %q", code, stderr.String(), want)
 	}
 }

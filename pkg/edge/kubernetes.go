@@ -136,6 +136,7 @@ func Discover(ctx context.Context, k8s config.K8sConfig, docs config.Source, log
 			defer t.Stop()
 			select {
 			case <-t.C:
+				cluster.Diagnose(gctx)
 				why := disc.Ready()
 				if why == nil {
 					why = errors.New("the result is being printed")

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -164,11 +165,63 @@ func (c *Cluster) awaitSync(ctx context.Context, w *watched) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+			c.Diagnose(ctx)
 			c.log.Error("kubernetes cache not filled yet; kedge stays unready until it is", "resource", w.resource,
 				"waited", time.Since(start).Round(time.Second), "reason", w.reason())
 			timer.Reset(c.opts.CacheSyncTimeout)
 		}
 	}
+}
+
+// probeTimeout bounds Diagnose's request to the API server.
+const probeTimeout = 5 * time.Second
+
+// Diagnose explains the caches that are not filled and for which no list or watch error says why: client-go
+// retries a refused connection (and other dial errors) without reporting it, which would leave only "no answer".
+// It asks the API server for its version and keeps, as their reason, the server's URL with the error or, if it
+// answers, that the list has not completed. Ready and the periodic "not filled" log line report that reason.
+func (c *Cluster) Diagnose(ctx context.Context) {
+	c.mu.Lock()
+	ws := slices.Clone(c.watched)
+	c.mu.Unlock()
+	var unexplained []*watched
+	for _, w := range ws {
+		if !w.inf.HasSynced() && w.lastErr.Load() == nil {
+			unexplained = append(unexplained, w)
+		}
+	}
+	if len(unexplained) == 0 {
+		return
+	}
+	msg := c.probe(ctx)
+	for _, w := range unexplained {
+		w.lastErr.CompareAndSwap(nil, &msg)
+	}
+}
+
+// probe returns why the API server may not have answered a list: its URL and the error of GET /version, or that
+// it answers.
+func (c *Cluster) probe(ctx context.Context) string {
+	rc := c.client.Discovery().RESTClient()
+	if rc == nil { // a fake clientset
+		return "no answer from the Kubernetes API server yet"
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req := rc.Get().AbsPath("/version")
+	server := "the Kubernetes API server"
+	if u := req.URL(); u != nil {
+		server += " at " + (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
+	}
+	err := req.Do(ctx).Error()
+	var uerr *url.Error
+	switch {
+	case err == nil:
+		return server + " answers, but has not completed the list yet"
+	case errors.As(err, &uerr):
+		return "cannot reach " + server + ": " + uerr.Err.Error()
+	}
+	return server + " answered: " + err.Error()
 }
 
 func (w *watched) reason() string {

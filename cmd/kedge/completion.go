@@ -1,0 +1,59 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kedge-proxy/kedge/pkg/edge/config"
+	"github.com/kedge-proxy/kedge/pkg/shared/cli"
+)
+
+// proxyFlags declares the flags of kedge without a subcommand (the proxy).
+func proxyFlags(cfg *config.Config) (fs *pflag.FlagSet, version *bool) {
+	fs = pflag.NewFlagSet("kedge", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // pflag prints usage itself on errors; run prints exactly one message instead
+	cfg.RegisterFlags(fs)
+	version = fs.Bool("version", false, "print the version and exit")
+	return fs, version
+}
+
+// completion is "kedge completion SHELL": it prints the completion script for bash, zsh or fish.
+func completion(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("kedge completion", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: kedge completion bash|zsh|fish\n\n"+
+			"Prints a script that completes kedge's subcommands and flags in that shell. To load it:\n"+
+			"  bash: source <(kedge completion bash)     (or save it in /etc/bash_completion.d/kedge)\n"+
+			"  zsh:  source <(kedge completion zsh)      (or save it as _kedge in a directory of $fpath)\n"+
+			"  fish: kedge completion fish | source      (or save it as ~/.config/fish/completions/kedge.fish)\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		fmt.Fprintf(stderr, "kedge completion: %v (see --help)\n", err)
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(stderr, "kedge completion: want exactly one shell: bash, zsh or fish (see --help)\n")
+		return 2
+	}
+	var cfg config.Config
+	root, _ := proxyFlags(&cfg)
+	disc, _ := discoverFlags()
+	c := cli.Completion{Program: "kedge", Flags: root, Commands: []cli.CompletionCommand{
+		{Name: "discover", Summary: "print the config Kubernetes discovery generates", Flags: disc},
+		{Name: "completion", Summary: "print a shell completion script", Args: cli.Shells},
+	}}
+	if err := cli.WriteCompletion(stdout, fs.Arg(0), c); err != nil {
+		fmt.Fprintf(stderr, "kedge completion: %v\n", err)
+		return 2
+	}
+	return 0
+}
