@@ -153,3 +153,20 @@ func convertBackend(b backendDoc, p backend.Protocol, discovered bool) backend.S
 	}
 	return s
 }
+
+// documentIdentityHeader is the inverse of convert's identity_header: unset unless the route opts out.
+func documentIdentityHeader(off bool) *bool {
+	if !off {
+		return nil
+	}
+	f := false
+	return &f
+}
+
+// documentRateLimit is the inverse of convertRateLimit.
+func documentRateLimit(l *route.RateLimit) *kedgeconfig.RateLimit {
+	if l == nil {
+		return nil
+	}
+	return &kedgeconfig.RateLimit{RequestsPerSecond: l.RequestsPerSecond, Burst: uint32(l.Burst)}
+}

@@ -38,3 +38,37 @@ func TestRouteIdentityAndRateLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteIdentityAndRateLimitSurvive: the compiled routing tables (what admission reads) and the documents
+// written back (kedge discover) keep identity_header and rate_limit.
+func TestRouteIdentityAndRateLimitSurvive(t *testing.T) {
+	t.Parallel()
+	dir := `{"http": {"routes": [{"backend_name": "web", "identity_header": false, "rate_limit": {"requests_per_second": 2, "burst": 4}}]},
+	 "grpc": {"routes": [{"backend_name": "api", "identity_header": false, "rate_limit": {"requests_per_second": 1, "burst": 1}}]}}`
+	d, err := Parse([]byte(dir), []byte(basePool), "d", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := route.NewHTTPTable(d.HTTPRoutes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := route.NewGRPCTable(d.GRPCRoutes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.Routes()[0]; !r.NoIdentityHeader || r.RateLimit == nil || *r.RateLimit != (route.RateLimit{RequestsPerSecond: 2, Burst: 4}) {
+		t.Errorf("compiled HTTP route: identity off %v, limit %+v", r.NoIdentityHeader, r.RateLimit)
+	}
+	if r := g.Routes()[0]; !r.NoIdentityHeader || r.RateLimit == nil || *r.RateLimit != (route.RateLimit{RequestsPerSecond: 1, Burst: 1}) {
+		t.Errorf("compiled gRPC route: identity off %v, limit %+v", r.NoIdentityHeader, r.RateLimit)
+	}
+	docDir, _ := documents(d)
+	hr, gr := docDir.GetHttp().GetRoutes()[0], docDir.GetGrpc().GetRoutes()[0]
+	if hr.IdentityHeader == nil || *hr.IdentityHeader || hr.GetRateLimit().GetBurst() != 4 {
+		t.Errorf("http document route: identity_header %v, rate_limit %v", hr.IdentityHeader, hr.GetRateLimit())
+	}
+	if gr.IdentityHeader == nil || *gr.IdentityHeader || gr.GetRateLimit().GetRequestsPerSecond() != 1 {
+		t.Errorf("grpc document route: identity_header %v, rate_limit %v", gr.IdentityHeader, gr.GetRateLimit())
+	}
+}

@@ -202,6 +202,9 @@ func documents(dyn *Dynamic) (*kedgeconfig.DirectorConfig, *kedgeconfig.BackendP
 
 			RequiredPermissions:     slices.Clone(r.RequiredPermissions),
 			AllowedClientIdentities: slices.Clone(r.AllowedIdentities),
+
+			IdentityHeader: documentIdentityHeader(r.NoIdentityHeader),
+			RateLimit:      documentRateLimit(r.RateLimit),
 		}
 		dir.Http.Routes = append(dir.Http.Routes, d)
 	}
@@ -216,6 +219,9 @@ func documents(dyn *Dynamic) (*kedgeconfig.DirectorConfig, *kedgeconfig.BackendP
 
 			RequiredPermissions:     slices.Clone(r.RequiredPermissions),
 			AllowedClientIdentities: slices.Clone(r.AllowedIdentities),
+
+			IdentityHeader: documentIdentityHeader(r.NoIdentityHeader),
+			RateLimit:      documentRateLimit(r.RateLimit),
 		}
 		dir.Grpc.Routes = append(dir.Grpc.Routes, d)
 	}

@@ -89,6 +89,7 @@ func compileGRPCRoute(r GRPCRoute) (grpcMatcher, GRPCRoute, error) {
 		Backend: r.Backend, Service: svc, AuthorityHost: hostNorm, AuthorityPort: r.AuthorityPort,
 		Discovered: r.Discovered, RequiredPermissions: slices.Clone(r.RequiredPermissions),
 		AllowedIdentities: slices.Clone(r.AllowedIdentities),
+		NoIdentityHeader:  r.NoIdentityHeader, RateLimit: r.RateLimit.Clone(),
 	}
 	if len(r.Metadata) > 0 {
 		norm.Metadata = make(map[string]string, len(r.Metadata))

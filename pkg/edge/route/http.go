@@ -115,6 +115,7 @@ func compileHTTPRoute(r HTTPRoute) (httpMatcher, HTTPRoute, error) {
 		PathCaseInsensitive: r.PathCaseInsensitive, AllowEncodedSlashes: r.AllowEncodedSlashes,
 		Discovered: r.Discovered, RequiredPermissions: slices.Clone(r.RequiredPermissions),
 		AllowedIdentities: slices.Clone(r.AllowedIdentities),
+		NoIdentityHeader:  r.NoIdentityHeader, RateLimit: r.RateLimit.Clone(),
 	}
 	if len(r.Headers) > 0 {
 		norm.Headers = make(map[string]string, len(r.Headers))

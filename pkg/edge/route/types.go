@@ -63,6 +63,15 @@ type RateLimit struct {
 	Burst int `json:"burst"`
 }
 
+// Clone returns a copy of l (nil for nil), so that a compiled table shares nothing with its input.
+func (l *RateLimit) Clone() *RateLimit {
+	if l == nil {
+		return nil
+	}
+	c := *l
+	return &c
+}
+
 // GRPCRoute is one gRPC routing rule. Every condition that is set must hold. AuthorityHost is lower case and
 // metadata keys are lower case.
 type GRPCRoute struct {
