@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -32,7 +33,44 @@ type command struct {
 }
 
 // commandOrder lists the subcommands as usage shows them.
-var commandOrder = [...]string{"run", "login", "logout", "route", "ca"}
+var commandOrder = [...]string{"run", "login", "logout", "route", "ca", "completion"}
+
+// commandFlags returns the flags subcommand name uses, as its help and shell completion list them; nil for all
+// (run). Every subcommand accepts every winch flag, so one set of flags (an alias, a script) serves them all; the
+// others are ignored.
+func commandFlags(name string) []string {
+	logFlags := []string{"log_level", "log_format", "debug_mode"}
+	auth := []string{"server_auth_config_path", "server_auth_config"}
+	running := []string{"server_bind_address", "server_http_port"} // where a running winch is asked
+	switch name {
+	case "login":
+		return slices.Concat(auth, []string{"state_dir", "oidc_device_flow", "no_browser"}, running, logFlags)
+	case "logout":
+		return slices.Concat(auth, []string{"state_dir"}, running, logFlags)
+	case "route":
+		return slices.Concat([]string{"server_mapper_config_path", "server_mapper_config"}, auth, []string{"unmatched", "state_dir"})
+	case "ca":
+		return []string{"state_dir"}
+	case "completion":
+		return []string{}
+	}
+	return nil
+}
+
+// subcommandFlags returns the flags of fs that subcommand name uses (see commandFlags), or fs itself for run.
+func subcommandFlags(fs *pflag.FlagSet, name string) *pflag.FlagSet {
+	names := commandFlags(name)
+	if names == nil {
+		return fs
+	}
+	sub := pflag.NewFlagSet("winch "+name, pflag.ContinueOnError)
+	for _, n := range names {
+		if f := fs.Lookup(n); f != nil {
+			sub.AddFlag(f)
+		}
+	}
+	return sub
+}
 
 // lookupCommand returns the subcommand called name.
 func lookupCommand(name string) (command, bool) {
@@ -47,6 +85,8 @@ func lookupCommand(name string) (command, bool) {
 		return command{"HOST[:PORT]", "print which route, kedge and auth sources winch would use for a destination; sends nothing"}, true
 	case "ca":
 		return command{"", "print the MITM CA certificate (PEM) to trust for routes with mitm: true, creating it if needed"}, true
+	case "completion":
+		return command{"SHELL", "print a shell completion script for bash, zsh or fish (bash: source <(winch completion bash))"}, true
 	}
 	return command{}, false
 }
@@ -82,9 +122,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fs.Usage()
 			return 0
 		}
-		fmt.Fprintf(stderr, "winch: %v (see --help)\n", err)
+		fmt.Fprintf(stderr, "winch: %v (see --help)\n", cli.SuggestFlag(subcommandFlags(fs, name), err))
 		return 2
 	}
+	cli.PrintDeprecations(stderr, "winch", fs)
 	if *version {
 		fmt.Fprintln(stdout, buildinfo.Get().String())
 		return 0
@@ -100,6 +141,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "winch %s: want exactly one %s (see winch %s --help)\n", name, cmd.arg, name)
 		}
 		return 2
+	}
+	if name == "completion" {
+		if err := cli.WriteCompletion(stdout, fs.Arg(0), completionSpec(fs)); err != nil {
+			fmt.Fprintf(stderr, "winch completion: %v\n", err)
+			return 2
+		}
+		return 0
 	}
 	if err := errors.Join(cli.ReadSecretFiles(fs), cfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "winch: invalid flags:\n%v\n", err)
@@ -186,10 +234,35 @@ func usage(fs *pflag.FlagSet, name string, cmd command) {
 			c, _ := lookupCommand(n)
 			fmt.Fprintf(out, "  %-20s %s\n", strings.TrimSpace(n+" "+c.arg), c.summary)
 		}
-		fmt.Fprintf(out, "\nEach command takes the flags below (snake_case or kebab-case); \"winch COMMAND --help\" describes it.\n\nFlags:\n")
-	} else {
-		fmt.Fprintf(out, "Usage: winch %s %s [flags]\n\n%s.\n\nFlags (the same as for running the proxy):\n",
-			name, cmd.arg, strings.ToUpper(cmd.summary[:1])+cmd.summary[1:])
+		fmt.Fprintf(out, "\nFlags (snake_case or kebab-case) for running the proxy; \"winch COMMAND --help\" lists the flags a command uses.\n\nFlags:\n")
+		fs.PrintDefaults()
+		return
 	}
-	fs.PrintDefaults()
+	sub := subcommandFlags(fs, name)
+	words := strings.Fields("winch " + name + " " + cmd.arg)
+	if sub.HasFlags() {
+		words = append(words, "[flags]")
+	}
+	fmt.Fprintf(out, "Usage: %s\n\n%s.\n", strings.Join(words, " "), strings.ToUpper(cmd.summary[:1])+cmd.summary[1:])
+	if !sub.HasFlags() {
+		return
+	}
+	fmt.Fprintf(out, "\nFlags (snake_case or kebab-case; the proxy's other flags are accepted and ignored):\n")
+	sub.SetOutput(out)
+	sub.PrintDefaults()
+}
+
+// completionSpec describes winch's command line for shell completion: fs holds every flag.
+func completionSpec(fs *pflag.FlagSet) cli.Completion {
+	c := cli.Completion{Program: "winch", Flags: fs}
+	for _, n := range commandOrder[1:] {
+		cmd, _ := lookupCommand(n)
+		summary, _, _ := strings.Cut(cmd.summary, " (")
+		cc := cli.CompletionCommand{Name: n, Summary: summary, Flags: subcommandFlags(fs, n)}
+		if n == "completion" {
+			cc.Args = cli.Shells
+		}
+		c.Commands = append(c.Commands, cc)
+	}
+	return c
 }

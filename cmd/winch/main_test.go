@@ -25,10 +25,27 @@ func TestRun(t *testing.T) {
 		code   int
 		stdout string
 		stderr string
+		// stdoutNot must not be in stdout.
+		stdoutNot string
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, stdout: "login NAME"},
 		{name: "help for a command", args: []string{"route", "--help"}, code: 0, stdout: "Usage: winch route HOST[:PORT]"},
 		{name: "help command", args: []string{"help", "ca"}, code: 0, stdout: "Usage: winch ca"},
+		{name: "ca help: one space, its own flags only", args: []string{"ca", "--help"}, code: 0,
+			stdout: "Usage: winch ca [flags]\n", stdoutNot: "--server_grpc_port"},
+		{name: "login help lists login's flags", args: []string{"login", "--help"}, code: 0, stdout: "--no_browser", stdoutNot: "--server_grpc_port"},
+		{name: "route help lists route's flags", args: []string{"route", "--help"}, code: 0, stdout: "--server_mapper_config_path", stdoutNot: "--no_browser"},
+		{name: "logout help", args: []string{"logout", "--help"}, code: 0, stdout: "--state_dir", stdoutNot: "--pac_file"},
+		{name: "run help lists every flag", args: []string{"--help"}, code: 0, stdout: "--server_grpc_port"},
+		{name: "did you mean", args: []string{"--server_mapper_confg=x"}, code: 2, stderr: "unknown flag: --server_mapper_confg; did you mean --server_mapper_config?"},
+		{name: "did you mean, for a command's flag", args: []string{"login", "x", "--no-brower"}, code: 2, stderr: "did you mean --no_browser?"},
+		{name: "logstash", args: []string{"--logstash_hostport=x:1"}, code: 2, stderr: "logstash_* flags are not supported"},
+		{name: "completion help", args: []string{"completion", "--help"}, code: 0, stdout: "Usage: winch completion SHELL\n"},
+		{name: "completion without a shell", args: []string{"completion"}, code: 2, stderr: "want exactly one SHELL"},
+		{name: "completion of an unknown shell", args: []string{"completion", "tcsh"}, code: 2, stderr: `unknown shell "tcsh"`},
+		{name: "completion zsh", args: []string{"completion", "zsh"}, code: 0, stdout: "compdef _winch winch"},
+		{name: "completion fish: login's flags after login", args: []string{"completion", "fish"}, code: 0,
+			stdout: "complete -c winch -n '__fish_seen_subcommand_from login' -l no_browser"},
 		{name: "version", args: []string{"--version"}, code: 0, stdout: "go1."},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: `unknown command "frobnicate"`},
 		{name: "unknown flag", args: []string{"--no-such-flag"}, code: 2, stderr: "unknown flag"},
@@ -86,6 +103,9 @@ func TestRun(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tt.stderr) {
 				t.Errorf("stderr lacks %q:\n%s", tt.stderr, stderr.String())
+			}
+			if tt.stdoutNot != "" && strings.Contains(stdout.String(), tt.stdoutNot) {
+				t.Errorf("stdout has %q:\n%s", tt.stdoutNot, stdout.String())
 			}
 		})
 	}
