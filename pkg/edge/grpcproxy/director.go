@@ -227,15 +227,9 @@ func outgoingMetadata(in metadata.MD, requestID string) metadata.MD {
 	return out
 }
 
-// kedgeMetadataPrefix starts every metadata key kedge owns; metadataInfoLogs is the one a client may send on.
-const (
-	kedgeMetadataPrefix = "x-kedge-"
-	metadataInfoLogs    = "x-kedge-info-logs"
-)
-
 // dropKey reports whether an incoming metadata key must not be forwarded. Keys are lower case in metadata.MD.
 func dropKey(k string) bool {
-	return wire.HopMetadata(k) || strings.HasPrefix(k, kedgeMetadataPrefix) && k != metadataInfoLogs
+	return wire.HopMetadata(k) || wire.KedgeOwned(k)
 }
 
 // describeRoute names a route in log lines by its conditions; metadata values are left out as they may be secret.

@@ -98,17 +98,13 @@ func isTokenChar(c byte) bool {
 	return false
 }
 
-// kedgePrefix starts every header kedge owns.
-const kedgePrefix = "X-Kedge-"
-
 // sanitizeOutbound removes what a client may not send to a backend through kedge: every X-Kedge-* header except
 // X-Kedge-Info-Logs (kedge-owned headers are set by kedge alone, in canonical spelling) and Proxy-Authorization
 // (kedge's own credentials, already dropped as hop-by-hop; removed again here so no path can forward it). It then
 // sets the request ID. Authorization is the backend's business and stays.
 func sanitizeOutbound(h http.Header, reqID string) {
 	for name := range h {
-		if len(name) >= len(kedgePrefix) && equalFoldASCII(name[:len(kedgePrefix)], kedgePrefix) &&
-			name != wire.HeaderInfoLogs {
+		if wire.KedgeOwned(name) {
 			delete(h, name)
 		}
 	}
