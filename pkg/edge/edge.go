@@ -108,7 +108,8 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading config documents:\n%w", err)
 	}
-	for _, w := range cfg.Warnings(dyn) {
+	warnings := cfg.Warnings(dyn)
+	for _, w := range warnings {
 		log.Warn("config warning", "warning", w)
 	}
 
@@ -134,7 +135,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 			ResponseHeaderTimeout:   responseHeaderTimeout(cfg.BackendResponseHeaderTimeout),
 		},
 	})
-	if s.state, err = newState(dyn); err != nil {
+	if s.state, err = newState(dyn, warnings); err != nil {
 		return nil, err
 	}
 	if err = s.pool.Update(dyn.Backends); err != nil {

@@ -64,7 +64,7 @@ func stateServer(t *testing.T, file *config.Dynamic) *Server {
 	s := &Server{log: logging.Discard(), pool: backend.NewPool(backend.Deps{K8s: fixedK8s{}})}
 	t.Cleanup(s.pool.Close)
 	var err error
-	if s.state, err = newState(file); err != nil {
+	if s.state, err = newState(file, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.pool.Update(file.Backends); err != nil {

@@ -2,6 +2,8 @@ package edge
 
 import (
 	"fmt"
+	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -16,6 +18,8 @@ type tables struct {
 	http *route.HTTPTable
 	grpc *route.GRPCTable
 	dyn  *config.Dynamic
+	// warnings are what Config.Warnings says of dyn, as logged when it was applied and shown by /debug/config.
+	warnings []string
 }
 
 // state is the running dynamic config: the routing snapshot that requests read without locks, and the two inputs
@@ -29,12 +33,13 @@ type state struct {
 	found *config.Discovered // the discovered config in force; nil until discovery first applies (or without it)
 }
 
-// newState compiles the initial file config; nothing is discovered yet.
-func newState(file *config.Dynamic) (*state, error) {
+// newState compiles the initial file config, of which startup logged warnings; nothing is discovered yet.
+func newState(file *config.Dynamic, warnings []string) (*state, error) {
 	t, err := compile(file)
 	if err != nil {
 		return nil, err
 	}
+	t.warnings = warnings
 	s := &state{file: file}
 	s.current.Store(t)
 	return s, nil
@@ -100,14 +105,23 @@ func (s *Server) swap(dyn *config.Dynamic) error {
 	if err := s.pool.Update(union(dyn.Backends, old.dyn.Backends)); err != nil {
 		return fmt.Errorf("building backends: %w", err)
 	}
+	next.warnings = s.cfg.Warnings(dyn)
 	s.state.current.Store(next)
 	if err := s.pool.Update(dyn.Backends); err != nil {
 		// Cannot happen for specs the first Update accepted; keep serving and say so.
 		s.log.Error("config applied, but the backends it dropped could not be removed; they stay open until the next config change",
 			"error", err)
 	}
-	for _, w := range s.cfg.Warnings(dyn) {
-		s.log.Warn("config warning", "warning", w)
+	// A warning is logged when it first applies, not again with every change: at startup with discovery, the file
+	// config's warnings were logged by New and the first discovered config repeats them.
+	for _, w := range next.warnings {
+		if !slices.Contains(old.warnings, w) {
+			s.log.Warn("config warning", "warning", w)
+		}
+	}
+	if reflect.DeepEqual(dyn, old.dyn) {
+		s.log.Debug("config unchanged", "http_routes", len(dyn.HTTPRoutes), "grpc_routes", len(dyn.GRPCRoutes), "backends", len(dyn.Backends))
+		return nil
 	}
 	s.log.Info("config applied", "http_routes", len(dyn.HTTPRoutes), "grpc_routes", len(dyn.GRPCRoutes), "backends", len(dyn.Backends))
 	return nil
@@ -132,15 +146,9 @@ func union(next, prev []backend.Spec) []backend.Spec {
 	return out
 }
 
-// effectiveConfig is what /debug/config shows: the routes in force and the backends with their endpoints.
+// effectiveConfig is what /debug/config shows: the routes in force, the backends with their endpoints and the
+// warnings of the config (see debugConfig).
 func (s *Server) effectiveConfig() any {
 	t := s.state.current.Load()
-	return map[string]any{
-		"http_routes": t.http.Routes(),
-		"http_adhoc":  t.dyn.HTTPAdhoc,
-		"grpc_routes": t.grpc.Routes(),
-		"grpc_adhoc":  t.dyn.GRPCAdhoc,
-		"backends":    s.pool.Snapshot(),
-		"warnings":    t.dyn.Warnings,
-	}
+	return newDebugConfig(t, s.pool.Snapshot())
 }
