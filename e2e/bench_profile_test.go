@@ -20,7 +20,7 @@ import (
 //	winch-h1           plain-HTTP GETs through winch to kedge, profiling winch
 //	winch-connect      bulk bytes through a CONNECT tunnel of winch (and so of kedge), profiling winch
 //
-// KEDGE_BENCH_PROFILE_KIND=heap|allocs takes that profile (of the same process, after the same 5 seconds of load)
+// KEDGE_BENCH_PROFILE_PROC=kedge profiles kedge under a winch-* load. KEDGE_BENCH_PROFILE_KIND=heap|allocs takes that profile (of the same process, after the same 5 seconds of load)
 // instead of the CPU profile.
 
 // profile writes the profile chosen by the environment to path.
@@ -33,7 +33,7 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 		}
 	}
 	debug, host := e.kedgeDebug, ""
-	if strings.HasPrefix(load, "winch-") {
+	if strings.HasPrefix(load, "winch-") && os.Getenv("KEDGE_BENCH_PROFILE_PROC") != "kedge" {
 		// winch serves its debug endpoints on its proxy port, for Host localhost only.
 		debug, host = strings.TrimPrefix(e.winchProxy, "http://"), "localhost"
 	}

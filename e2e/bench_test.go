@@ -115,10 +115,14 @@ func BenchmarkProxy(b *testing.B) {
 	}
 	for _, tc := range tests {
 		b.Run(tc.traffic+"/"+tc.path, func(b *testing.B) {
-			before := benchCPU(tc.procs)
+			before, first := benchCPU(tc.procs), benchCPU(tc.procs[:min(1, len(tc.procs))])
 			tc.run(b)
 			if len(tc.procs) > 0 && b.N > 0 {
 				b.ReportMetric(float64(benchCPU(tc.procs)-before)/float64(time.Microsecond)/float64(b.N), "proxy-cpu-us/op")
+				if len(tc.procs) > 1 {
+					// winch -> kedge: winch's own share too.
+					b.ReportMetric(float64(benchCPU(tc.procs[:1])-first)/float64(time.Microsecond)/float64(b.N), "first-proxy-cpu-us/op")
+				}
 			}
 		})
 	}

@@ -69,15 +69,13 @@ func (h *Handler) forward(req *http.Request, tunnel string) *http.Response {
 		hostport = tunnel
 	}
 	d := h.decide(hostport)
+	h.metrics.httpTo[d.kind].Inc()
 	switch d.kind {
 	case refused:
-		h.metrics.requests.WithLabelValues("http", "refused").Inc()
 		return h.winchError(req, d.status, d.errType, d.msg)
 	case toDirect:
-		h.metrics.requests.WithLabelValues("http", "direct").Inc()
 		return h.forwardDirect(req, start)
 	}
-	h.metrics.requests.WithLabelValues("http", "kedge").Inc()
 	return h.forwardKedge(req, d.dest, start)
 }
 
