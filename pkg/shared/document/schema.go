@@ -181,10 +181,18 @@ type schemaCheck struct {
 
 // fail records a problem of the token at byte offset off.
 func (s *schemaCheck) fail(path string, off int64, format string, args ...any) {
-	reason := fmt.Sprintf(format, args...)
+	s.failHint(path, off, fmt.Sprintf(format, args...), "")
+}
+
+// failHint is fail with a hint after the problem and its position: "unknown field "x" (line 1, column 2); the
+// fields here are ...".
+func (s *schemaCheck) failHint(path string, off int64, reason, hint string) {
 	if s.js != nil {
 		line, col := position(s.js, off)
 		reason += fmt.Sprintf(" (line %d, column %d)", line, col)
+	}
+	if hint != "" {
+		reason += "; " + hint
 	}
 	s.errs = append(s.errs, &FieldError{File: s.file, Field: path, Reason: reason})
 }
@@ -204,12 +212,8 @@ func (s *schemaCheck) message(md protoreflect.MessageDescriptor, n *node, path s
 		if fd == nil {
 			fd = fields.ByTextName(key)
 		}
-		switch {
-		case fd == nil && s.first:
-			s.fail(p, keyOff, "unknown field %s", strconv.Quote(key))
-			continue
-		case fd == nil:
-			s.fail(p, keyOff, "unknown field %s; the fields here are %s", strconv.Quote(key), fieldNames(md))
+		if fd == nil {
+			s.failHint(p, keyOff, "unknown field "+strconv.Quote(key), "the fields here are "+fieldNames(md))
 			continue
 		}
 		if prev, dup := seen[fd.Number()]; dup {
@@ -331,7 +335,7 @@ func (s *schemaCheck) enum(ed protoreflect.EnumDescriptor, n *node, path string)
 	} else if n.kind == kindString {
 		shown = strconv.Quote(n.str)
 	}
-	s.fail(path, n.off, "unknown value %s; one of %s", shown, strings.Join(names, ", "))
+	s.failHint(path, n.off, "unknown value "+shown, "one of "+strings.Join(names, ", "))
 }
 
 func fieldNames(md protoreflect.MessageDescriptor) string {
