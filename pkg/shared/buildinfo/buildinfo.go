@@ -1,5 +1,5 @@
-// Package buildinfo reports what binary is running: the release version stamped in at link time, the Go version and
-// the VCS revision the Go toolchain recorded.
+// Package buildinfo reports what binary is running: the release version stamped in at link time (else the module
+// version the Go toolchain recorded, as after "go install ...@v1.2.3"), the Go version and the VCS revision.
 package buildinfo
 
 import (
@@ -9,12 +9,14 @@ import (
 
 // Version is the release version. It is the one package-level variable the project allows: the linker sets it with
 // -ldflags "-X github.com/kedge-proxy/kedge/pkg/shared/buildinfo.Version=v1.2.3" (the Makefile does), and nothing
-// writes it at run time.
-var Version = "dev"
+// writes it at run time. Empty: Get reports the main module's version, or "dev".
+var Version = ""
 
 // Info describes the running binary. The JSON names keep the original kedge's "build_version" key of /_version.
 type Info struct {
-	// Version is the release version from the linker, or "dev".
+	// Version is the release version from the linker; else the main module's version as the Go toolchain recorded
+	// it ("v1.2.3" after go install ...@v1.2.3; a pseudo-version such as "v0.0.0-20261205052100-0123abcdef01+dirty"
+	// for go build in a git checkout); else "dev".
 	Version string `json:"build_version"`
 	// GoVersion is the toolchain that built the binary, e.g. "go1.26.8".
 	GoVersion string `json:"go_version"`
@@ -29,8 +31,8 @@ type Info struct {
 
 // Get returns the build information of the running binary.
 func Get() Info {
-	info := Info{Version: Version, GoVersion: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
+	info := Info{Version: version(Version, bi, ok), GoVersion: runtime.Version()}
 	if !ok {
 		return info
 	}
@@ -60,4 +62,16 @@ func (i Info) String() string {
 		}
 	}
 	return s + ")"
+}
+
+// version is Info.Version: the linker's version, else the main module's (not "(devel)", which go build writes when
+// it knows none), else "dev".
+func version(linked string, bi *debug.BuildInfo, ok bool) string {
+	switch {
+	case linked != "":
+		return linked
+	case ok && bi.Main.Version != "" && bi.Main.Version != "(devel)":
+		return bi.Main.Version
+	}
+	return "dev"
 }

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
@@ -76,5 +77,40 @@ func TestLdflagsSetVersion(t *testing.T) {
 	}
 	if info.GoVersion != runtime.Version() {
 		t.Errorf("GoVersion = %q, want %q", info.GoVersion, runtime.Version())
+	}
+}
+
+// TestVersionFromModule builds a binary without the linker flag (as go install does) and checks that the version is
+// the main module's version the toolchain recorded in it (go version -m), or "dev" where it recorded none.
+func TestVersionFromModule(t *testing.T) {
+	t.Parallel()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out := filepath.Join(t.TempDir(), "printversion")
+	if b, err := exec.CommandContext(t.Context(), goBin, "build", "-o", out, "./testdata/printversion").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	meta, err := exec.CommandContext(t.Context(), goBin, "version", "-m", out).Output()
+	if err != nil {
+		t.Fatalf("go version -m: %v", err)
+	}
+	want := ""
+	for _, line := range strings.Split(string(meta), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "mod" && f[1] == "github.com/kedge-proxy/kedge" {
+			want = f[2]
+		}
+	}
+	if want == "" || want == "(devel)" {
+		want = "dev"
+	}
+	b, err := exec.CommandContext(t.Context(), out).Output()
+	if err != nil {
+		t.Fatalf("running %s: %v", out, err)
+	}
+	var info buildinfo.Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatalf("decoding %q: %v", b, err)
+	}
+	if info.Version != want {
+		t.Errorf("Version = %q, want the module version %q (go version -m:\n%s)", info.Version, want, meta)
 	}
 }
