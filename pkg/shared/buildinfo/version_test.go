@@ -7,7 +7,9 @@ import (
 
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	mod := func(v string) *debug.BuildInfo { return &debug.BuildInfo{Main: debug.Module{Path: "github.com/kedge-proxy/kedge", Version: v}} }
+	mod := func(v string) *debug.BuildInfo {
+		return &debug.BuildInfo{Main: debug.Module{Path: "github.com/kedge-proxy/kedge", Version: v}}
+	}
 	tests := []struct {
 		name, linked string
 		bi           *debug.BuildInfo
