@@ -109,7 +109,7 @@ func (ln *Line) Null(key string) *Line {
 	return ln
 }
 
-// Dur adds a duration field: "1.5ms" in text, nanoseconds in JSON (as logrus writes a time.Duration).
+// Dur adds a duration field, in both formats a string with its unit (see FormatDuration): "1.5ms".
 func (ln *Line) Dur(key string, d time.Duration) *Line {
 	if ln == nil {
 		return nil
@@ -120,11 +120,46 @@ func (ln *Line) Dur(key string, d time.Duration) *Line {
 	}
 	ln.buf = ln.e.fast.key(ln.buf, key)
 	if ln.e.fast.json {
-		ln.buf = strconv.AppendInt(ln.buf, int64(d), 10)
+		ln.buf = append(ln.buf, '"')
+		ln.buf = appendDuration(ln.buf, d)
+		ln.buf = append(ln.buf, '"')
 	} else {
-		ln.buf = ln.e.fast.str(ln.buf, d.String())
+		var tmp [32]byte
+		ln.buf = ln.e.fast.str(ln.buf, string(appendDuration(tmp[:0], d)))
 	}
 	return ln
+}
+
+// FormatDuration is how log lines write a duration, in text and JSON alike: a decimal number with at most three
+// decimals (truncated, trailing zeros dropped) and the largest unit of ns, µs, ms and s it reaches: "850ns",
+// "12.5µs", "128.415ms", "3.2s", "7384s". Go's time.ParseDuration reads it back.
+func FormatDuration(d time.Duration) string { return string(appendDuration(nil, d)) }
+
+func appendDuration(b []byte, d time.Duration) []byte {
+	n := uint64(d)
+	if d < 0 {
+		b = append(b, '-')
+		n = -n
+	}
+	unit, div := "ns", uint64(1)
+	switch {
+	case n >= uint64(time.Second):
+		unit, div = "s", uint64(time.Second)
+	case n >= uint64(time.Millisecond):
+		unit, div = "ms", uint64(time.Millisecond)
+	case n >= uint64(time.Microsecond):
+		unit, div = "µs", uint64(time.Microsecond)
+	}
+	b = strconv.AppendUint(b, n/div, 10)
+	if frac := n % div * 1000 / div; frac != 0 {
+		digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+		end := 3
+		for digits[end-1] == '0' {
+			end--
+		}
+		b = append(append(b, '.'), digits[:end]...)
+	}
+	return append(b, unit...)
 }
 
 // Write ends the line and writes it. Errors and warnings reach the output before Write returns; other lines may

@@ -114,7 +114,7 @@ func TestLineBuilder(t *testing.T) {
 	}
 	Begin(l, LevelInfo, "grpc call").Str("a", "x").StrIf("skipped", "").Int("n", 5).Dur("d", time.Second).Bool("b", true).Write()
 	got := parseLine(t, "json", buf.String())
-	want := map[string]string{"level": `"info"`, "msg": `"grpc call"`, "a": `"x"`, "n": "5", "d": "1000000000", "b": "true"}
+	want := map[string]string{"level": `"info"`, "msg": `"grpc call"`, "a": `"x"`, "n": "5", "d": `"1s"`, "b": "true"}
 	if !maps.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
@@ -247,4 +247,49 @@ func TestLineAllocs(t *testing.T) {
 		t.Errorf("%v allocations per line, want 0", n)
 	}
 	_ = Flush(l)
+}
+
+// TestDurations: durations carry their unit in JSON as in text, and time.ParseDuration reads them back (to the
+// precision written).
+func TestDurations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0ns"},
+		{850, "850ns"},
+		{12500, "12.5µs"},
+		{128415 * time.Microsecond, "128.415ms"},
+		{128415678, "128.415ms"},
+		{3200 * time.Millisecond, "3.2s"},
+		{2*time.Hour + 3*time.Second, "7203s"},
+		{-1500 * time.Microsecond, "-1.5ms"},
+	}
+	for _, tt := range tests {
+		got := FormatDuration(tt.d)
+		if got != tt.want {
+			t.Errorf("FormatDuration(%d) = %q, want %q", tt.d, got, tt.want)
+		}
+		if back, err := time.ParseDuration(got); err != nil || back > tt.d && tt.d >= 0 || tt.d-back >= time.Microsecond*time.Duration(max(1, tt.d/time.Second)) {
+			t.Errorf("ParseDuration(%q) = %v, %v; want about %v", got, back, err, tt.d)
+		}
+	}
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		l, err := New(Options{Level: "info", Format: format, Output: &buf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Info("kv", FieldDuration, 1500*time.Microsecond)                            // the fast path
+		l.Info("func", FieldDuration, 1500*time.Microsecond, "f", func() {})          // through logrus
+		Begin(l, LevelInfo, "line").Dur(FieldDuration, 1500*time.Microsecond).Write() // a Line
+		want := `"duration":"1.5ms"`
+		if format == "text" {
+			want = "duration=1.5ms"
+		}
+		if n := strings.Count(buf.String(), want); n != 3 {
+			t.Errorf("%s: %d lines with %s, want 3:\n%s", format, n, want, buf.String())
+		}
+	}
 }

@@ -202,8 +202,11 @@ func addFields(f logrus.Fields, kv []any) (hasFunc bool) {
 			break
 		}
 		v := kv[i+1]
-		if err, ok := v.(error); ok {
-			v = err.Error()
+		switch x := v.(type) {
+		case error:
+			v = x.Error()
+		case time.Duration:
+			v = FormatDuration(x) // with its unit, in JSON too (logrus would write nanoseconds)
 		}
 		hasFunc = hasFunc || isFunc(v)
 		f[key] = v
