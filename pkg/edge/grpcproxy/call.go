@@ -26,7 +26,8 @@ type call struct {
 
 	mu       sync.Mutex // guards the fields below
 	directed bool       // the director ran, so the proxy handler (not an interceptor) decided the outcome
-	route    string
+	route    string     // the backend name, admission.AdhocLabel or "": what HTTP lines call the route
+	match    string     // the matching route's pattern (service, authority, metadata), logged as route_match
 	backend  string
 	adhoc    string
 	endpoint string
@@ -120,6 +121,7 @@ func (p *Proxy) finish(c *call, err error) {
 		Str("code", code.String()).
 		Dur(logging.FieldDuration, elapsed).
 		StrIf(logging.FieldRoute, c.route).
+		StrIf("route_match", c.match).
 		StrIf(logging.FieldBackend, c.backend).
 		StrIf("adhoc", c.adhoc).
 		StrIf(logging.FieldEndpoint, c.endpoint).

@@ -57,7 +57,7 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 		desc := describeRoute(r)
 		conn, ok := p.backendConn(r.Backend)
 		c.update(func(c *call) {
-			c.route = desc
+			c.route, c.match = r.Backend, desc
 			c.backend = r.Backend
 			if !ok {
 				c.errType = wire.ErrNoBackend
@@ -199,6 +199,7 @@ func (p *Proxy) directAdhoc(target route.Target, c *call) (*adhocConn, func(), e
 	c.update(func(c *call) {
 		c.backend = admission.AdhocLabel
 		c.adhoc = target.HostPort()
+		c.route = admission.AdhocLabel
 	})
 	conn, release, err := p.adhoc.get(target)
 	switch {

@@ -287,7 +287,8 @@ func TestLogAndMetrics(t *testing.T) {
 	want := map[string]any{
 		logging.FieldGRPC:     "/grpc.testing.TestService/UnaryCall",
 		"authority":           e.addr,
-		logging.FieldRoute:    "grpc.testing.TestService/Unary*",
+		logging.FieldRoute:    "a",
+		"route_match":         "grpc.testing.TestService/Unary*",
 		logging.FieldBackend:  "a",
 		logging.FieldEndpoint: e.backends["a"].addr,
 		"code":                "OK",
