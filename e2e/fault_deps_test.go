@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+)
+
+// relay forwards TCP connections from a port on 127.0.0.1 to target. kill makes it behave as a dead server (the
+// port refuses, every relayed connection is closed); revive listens on the same port again.
+type relay struct {
+	t      *testing.T
+	target string
+	port   int
+
+	mu    sync.Mutex
+	ln    net.Listener // nil while dead
+	conns map[net.Conn]struct{}
+}
+
+func newRelay(t *testing.T, target string) *relay {
+	t.Helper()
+	r := &relay{t: t, target: target, conns: map[net.Conn]struct{}{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.port = ln.Addr().(*net.TCPAddr).Port
+	r.serve(ln)
+	t.Cleanup(r.kill)
+	return r
+}
+
+func (r *relay) serve(ln net.Listener) {
+	r.mu.Lock()
+	r.ln = ln
+	r.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go r.forward(c)
+		}
+	}()
+}
+
+func (r *relay) forward(c net.Conn) {
+	up, err := net.DialTimeout("tcp", r.target, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if !r.track(c, up) {
+		return
+	}
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) { _, _ = io.Copy(dst, src); done <- struct{}{} }
+	go pipe(up, c)
+	go pipe(c, up)
+	<-done // either side ending ends both
+	r.untrack(c, up)
+}
+
+// track registers the connections, or closes them when the relay is dead.
+func (r *relay) track(cs ...net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ln == nil {
+		for _, c := range cs {
+			c.Close()
+		}
+		return false
+	}
+	for _, c := range cs {
+		r.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (r *relay) untrack(cs ...net.Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+		delete(r.conns, c)
+	}
+}
+
+func (r *relay) kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ln != nil {
+		r.ln.Close()
+		r.ln = nil
+	}
+	for c := range r.conns {
+		c.Close()
+		delete(r.conns, c)
+	}
+}
+
+func (r *relay) revive() {
+	r.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(r.port))
+	if err != nil {
+		r.t.Fatalf("listening on port %d again: %v", r.port, err)
+	}
+	r.serve(ln)
+}
+
+// TestKedgeKubernetesAPIDownAndBack cuts kedge off from the Kubernetes API server (its port refuses, the open
+// watches break) for a few seconds: the discovered route keeps serving from the last state and kedge stays ready.
+// A change made meanwhile (the Service's pod replaced) reaches kedge once the API server is back.
+func TestKedgeKubernetesAPIDownAndBack(t *testing.T) {
+	t.Parallel()
+	api := newFakeKube(t)
+	podA := testutil.NewEchoServer(t, testutil.EchoName("pod-a"))
+	podB := testutil.NewEchoServer(t, testutil.EchoName("pod-b"))
+	api.put(podSlice("echo-a", podA.Port()))
+	api.put(exposedService("echo", "http=80:8080"))
+	apiAddr := strings.TrimPrefix(api.srv.URL, "https://")
+	front := newRelay(t, apiAddr)
+	kubeconfig := api.kubeconfig(t, t.TempDir())
+	cfg, err := os.ReadFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same API server, reached through the relay (its certificate names 127.0.0.1).
+	cfg = []byte(strings.Replace(string(cfg), api.srv.URL, fmt.Sprintf("https://127.0.0.1:%d", front.port), 1))
+	if err := os.WriteFile(kubeconfig, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k := startKedge(t, `{}`, `{}`,
+		"--k8sclient_kubeconfig_path="+kubeconfig,
+		"--kedge_dynamic_routings_enabled",
+		"--discovery_external_domain_suffix="+domainSuffix,
+		"--k8s_cache_sync_timeout=10s",
+	)
+	client := k.client(false)
+	backendOf := func() string {
+		resp, err := client.Get("https://echo.shop.svc." + domainSuffix + ":80/")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.Status + " " + resp.Header.Get("X-Kedge-Error-Type")
+		}
+		return testutil.DecodeEcho(t, resp).Backend
+	}
+	testutil.EventuallyWithin(t, 10*time.Second, "the discovered route to reach pod A", func() bool { return backendOf() == "pod-a" })
+
+	front.kill()
+	// The pod is replaced while kedge cannot see it.
+	api.put(podSlice("echo-b", podB.Port()))
+	api.remove("endpointslices", "shop", "echo-a")
+	end := time.Now().Add(3 * time.Second)
+	for n := 0; time.Now().Before(end); n++ {
+		if got := backendOf(); got != "pod-a" {
+			t.Fatalf("request %d while the API server is down went to %q, want pod-a (the last known state)", n, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := debugGet(t, "http://"+k.debug+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz while the API server is down: %d %s", code, body)
+	}
+
+	front.revive()
+	// client-go's reflectors retry with a backoff of up to 30s; the first retries come within seconds.
+	testutil.EventuallyWithin(t, 30*time.Second, "traffic to follow the change made while the API server was down", func() bool {
+		return backendOf() == "pod-b"
+	})
+	if code, body := debugGet(t, "http://"+k.debug+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz after the API server came back: %d %s", code, body)
+	}
+}
