@@ -150,6 +150,11 @@ func (p *Proxy) explainUnavailable(srv any, ss grpc.ServerStream, _ *grpc.Stream
 // Close closes the connections to kedges. Calls still running on them fail.
 func (p *Proxy) Close() error { return p.conns.close() }
 
+// authorityHint ends the errors about a call's :authority: a client that dials winch's port sends that address
+// (127.0.0.1:8071) as :authority unless told otherwise.
+const authorityHint = "a client of winch's gRPC port must set :authority to the service's host name and port, " +
+	"as the mapper's routes name it (grpcurl -authority svc.example.com:443, grpc-go grpc.WithAuthority)"
+
 // direct is the grpc-proxy director: it maps the call's :authority, picks the kedge connection and builds the
 // outgoing metadata. Token errors are Internal "transport: cannot get token: <err>" as in the original winch, the
 // error carrying the hint of what to do.
@@ -158,7 +163,7 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	authority := first(in[":authority"])
 	if authority == "" {
 		p.calls.WithLabelValues("refused").Inc()
-		return nil, nil, status.Error(codes.InvalidArgument, "no :authority header: winch cannot tell which destination the call is for")
+		return nil, nil, status.Error(codes.InvalidArgument, "no :authority header: winch cannot tell which destination the call is for; "+authorityHint)
 	}
 	dest, err := p.routes.Map(authority, mapper.ProtocolGRPC)
 	if err != nil {
@@ -166,9 +171,9 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 		var notDest *mapper.NotDestinationError
 		switch {
 		case errors.As(err, &notDest):
-			return nil, nil, status.Error(codes.Unimplemented, notDest.Error())
+			return nil, nil, status.Errorf(codes.Unimplemented, ":authority %s; "+authorityHint, notDest.Error())
 		case errors.Is(err, mapper.ErrIPLiteral), errors.Is(err, mapper.ErrInvalidDestination):
-			return nil, nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, nil, status.Errorf(codes.InvalidArgument, ":authority %q: %v; "+authorityHint, authority, err)
 		default:
 			return nil, nil, status.Error(codes.Internal, err.Error())
 		}

@@ -259,10 +259,12 @@ func TestCallErrors(t *testing.T) {
 		code      codes.Code
 		msg       string
 	}{
-		{"resourceXXX.ext.example.com", codes.Unimplemented, "resourceXXX.ext.example.com is not a kedge destination"},
+		{"resourceXXX.ext.example.com", codes.Unimplemented, ":authority resourceXXX.ext.example.com is not a kedge destination; a client of winch's gRPC port must set :authority"},
 		{"http-only.ext.example.com", codes.Unimplemented, "http-only.ext.example.com is not a kedge destination"},
 		{"error.ext.example.com", codes.Internal, "transport: cannot get token: Error dummy auth source. No TokenValue specified"},
+		{"127.0.0.1:" + kport, codes.InvalidArgument, `:authority "127.0.0.1:` + kport + `": `},
 		{"127.0.0.1:" + kport, codes.InvalidArgument, "IP address"},
+		{"127.0.0.1:" + kport, codes.InvalidArgument, "(grpcurl -authority svc.example.com:443"},
 		{"wrong-name.ext.example.com", codes.Unavailable, "certificate"},
 	}
 	for _, tt := range tests {
