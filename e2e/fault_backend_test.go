@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -292,4 +293,85 @@ func TestKedgeBackendKilledMidResponse(t *testing.T) {
 	h1.CloseIdleConnections()
 	h2.CloseIdleConnections()
 	expectNoLeaks(t, k, goroutinesBefore, fdsBefore)
+}
+
+// TestKedgeAllEndpointsDown stops both endpoints of a discovered backend: every request gets a fast 502
+// no-connection-to-all-resolved-addresses (counted in kedge_proxy_errors_total) while kedge stays ready, and
+// traffic comes back within the ejection backoff once one endpoint listens again.
+func TestKedgeAllEndpointsDown(t *testing.T) {
+	t.Parallel()
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	a, b := newRestartable(t, ok), newRestartable(t, ok)
+	api := newFakeKube(t)
+	api.put(podSlice("echo-a", a.port))
+	api.put(podSlice("echo-b", b.port))
+	api.put(exposedService("echo", "http=80:8080"))
+	const backoff = time.Second
+	k := startKedge(t, `{}`, `{}`,
+		"--k8sclient_kubeconfig_path="+api.kubeconfig(t, t.TempDir()),
+		"--kedge_dynamic_routings_enabled",
+		"--discovery_external_domain_suffix="+domainSuffix,
+		"--k8s_cache_sync_timeout=10s",
+		"--lbtransport_failed_target_backoff_duration="+backoff.String(),
+	)
+	const backend = `backend="echo_shop_8080"`
+	testutil.EventuallyWithin(t, 10*time.Second, "both endpoints", func() bool {
+		return metricValue(t, k.debug, "kedge_k8s_endpoints{"+backend+"}") == "2"
+	})
+	c := k.client(false)
+	get := func() (*http.Response, time.Duration, error) {
+		start := time.Now()
+		resp, err := c.Get("https://echo.shop.svc." + domainSuffix + ":80/")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, time.Since(start), err
+	}
+	for i := range 4 {
+		if resp, _, err := get(); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d with both endpoints up: %v %v", i, resp, err)
+		}
+	}
+
+	a.kill()
+	b.kill()
+	const n = 20
+	var slowest time.Duration
+	for i := range n {
+		resp, took, err := get()
+		if err != nil {
+			t.Fatalf("request %d with every endpoint down: %v, want a 502", i, err)
+		}
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Kedge-Error-Type") != "no-connection-to-all-resolved-addresses" {
+			t.Errorf("request %d with every endpoint down: %s %q, want 502 no-connection-to-all-resolved-addresses",
+				i, resp.Status, resp.Header.Get("X-Kedge-Error-Type"))
+		}
+		slowest = max(slowest, took)
+	}
+	// Refused connections fail at once; nothing waits for --backend_dial_timeout (2s).
+	if slowest > time.Second {
+		t.Errorf("the slowest of %d answers with every endpoint down took %v, want well under a second", n, slowest)
+	}
+	t.Logf("slowest answer with every endpoint down: %v", slowest)
+	errs, _ := strconv.Atoi(metricValue(t, k.debug, `kedge_proxy_errors_total{`+backend+`,type="no-connection-to-all-resolved-addresses"}`))
+	if errs < n {
+		t.Errorf("kedge_proxy_errors_total counts %d no-connection errors, want at least %d", errs, n)
+	}
+	if code, body := debugGet(t, "http://"+k.debug+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with one backend down: %d %s", code, body)
+	}
+
+	b.revive()
+	back := time.Now()
+	testutil.EventuallyWithin(t, backoff+5*time.Second, "traffic to reach the endpoint that came back", func() bool {
+		resp, _, err := get()
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+	t.Logf("traffic back %v after an endpoint returned", time.Since(back))
+	for i := range 10 { // a is still down: requests that pick it go on to b
+		if resp, _, err := get(); err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("request %d with one endpoint back: %v %v", i, resp, err)
+		}
+	}
 }
