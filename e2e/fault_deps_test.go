@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
+
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil/oidcissuer"
 )
 
 // relay forwards TCP connections from a port on 127.0.0.1 to target. kill makes it behave as a dead server (the
@@ -184,4 +191,87 @@ func TestKedgeKubernetesAPIDownAndBack(t *testing.T) {
 	if code, body := debugGet(t, "http://"+k.debug+"/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz after the API server came back: %d %s", code, body)
 	}
+}
+
+// TestKedgeOIDCIssuerDown takes the OIDC issuer down (discovery and JWKS answer 503) after kedge has its keys:
+// tokens signed by a known key keep verifying (also ones kedge has not seen before), kedge stays ready and its
+// background key refresh keeps the previous keys; a token naming an unknown kid fails closed, 401 unauthorized
+// (gRPC Unauthenticated), never a 5xx. When the issuer is back, a key it rotated in meanwhile verifies.
+func TestKedgeOIDCIssuerDown(t *testing.T) {
+	t.Parallel()
+	iss := oidcissuer.New(t)
+	b := startBackends(t)
+	k := startKedge(t, authDirector, b.pool(),
+		"--server_oidc_provider_url="+iss.URL(),
+		"--server_oidc_client_id=kedge",
+		"--server_oidc_perms_claim=perms",
+		"--server_oidc_jwks_refresh_interval=1s") // background refreshes fail while the issuer is down
+	sign := func(sub string, opts ...oidcissuer.SignOption) string {
+		c := iss.Claims("kedge")
+		c["perms"], c["sub"] = []string{"x"}, sub
+		return iss.Sign(t, c, opts...)
+	}
+	rpc := testpb.NewTestServiceClient(k.grpcConn(t, k.grpcAddr, ""))
+	grpcCode := func(token string) codes.Code {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		ctx = metadata.AppendToOutgoingContext(ctx, "proxy-authorization", "Bearer "+token)
+		_, err := rpc.UnaryCall(ctx, &testpb.SimpleRequest{})
+		return grpcstatus.Code(err)
+	}
+	known := sign("user-1")
+	if resp := k.get(t, "x.example.com", known); resp.StatusCode != http.StatusOK {
+		t.Fatalf("with the issuer up: %s (%s)", resp.Status, resp.Header.Get("X-Kedge-Error"))
+	}
+
+	iss.SetDown(true)
+	fetches := iss.Requests()
+	testutil.EventuallyWithin(t, 10*time.Second, "a background key refresh against the down issuer", func() bool {
+		return iss.Requests() > fetches
+	})
+	for i, tc := range []struct{ name, token string }{
+		{"a token verified before", known},
+		{"a new token signed by a known key", sign("user-2")},
+		{"a new ES256 token", sign("user-3", oidcissuer.WithAlgorithm("ES256"))},
+	} {
+		if resp := k.get(t, "x.example.com", tc.token); resp.StatusCode != http.StatusOK {
+			t.Errorf("%d. %s, issuer down: %s (%s), want 200", i, tc.name, resp.Status, resp.Header.Get("X-Kedge-Error"))
+		}
+		if code := grpcCode(tc.token); code != codes.OK {
+			t.Errorf("%d. %s over gRPC, issuer down: %v, want OK", i, tc.name, code)
+		}
+	}
+	rotated := iss.RotateKey(t) // published only once the issuer is back
+	for _, tc := range []struct{ name, token string }{
+		{"a token naming a kid kedge never saw", sign("user-4", oidcissuer.WithUnknownKey())},
+		{"a token signed by a key the down issuer rotated to", sign("user-5")},
+	} {
+		for range 2 { // the first triggers a key fetch that fails, the second is rate-limited: both fail closed
+			start := time.Now()
+			resp := k.get(t, "x.example.com", tc.token)
+			if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Kedge-Error-Type") != "unauthorized" {
+				t.Errorf("%s, issuer down: %s %q (%s), want 401 unauthorized", tc.name, resp.Status,
+					resp.Header.Get("X-Kedge-Error-Type"), resp.Header.Get("X-Kedge-Error"))
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("%s, issuer down: answered after %v", tc.name, took)
+			}
+			if code := grpcCode(tc.token); code != codes.Unauthenticated {
+				t.Errorf("%s over gRPC, issuer down: %v, want Unauthenticated", tc.name, code)
+			}
+		}
+	}
+	if code, body := debugGet(t, "http://"+k.debug+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with the issuer down after startup: %d %s", code, body)
+	}
+	if resp := k.get(t, "x.example.com", known); resp.StatusCode != http.StatusOK {
+		t.Errorf("the known token after the failed key fetches: %s (%s)", resp.Status, resp.Header.Get("X-Kedge-Error"))
+	}
+
+	iss.SetDown(false)
+	newToken := sign("user-6")
+	testutil.EventuallyWithin(t, 15*time.Second, "a token signed by the rotated key "+rotated+" to verify once the issuer is back", func() bool {
+		return k.get(t, "x.example.com", newToken).StatusCode == http.StatusOK
+	})
+	k.proc.waitOutput(t, "keeping the previous ones")
 }
