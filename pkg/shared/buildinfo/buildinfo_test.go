@@ -56,22 +56,7 @@ func TestLdflagsSetVersion(t *testing.T) {
 		t.Skip("builds a binary")
 	}
 	t.Parallel()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out := filepath.Join(t.TempDir(), "printversion")
-	build := exec.CommandContext(t.Context(), goBin, "build",
-		"-ldflags", "-X github.com/kedge-proxy/kedge/pkg/shared/buildinfo.Version=v9.8.7-test",
-		"-o", out, "./testdata/printversion")
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	b, err := exec.CommandContext(t.Context(), out).Output()
-	if err != nil {
-		t.Fatalf("running %s: %v", out, err)
-	}
-	var info buildinfo.Info
-	if err := json.Unmarshal(b, &info); err != nil {
-		t.Fatalf("decoding %q: %v", b, err)
-	}
+	info, _ := buildAndRun(t, "-ldflags", "-X github.com/kedge-proxy/kedge/pkg/shared/buildinfo.Version=v9.8.7-test")
 	if info.Version != "v9.8.7-test" {
 		t.Errorf("Version = %q, want v9.8.7-test", info.Version)
 	}
@@ -84,12 +69,8 @@ func TestLdflagsSetVersion(t *testing.T) {
 // the main module's version the toolchain recorded in it (go version -m), or "dev" where it recorded none.
 func TestVersionFromModule(t *testing.T) {
 	t.Parallel()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out := filepath.Join(t.TempDir(), "printversion")
-	if b, err := exec.CommandContext(t.Context(), goBin, "build", "-o", out, "./testdata/printversion").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	meta, err := exec.CommandContext(t.Context(), goBin, "version", "-m", out).Output()
+	info, out := buildAndRun(t)
+	meta, err := exec.CommandContext(t.Context(), filepath.Join(runtime.GOROOT(), "bin", "go"), "version", "-m", out).Output()
 	if err != nil {
 		t.Fatalf("go version -m: %v", err)
 	}
@@ -102,6 +83,20 @@ func TestVersionFromModule(t *testing.T) {
 	if want == "" || want == "(devel)" {
 		want = "dev"
 	}
+	if info.Version != want {
+		t.Errorf("Version = %q, want the module version %q (go version -m:\n%s)", info.Version, want, meta)
+	}
+}
+
+// buildAndRun builds testdata/printversion with go build's extra args and returns what it prints and its path.
+func buildAndRun(t *testing.T, args ...string) (buildinfo.Info, string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "printversion")
+	build := exec.CommandContext(t.Context(), filepath.Join(runtime.GOROOT(), "bin", "go"),
+		append(append([]string{"build"}, args...), "-o", out, "./testdata/printversion")...)
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
 	b, err := exec.CommandContext(t.Context(), out).Output()
 	if err != nil {
 		t.Fatalf("running %s: %v", out, err)
@@ -110,7 +105,5 @@ func TestVersionFromModule(t *testing.T) {
 	if err := json.Unmarshal(b, &info); err != nil {
 		t.Fatalf("decoding %q: %v", b, err)
 	}
-	if info.Version != want {
-		t.Errorf("Version = %q, want the module version %q (go version -m:\n%s)", info.Version, want, meta)
-	}
+	return info, out
 }
