@@ -31,14 +31,8 @@ func completion(args []string, stdout, stderr io.Writer) int {
 			"  zsh:  source <(kedge completion zsh)      (or save it as _kedge in a directory of $fpath)\n"+
 			"  fish: kedge completion fish | source      (or save it as ~/.config/fish/completions/kedge.fish)\n")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		fmt.Fprintf(stderr, "kedge completion: %v (see --help)\n", err)
-		return 2
+	if code, done := parseSubcommand(fs, args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintf(stderr, "kedge completion: want exactly one shell: bash, zsh or fish (see --help)\n")
@@ -56,4 +50,21 @@ func completion(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return 0
+}
+
+// parseSubcommand parses args into fs, the flags of subcommand fs.Name(). It is done, with the exit code, when
+// args asked for help (printed on stdout, 0) or did not parse (one line on stderr, with a suggestion for a mistyped
+// flag, 2). Deprecated flags that were used get their notice on stderr.
+func parseSubcommand(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	if err := fs.Parse(cli.JoinBoolValues(fs, args)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0, true
+		}
+		fmt.Fprintf(stderr, "%s: %v (see --help)\n", fs.Name(), cli.SuggestFlag(fs, err))
+		return 2, true
+	}
+	cli.PrintDeprecations(stderr, fs.Name(), fs)
+	return 0, false
 }

@@ -24,16 +24,9 @@ import (
 func discover(args []string, stdout, stderr io.Writer) int {
 	fs, opts := discoverFlags()
 	k8s := &opts.k8s
-	if err := fs.Parse(cli.JoinBoolValues(fs, args)); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		fmt.Fprintf(stderr, "kedge discover: %v (see --help)\n", cli.SuggestFlag(fs, err))
-		return 2
+	if code, done := parseSubcommand(fs, args, stdout, stderr); done {
+		return code
 	}
-	cli.PrintDeprecations(stderr, "kedge discover", fs)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kedge discover: unexpected arguments %q (see --help)\n", fs.Args())
 		return 2
