@@ -23,7 +23,7 @@ func TestShellCompletion(t *testing.T) {
 		want  []string
 	}{
 		{"kedge", []string{"kedge |", "kedge --server_http_t|", "kedge discover --on|", "kedge completion |"},
-			[]string{"complete -F _kedge_completion kedge", "discover completion", "--server_http_tls_port", "--once", "bash zsh fish"}},
+			[]string{"complete -F _kedge_completion kedge", "discover identity completion", "--server_http_tls_port", "--once", "bash zsh fish"}},
 		{"winch", []string{"winch |", "winch login --no_b|", "winch ca --|", "winch --server_mapper_config_p|"},
 			[]string{"complete -F _winch_completion winch", "login logout route ca completion", "--no_browser", "--help --state_dir", "--server_mapper_config_path"}},
 	}

@@ -43,6 +43,7 @@ func completion(args []string, stdout, stderr io.Writer) int {
 	disc, _ := discoverFlags()
 	c := cli.Completion{Program: "kedge", Flags: root, Commands: []cli.CompletionCommand{
 		{Name: "discover", Summary: "print the config Kubernetes discovery generates", Flags: disc},
+		{Name: "identity", Summary: "print the identity tokens' public keys (jwks)", Flags: identityFlags(), Args: []string{"jwks"}},
 		{Name: "completion", Summary: "print a shell completion script", Args: cli.Shells},
 	}}
 	if err := cli.WriteCompletion(stdout, fs.Arg(0), c); err != nil {
@@ -67,4 +68,11 @@ func parseSubcommand(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer)
 	}
 	cli.PrintDeprecations(stderr, fs.Name(), fs)
 	return 0, false
+}
+
+// identityFlags are the flags of "kedge identity jwks", as completion offers them.
+func identityFlags() *pflag.FlagSet {
+	fs := pflag.NewFlagSet("kedge identity jwks", pflag.ContinueOnError)
+	fs.String("server_identity_signing_key_file", "", "PEM private key whose public key to print")
+	return fs
 }
