@@ -10,7 +10,7 @@ import (
 
 // TestShellCompletion runs "kedge completion bash" and "winch completion bash" (the real binaries), sources each
 // script in a real bash, checks that it registered itself (complete -p) and asks it for completions as bash would;
-// the zsh and fish scripts are checked for their registration lines.
+// TestShellCompletionZshFish does the same in zsh and fish.
 func TestShellCompletion(t *testing.T) {
 	t.Parallel()
 	bash, err := exec.LookPath("bash")
@@ -75,4 +75,55 @@ c() { COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _` + tt.bin + `
 			}
 		})
 	}
+}
+
+// TestShellCompletionZshFish sources winch's zsh script in a real zsh (compadd, _files and compdef stubbed to print
+// what they are given: the completion system itself needs a terminal) and asks fish for completions of winch's fish
+// script with complete -C.
+func TestShellCompletionZshFish(t *testing.T) {
+	t.Parallel()
+	script := func(shell string) string {
+		out, err := exec.Command(filepath.Join(binDir, "winch"), "completion", shell).Output()
+		if err != nil {
+			t.Fatalf("winch completion %s: %v", shell, err)
+		}
+		path := filepath.Join(t.TempDir(), "winch."+shell)
+		if err := os.WriteFile(path, out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	t.Run("zsh", func(t *testing.T) {
+		zsh := lookClient(t, "zsh")
+		prog := `compdef() { print "compdef $*" }
+compadd() { if [[ $1 == -a ]]; then print -r -- "${(P)2}"; else print -r -- "$*"; fi }
+_files() { print FILES }
+compset() { return 0 }
+source "$1" || exit 9
+t() { words=("$@"); CURRENT=$#; _winch }
+t winch ''
+t winch login --no
+t winch completion ''
+t winch --server_mapper_config_path ''
+`
+		out, err := exec.Command(zsh, "-f", "-c", prog, "zsh", script("zsh")).CombinedOutput()
+		want := "compdef _winch winch\nlogin logout route ca completion\n" +
+			"--debug_mode --help --log_format --log_level --no_browser --oidc_device_flow --server_auth_config --server_auth_config_path --server_bind_address --server_http_port --state_dir\n" +
+			"bash zsh fish\nFILES\n"
+		if err != nil || string(out) != want {
+			t.Errorf("zsh: %v\n%s\nwant:\n%s", err, out, want)
+		}
+	})
+	t.Run("fish", func(t *testing.T) {
+		fish := lookClient(t, "fish")
+		prog := `source $argv[1]; or exit 9
+complete -C "winch login --no_b"
+complete -C "winch completion "
+complete -C "winch ca --"`
+		out, err := exec.Command(fish, "--no-config", "-c", prog, script("fish")).CombinedOutput()
+		want := "--no_browser\tnever open a browser for OIDC logins\nbash\nfish\nzsh\n--help\tshow help\n--state_dir\tdirectory for cached tokens and the MITM CA\n"
+		if err != nil || string(out) != want {
+			t.Errorf("fish: %v\n%q\nwant:\n%q", err, out, want)
+		}
+	})
 }
