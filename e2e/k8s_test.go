@@ -64,6 +64,14 @@ func TestKedgeFollowsKubernetes(t *testing.T) {
 		"--discovery_external_domain_suffix="+domainSuffix,
 		"--k8s_cache_sync_timeout=10s",
 	)
+	// Ready means the first discovered config is applied: it and the startup warnings were each logged once.
+	startup := k.proc.out.String()
+	if n := strings.Count(startup, `msg="config applied"`); n != 1 {
+		t.Errorf("%d \"config applied\" lines at startup, want 1", n)
+	}
+	if n := strings.Count(startup, "no authentication configured"); n != 1 {
+		t.Errorf("the startup warning logged %d times, want once", n)
+	}
 	client := k.client(false)
 	// Port 80 is the Service port, so the route wants it; winch would say X-Forwarded-Proto: http instead.
 	url := "https://echo.shop.svc." + domainSuffix + ":80/hello"

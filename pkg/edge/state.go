@@ -28,9 +28,10 @@ type tables struct {
 type state struct {
 	current atomic.Pointer[tables]
 
-	mu    sync.Mutex         // serialises changes; guards file and found
-	file  *config.Dynamic    // the file config in force
-	found *config.Discovered // the discovered config in force; nil until discovery first applies (or without it)
+	mu      sync.Mutex         // serialises changes; guards file, found and applied
+	file    *config.Dynamic    // the file config in force
+	found   *config.Discovered // the discovered config in force; nil until discovery first applies (or without it)
+	applied bool               // a change was applied (and logged) since startup
 }
 
 // newState compiles the initial file config, of which startup logged warnings; nothing is discovered yet.
@@ -113,13 +114,16 @@ func (s *Server) swap(dyn *config.Dynamic) error {
 			"error", err)
 	}
 	// A warning is logged when it first applies, not again with every change: at startup with discovery, the file
-	// config's warnings were logged by New and the first discovered config repeats them.
+	// config's warnings were logged by New and the first discovered config repeats them. "config applied" is logged
+	// for the first change (discovery's first result) and then for every change that changed something.
 	for _, w := range next.warnings {
 		if !slices.Contains(old.warnings, w) {
 			s.log.Warn("config warning", "warning", w)
 		}
 	}
-	if reflect.DeepEqual(dyn, old.dyn) {
+	first := !s.state.applied
+	s.state.applied = true
+	if !first && reflect.DeepEqual(dyn, old.dyn) {
 		s.log.Debug("config unchanged", "http_routes", len(dyn.HTTPRoutes), "grpc_routes", len(dyn.GRPCRoutes), "backends", len(dyn.Backends))
 		return nil
 	}
