@@ -77,7 +77,8 @@ func discoverFlags() (*pflag.FlagSet, *discoverOptions) {
 	fs.StringVar(&o.logLevel, "log_level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log_format", "text", "log format: text or json")
 	fs.BoolVar(&o.once, "once", false, "print the generated config once and exit; without it, print it again after every change until interrupted")
-	_ = fs.MarkHidden("kedge_dynamic_routings_enabled") // implied
+	_ = fs.MarkHidden("kedge_dynamic_routings_enabled") // implied, so the suffix is simply required
+	fs.Lookup("discovery_external_domain_suffix").Usage = "domain of generated host names, <service>.<namespace>.svc.<suffix> (required)"
 	fs.SetNormalizeFunc(config.NormalizeFlagName)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: kedge discover --once --discovery_external_domain_suffix=SUFFIX [flags]\n\n"+

@@ -28,6 +28,7 @@ func TestRun(t *testing.T) {
 		stdout     string
 		stderr     string
 		stderrNot  string
+		stdoutNot  string
 		stderrLine int // the number of lines stderr must have; 0 = any, -1 = none
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, stdout: "Usage: kedge [flags]"},
@@ -86,6 +87,8 @@ func TestRun(t *testing.T) {
 		{name: "completion offers discover's flags after discover", args: []string{"completion", "fish"}, code: 0,
 			stdout: "complete -c kedge -n '__fish_seen_subcommand_from discover' -l once"},
 		{name: "discover help", args: []string{"discover", "--help"}, code: 0, stdout: "Usage: kedge discover"},
+		{name: "discover help names no implied flag", args: []string{"discover", "--help"}, code: 0,
+			stdout: "<service>.<namespace>.svc.<suffix> (required)", stdoutNot: "kedge_dynamic_routings_enabled"},
 		{name: "discover unknown flag", args: []string{"discover", "--no-such-flag"}, code: 2,
 			stderr: "kedge discover: unknown flag: --no-such-flag (see --help)", stderrLine: 1},
 	}
@@ -101,6 +104,9 @@ func TestRun(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tt.stderr) {
 				t.Errorf("stderr lacks %q:\n%s", tt.stderr, stderr.String())
+			}
+			if tt.stdoutNot != "" && strings.Contains(stdout.String(), tt.stdoutNot) {
+				t.Errorf("stdout has %q:\n%s", tt.stdoutNot, stdout.String())
 			}
 			if tt.stderrNot != "" && strings.Contains(stderr.String(), tt.stderrNot) {
 				t.Errorf("stderr contains %q:\n%s", tt.stderrNot, stderr.String())
