@@ -44,7 +44,7 @@ func completion(args []string, stdout, stderr io.Writer) int {
 	c := cli.Completion{Program: "kedge", Flags: root, Commands: []cli.CompletionCommand{
 		{Name: "discover", Summary: "print the config Kubernetes discovery generates", Flags: disc},
 		{Name: "identity", Summary: "print the identity tokens' public keys (jwks)", Flags: identityFlags(), Args: []string{"jwks"}},
-		{Name: "completion", Summary: "print a shell completion script", Args: cli.Shells},
+		{Name: "completion", Summary: "print a shell completion script", Args: cli.Shells()},
 	}}
 	if err := cli.WriteCompletion(stdout, fs.Arg(0), c); err != nil {
 		fmt.Fprintf(stderr, "kedge completion: %v\n", err)

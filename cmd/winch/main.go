@@ -260,7 +260,7 @@ func completionSpec(fs *pflag.FlagSet) cli.Completion {
 		summary, _, _ := strings.Cut(cmd.summary, " (")
 		cc := cli.CompletionCommand{Name: n, Summary: summary, Flags: subcommandFlags(fs, n)}
 		if n == "completion" {
-			cc.Args = cli.Shells
+			cc.Args = cli.Shells()
 		}
 		c.Commands = append(c.Commands, cc)
 	}

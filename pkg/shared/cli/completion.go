@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// Shells are the shells WriteCompletion writes scripts for.
-var Shells = []string{"bash", "zsh", "fish"}
+// Shells returns the shells WriteCompletion writes scripts for.
+func Shells() []string { return []string{"bash", "zsh", "fish"} }
 
 // Completion describes a binary's command line for shell completion: its flags and subcommands.
 type Completion struct {
@@ -47,7 +47,7 @@ func WriteCompletion(w io.Writer, shell string, c Completion) error {
 	case "fish":
 		return writeFish(w, c)
 	}
-	return fmt.Errorf("unknown shell %q: want one of %s", shell, strings.Join(Shells, ", "))
+	return fmt.Errorf("unknown shell %q: want one of %s", shell, strings.Join(Shells(), ", "))
 }
 
 // completionFlag is a visible flag as the scripts know it.

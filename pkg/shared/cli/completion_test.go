@@ -23,7 +23,7 @@ func testCompletion() cli.Completion {
 	login.Bool("no_browser", false, "print the URL, open no browser")
 	return cli.Completion{Program: "my-prog", Flags: root, Commands: []cli.CompletionCommand{
 		{Name: "login", Summary: "log in to a source", Flags: login},
-		{Name: "completion", Summary: "print a completion script", Args: cli.Shells},
+		{Name: "completion", Summary: "print a completion script", Args: cli.Shells()},
 	}}
 }
 
