@@ -23,44 +23,47 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
-// restartable is an HTTP backend on 127.0.0.1 that can die as a killed process does (its port refuses, every open
+// restartable is a server on 127.0.0.1 that can die as a killed process does (its port refuses, every open
 // connection is closed mid-whatever) and come back on the same port.
 type restartable struct {
-	t    *testing.T
-	h    http.Handler
-	port int
+	t     *testing.T
+	serve func(net.Listener) (stop func()) // serves the listener until stop, which closes it and every connection
+	port  int
 
-	mu  sync.Mutex
-	srv *http.Server // nil while dead
+	mu   sync.Mutex
+	stop func() // nil while dead
 }
 
+// newRestartable serves h over HTTP/1.1.
 func newRestartable(t *testing.T, h http.Handler) *restartable {
 	t.Helper()
-	r := &restartable{t: t, h: h}
+	return newRestartableServer(t, func(ln net.Listener) func() {
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		return func() { _ = srv.Close() }
+	})
+}
+
+func newRestartableServer(t *testing.T, serve func(net.Listener) func()) *restartable {
+	t.Helper()
+	r := &restartable{t: t, serve: serve}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.port = ln.Addr().(*net.TCPAddr).Port
-	r.serve(ln)
+	r.stop = serve(ln)
 	t.Cleanup(r.kill)
 	return r
-}
-
-func (r *restartable) serve(ln net.Listener) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.srv = &http.Server{Handler: r.h, ReadHeaderTimeout: 10 * time.Second}
-	go func(srv *http.Server) { _ = srv.Serve(ln) }(r.srv)
 }
 
 // kill closes the listener and every connection at once.
 func (r *restartable) kill() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.srv != nil {
-		_ = r.srv.Close()
-		r.srv = nil
+	if r.stop != nil {
+		r.stop()
+		r.stop = nil
 	}
 }
 
@@ -71,7 +74,9 @@ func (r *restartable) revive() {
 	if err != nil {
 		r.t.Fatalf("listening on port %d again: %v", r.port, err)
 	}
-	r.serve(ln)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stop = r.serve(ln)
 }
 
 // grpcConnTo is a gRPC connection to kedge's gRPC port with :authority host, a name kedge's certificate covers.

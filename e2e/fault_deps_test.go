@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,108 +21,67 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil/oidcissuer"
 )
 
-// relay forwards TCP connections from a port on 127.0.0.1 to target. kill makes it behave as a dead server (the
-// port refuses, every relayed connection is closed); revive listens on the same port again.
-type relay struct {
-	t      *testing.T
-	target string
-	port   int
-
-	mu    sync.Mutex
-	ln    net.Listener // nil while dead
-	conns map[net.Conn]struct{}
-}
-
-func newRelay(t *testing.T, target string) *relay {
+// newRelay forwards TCP connections from a port on 127.0.0.1 to target. kill makes it behave as a dead server
+// (the port refuses, every relayed connection is closed); revive listens on the same port again.
+func newRelay(t *testing.T, target string) *restartable {
 	t.Helper()
-	r := &relay{t: t, target: target, conns: map[net.Conn]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.port = ln.Addr().(*net.TCPAddr).Port
-	r.serve(ln)
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *relay) serve(ln net.Listener) {
-	r.mu.Lock()
-	r.ln = ln
-	r.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
+	return newRestartableServer(t, func(ln net.Listener) func() {
+		var mu sync.Mutex
+		conns := map[net.Conn]struct{}{}
+		dead := false
+		// track registers the connections, or closes them when the relay is dead.
+		track := func(cs ...net.Conn) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range cs {
+				if dead {
+					c.Close()
+				} else {
+					conns[c] = struct{}{}
+				}
+			}
+			return !dead
+		}
+		forward := func(c net.Conn) {
+			up, err := net.DialTimeout("tcp", target, 5*time.Second)
 			if err != nil {
+				c.Close()
 				return
 			}
-			go r.forward(c)
+			if !track(c, up) {
+				return
+			}
+			done := make(chan struct{}, 2)
+			pipe := func(dst, src net.Conn) { _, _ = io.Copy(dst, src); done <- struct{}{} }
+			go pipe(up, c)
+			go pipe(c, up)
+			<-done // either side ending ends both
+			mu.Lock()
+			defer mu.Unlock()
+			for _, conn := range []net.Conn{c, up} {
+				conn.Close()
+				delete(conns, conn)
+			}
 		}
-	}()
-}
-
-func (r *relay) forward(c net.Conn) {
-	up, err := net.DialTimeout("tcp", r.target, 5*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	if !r.track(c, up) {
-		return
-	}
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) { _, _ = io.Copy(dst, src); done <- struct{}{} }
-	go pipe(up, c)
-	go pipe(c, up)
-	<-done // either side ending ends both
-	r.untrack(c, up)
-}
-
-// track registers the connections, or closes them when the relay is dead.
-func (r *relay) track(cs ...net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ln == nil {
-		for _, c := range cs {
-			c.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go forward(c)
+			}
+		}()
+		return func() {
+			ln.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			dead = true
+			for c := range conns {
+				c.Close()
+			}
 		}
-		return false
-	}
-	for _, c := range cs {
-		r.conns[c] = struct{}{}
-	}
-	return true
-}
-
-func (r *relay) untrack(cs ...net.Conn) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, c := range cs {
-		c.Close()
-		delete(r.conns, c)
-	}
-}
-
-func (r *relay) kill() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ln != nil {
-		r.ln.Close()
-		r.ln = nil
-	}
-	for c := range r.conns {
-		c.Close()
-		delete(r.conns, c)
-	}
-}
-
-func (r *relay) revive() {
-	r.t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(r.port))
-	if err != nil {
-		r.t.Fatalf("listening on port %d again: %v", r.port, err)
-	}
-	r.serve(ln)
+	})
 }
 
 // TestKedgeKubernetesAPIDownAndBack cuts kedge off from the Kubernetes API server (its port refuses, the open
