@@ -282,8 +282,12 @@ func TestKedgeBackendKilledMidResponse(t *testing.T) {
 	if _, err := stream.Recv(); grpcstatus.Code(err) != codes.Unavailable {
 		t.Errorf("stream when its backend died: %v, want Unavailable", err)
 	}
-	if _, err := dyingRPC.UnaryCall(ctx, &testpb.SimpleRequest{}); grpcstatus.Code(err) != codes.Unavailable {
-		t.Errorf("call to the dead gRPC backend: %v, want Unavailable", err)
+	for i := range 3 { // at once, not at the client's deadline (30s)
+		start := time.Now()
+		_, err := dyingRPC.UnaryCall(ctx, &testpb.SimpleRequest{})
+		if took := time.Since(start); grpcstatus.Code(err) != codes.Unavailable || took > 5*time.Second {
+			t.Errorf("call %d to the dead gRPC backend: %v after %v, want Unavailable at once", i, err, took)
+		}
 	}
 	if _, err := steadyRPC.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 		t.Errorf("call to the other gRPC backend: %v", err)
