@@ -171,6 +171,7 @@ func (c Component) Build(ctx context.Context, log io.Writer) (string, error) {
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("kubeenv: building %s %s in %s: %w", c.Name, c.Version, c.dir, err)
 	}
+	_ = os.Chmod(tmp, 0o755) // MkdirTemp makes it private
 	if err := os.Rename(tmp, filepath.Dir(final)); err != nil {
 		return "", fmt.Errorf("kubeenv: installing %s: %w", c.Name, err)
 	}

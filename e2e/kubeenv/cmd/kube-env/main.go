@@ -5,7 +5,8 @@
 //	kube-env -warm      build the missing binaries into the cache (make kube-warm)
 //	kube-env -cached    exit 0 when every binary is cached, 1 when not
 //	kube-env -control   start, print the environment as one JSON line, then obey commands on stdin, one a line:
-//	                    stop-apiserver, start-apiserver, stop-etcd, start-etcd (answered "ok" or "error: ...");
+//	                    stop-apiserver, start-apiserver, stop-etcd, start-etcd (answered "ok" or "error: "),
+//	                    apiserver-pid (answered with the process ID);
 //	                    the end of stdin stops everything
 package main
 
@@ -131,6 +132,8 @@ func serveControl(ctx context.Context, env *kubeenv.Env, in io.Reader, out io.Wr
 		}
 		var err error
 		switch line {
+		case "":
+			continue
 		case "stop-apiserver":
 			err = env.StopAPIServer()
 		case "start-apiserver":
