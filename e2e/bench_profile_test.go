@@ -19,6 +19,7 @@ import (
 //	connect            bulk bytes through a CONNECT tunnel of kedge
 //	winch-h1           plain-HTTP GETs through winch to kedge, profiling winch
 //	winch-connect      bulk bytes through a CONNECT tunnel of winch (and so of kedge), profiling winch
+//	idle-h1, idle-h2   2,000 idle TLS connections to kedge (with KEDGE_BENCH_PROFILE_KIND=heap)
 //
 // KEDGE_BENCH_PROFILE_PROC=kedge profiles kedge under a winch-* load. KEDGE_BENCH_PROFILE_KIND=heap|allocs takes that profile (of the same process, after the same 5 seconds of load)
 // instead of the CPU profile.
@@ -51,12 +52,26 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 		worker = func(ctx context.Context) { profileBulk(ctx, b, e.dialKedge) }
 	case "winch-connect":
 		worker = func(ctx context.Context) { profileBulk(ctx, b, e.dialWinch) }
+	case "idle-h1", "idle-h2":
+		// 2,000 idle connections (one request each), held until the profile is taken: KEDGE_BENCH_PROFILE_KIND=heap
+		// shows what each keeps.
+		open := benchIdleOpener(e.tlsConfig(), e.kedgeHTTPS, benchToken, load == "idle-h2")
+		conns, err := benchOpenIdle(context.Background(), 2000, open)
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		if err != nil {
+			b.Fatal(err)
+		}
+		worker = func(ctx context.Context) { <-ctx.Done() }
 	default:
-		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, connect, winch-h1 or winch-connect", load)
+		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, connect, winch-h1, winch-connect, idle-h1 or idle-h2", load)
 	}
 	workers := 2 * benchHTTPParallelism
-	if strings.HasSuffix(load, "connect") {
-		workers = 1 // one tunnel, as in the connect benchmark
+	if strings.HasSuffix(load, "connect") || strings.HasPrefix(load, "idle-") {
+		workers = 1 // one tunnel, as in the connect benchmark; or nothing but waiting
 	}
 
 	// Bounded: the load stops with the profile, after 30 s at most.
