@@ -56,6 +56,7 @@ func faultBackends(t *testing.T) (director, pool string) {
 // --backend_response_header_timeout (not a hang); a backend that dies mid-response gives the client a truncated
 // body it can detect; kedge stays ready and serves other routes, and its goroutines come back down.
 func TestKedgeBackendFaults(t *testing.T) {
+	t.Parallel()
 	director, pool := faultBackends(t)
 	k := startKedge(t, director, pool, "--backend_response_header_timeout=1s")
 	c := k.client(false)
