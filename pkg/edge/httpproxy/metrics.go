@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,31 @@ type metrics struct {
 	duration *prometheus.HistogramVec // kedge_http_request_duration_seconds{backend}
 	// codes holds the decimal status codes 100-599, so counting a request does not format one.
 	codes [500]string
+	// counters and observers cache the children of requests (by seriesKey) and duration (by backend label):
+	// WithLabelValues hashes its labels and takes the vector's lock on every call. Both grow with the backends
+	// and status codes seen, as the vectors themselves do.
+	counters  sync.Map // seriesKey -> prometheus.Counter
+	observers sync.Map // string -> prometheus.Observer
+}
+
+type seriesKey struct {
+	label  string
+	status int
+}
+
+// count records one finished request of the backend label with status, taking d.
+func (m *metrics) count(label string, status int, d time.Duration) {
+	k := seriesKey{label, status}
+	c, ok := m.counters.Load(k)
+	if !ok {
+		c, _ = m.counters.LoadOrStore(k, m.requests.WithLabelValues(label, m.code(status)))
+	}
+	c.(prometheus.Counter).Inc()
+	o, ok := m.observers.Load(label)
+	if !ok {
+		o, _ = m.observers.LoadOrStore(label, m.duration.WithLabelValues(label))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
 func newMetrics(reg prometheus.Registerer, log logging.Logger) *metrics {
@@ -68,8 +94,7 @@ func (h *Handler) finish(c *call, r *http.Request) {
 		}
 	}
 	d := time.Since(c.start)
-	h.metrics.requests.WithLabelValues(c.label, h.metrics.code(status)).Inc()
-	h.metrics.duration.WithLabelValues(c.label).Observe(d.Seconds())
+	h.metrics.count(c.label, status, d)
 	h.logRequest(c, r, status, d)
 	if p != nil {
 		panic(p)

@@ -3,10 +3,12 @@ package httpproxy
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
@@ -61,4 +63,23 @@ func TestMetricsShared(t *testing.T) {
 		h2.metrics.duration != h3.metrics.duration {
 		t.Error("collectors not shared")
 	}
+}
+
+// BenchmarkMetricsCount is the per-request metrics step: the cached children (count) against looking the labels
+// up on every request (WithLabelValues).
+func BenchmarkMetricsCount(b *testing.B) {
+	m := newMetrics(prometheus.NewRegistry(), logging.Discard())
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m.count("backend-a", http.StatusOK, time.Millisecond)
+		}
+	})
+	b.Run("WithLabelValues", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m.requests.WithLabelValues("backend-a", m.code(http.StatusOK)).Inc()
+			m.duration.WithLabelValues("backend-a").Observe(time.Millisecond.Seconds())
+		}
+	})
 }
