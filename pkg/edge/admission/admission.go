@@ -202,7 +202,7 @@ func (a *Admitter) allow(ctx context.Context, res *Result, limit *route.RateLimi
 			remote = p.Addr.String()
 		}
 	}
-	ok, wait := a.limiter.Allow(&ratelimit.Request{Route: res.Label, Limit: *limit, Identity: id, RemoteAddr: remote})
+	ok, wait := a.limiter.Allow(&ratelimit.Request{Route: res.Label, Limit: *limit, Identity: *id, RemoteAddr: remote})
 	if !ok {
 		res.Decision.Err = &authn.Error{Status: authn.RateLimited, RetryAfter: wait,
 			Reason: "over the rate limit of this route; retry after " + wait.Round(time.Millisecond).String()}

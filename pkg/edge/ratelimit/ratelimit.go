@@ -109,8 +109,9 @@ type Request struct {
 	Route string
 	// Limit is the route's limit.
 	Limit route.RateLimit
-	// Identity is the authenticated caller; an anonymous one is told apart by RemoteAddr.
-	Identity *authn.Identity
+	// Identity is the authenticated caller; an anonymous one is told apart by RemoteAddr. It is a copy, not a
+	// pointer, so that the caller's admission result never has to leave its stack for it.
+	Identity authn.Identity
 	// RemoteAddr is the client's "ip:port" (or bare IP).
 	RemoteAddr string
 }
@@ -207,15 +208,15 @@ func appendKey(b []byte, req *Request) []byte {
 	b = field(b, req.Route)
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(req.Limit.RequestsPerSecond))
 	b = binary.AppendUvarint(b, uint64(req.Limit.Burst))
-	id := req.Identity
+	id := &req.Identity
 	switch {
-	case id != nil && id.Method == authn.MethodOIDC:
+	case id.Method == authn.MethodOIDC:
 		b = append(b, 'o')
 		b = field(b, id.Subject)
-	case id != nil && len(id.CertNames) > 0:
+	case len(id.CertNames) > 0:
 		b = append(b, 'c')
 		b = field(b, id.CertNames[0])
-	case id != nil && id.Method == authn.MethodStaticToken:
+	case id.Method == authn.MethodStaticToken:
 		b = append(b, 's') // one token, one caller
 	default:
 		b = append(b, 'a')

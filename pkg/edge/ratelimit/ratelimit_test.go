@@ -40,7 +40,7 @@ func TestBucketPerCaller(t *testing.T) {
 	alice := &authn.Identity{Method: authn.MethodOIDC, Subject: "alice"}
 	bob := &authn.Identity{Method: authn.MethodOIDC, Subject: "bob"}
 	req := func(id *authn.Identity, addr string) *Request {
-		return &Request{Route: "web", Limit: limit, Identity: id, RemoteAddr: addr}
+		return &Request{Route: "web", Limit: limit, Identity: *id, RemoteAddr: addr}
 	}
 	for i := range 3 {
 		if ok, _ := l.Allow(req(alice, "10.0.0.1:1")); !ok {
@@ -65,13 +65,13 @@ func TestBucketPerCaller(t *testing.T) {
 		t.Error("alice allowed twice on one refilled token")
 	}
 	// Another route, or the same route with another limit, has its own buckets.
-	if ok, _ := l.Allow(&Request{Route: "api", Limit: limit, Identity: alice}); !ok {
+	if ok, _ := l.Allow(&Request{Route: "api", Limit: limit, Identity: *alice}); !ok {
 		t.Error("alice refused on another route")
 	}
 	if ok, _ := l.Allow(req(alice, "")); ok {
 		t.Error("same route and limit must share the bucket")
 	}
-	if ok, _ := l.Allow(&Request{Route: "web", Limit: route.RateLimit{RequestsPerSecond: 5, Burst: 3}, Identity: alice}); !ok {
+	if ok, _ := l.Allow(&Request{Route: "web", Limit: route.RateLimit{RequestsPerSecond: 5, Burst: 3}, Identity: *alice}); !ok {
 		t.Error("a changed limit must start a fresh bucket")
 	}
 }
@@ -88,16 +88,16 @@ func TestCallerKeys(t *testing.T) {
 		{"IPv6 same /64", Request{RemoteAddr: "[2001:db8::1]:1"}, Request{RemoteAddr: "[2001:db8::ffff:2]:2"}, true},
 		{"IPv6 other /64", Request{RemoteAddr: "[2001:db8::1]:1"}, Request{RemoteAddr: "[2001:db8:0:1::1]:1"}, false},
 		{"v4-mapped is v4", Request{RemoteAddr: "[::ffff:192.0.2.1]:1"}, Request{RemoteAddr: "192.0.2.1:9"}, true},
-		{"static token is one caller", Request{Identity: &authn.Identity{Method: authn.MethodStaticToken}, RemoteAddr: "192.0.2.1:1"},
-			Request{Identity: &authn.Identity{Method: authn.MethodStaticToken}, RemoteAddr: "192.0.2.9:1"}, true},
-		{"certificate by name", Request{Identity: &authn.Identity{Method: authn.MethodClientCert, CertNames: []string{"robot"}}},
-			Request{Identity: &authn.Identity{Method: authn.MethodClientCert, CertNames: []string{"other"}}}, false},
-		{"subject cannot pose as a certificate", Request{Identity: &authn.Identity{Method: authn.MethodOIDC, Subject: "robot"}},
-			Request{Identity: &authn.Identity{Method: authn.MethodClientCert, CertNames: []string{"robot"}}}, false},
-		{"length prefix", Request{Route: "a", Identity: &authn.Identity{Method: authn.MethodOIDC, Subject: "\x01b"}},
-			Request{Route: "a\x01", Identity: &authn.Identity{Method: authn.MethodOIDC, Subject: "b"}}, false},
-		{"anonymous caller is its address, not an empty identity", Request{Identity: &authn.Identity{}, RemoteAddr: "192.0.2.1:1"},
-			Request{Identity: &authn.Identity{}, RemoteAddr: "192.0.2.2:1"}, false},
+		{"static token is one caller", Request{Identity: authn.Identity{Method: authn.MethodStaticToken}, RemoteAddr: "192.0.2.1:1"},
+			Request{Identity: authn.Identity{Method: authn.MethodStaticToken}, RemoteAddr: "192.0.2.9:1"}, true},
+		{"certificate by name", Request{Identity: authn.Identity{Method: authn.MethodClientCert, CertNames: []string{"robot"}}},
+			Request{Identity: authn.Identity{Method: authn.MethodClientCert, CertNames: []string{"other"}}}, false},
+		{"subject cannot pose as a certificate", Request{Identity: authn.Identity{Method: authn.MethodOIDC, Subject: "robot"}},
+			Request{Identity: authn.Identity{Method: authn.MethodClientCert, CertNames: []string{"robot"}}}, false},
+		{"length prefix", Request{Route: "a", Identity: authn.Identity{Method: authn.MethodOIDC, Subject: "\x01b"}},
+			Request{Route: "a\x01", Identity: authn.Identity{Method: authn.MethodOIDC, Subject: "b"}}, false},
+		{"anonymous caller is its address, not an empty identity", Request{Identity: authn.Identity{}, RemoteAddr: "192.0.2.1:1"},
+			Request{Identity: authn.Identity{}, RemoteAddr: "192.0.2.2:1"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestRejectionsCounted(t *testing.T) {
 func TestAllowDoesNotAllocate(t *testing.T) {
 	l, _, _ := newLimiter(t, 0)
 	id := &authn.Identity{Method: authn.MethodOIDC, Subject: "alice@example.com"}
-	r := &Request{Route: "web", Limit: route.RateLimit{RequestsPerSecond: 1e6, Burst: 1_000_000}, Identity: id}
+	r := &Request{Route: "web", Limit: route.RateLimit{RequestsPerSecond: 1e6, Burst: 1_000_000}, Identity: *id}
 	l.Allow(r)
 	if n := testing.AllocsPerRun(1000, func() { l.Allow(r) }); n != 0 {
 		t.Errorf("Allow allocates %v times per call for a known caller, want 0", n)
@@ -174,7 +174,7 @@ func BenchmarkAllow(b *testing.B) {
 		b.Fatal(err)
 	}
 	id := &authn.Identity{Method: authn.MethodOIDC, Subject: "alice@example.com"}
-	r := &Request{Route: "web", Limit: route.RateLimit{RequestsPerSecond: 1e6, Burst: 1_000_000}, Identity: id}
+	r := &Request{Route: "web", Limit: route.RateLimit{RequestsPerSecond: 1e6, Burst: 1_000_000}, Identity: *id}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
