@@ -3,20 +3,14 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -112,22 +106,6 @@ func jwtHeader(token string) (alg, kid string) {
 	return h.Alg, h.Kid
 }
 
-// writePrivateKey writes key as a PKCS #8 PEM file (mode 0600) via a rename, as a rotation would.
-func writePrivateKey(t *testing.T, path string, key crypto.Signer) {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestKedgeSignedIdentity(t *testing.T) {
 	iss := oidcissuer.New(t)
 	var jwksURL atomic.Pointer[string]
@@ -135,11 +113,7 @@ func TestKedgeSignedIdentity(t *testing.T) {
 	greeter := testutil.NewGRPCBackend(t, "greeter")
 	keyDir := t.TempDir()
 	keyFile := filepath.Join(keyDir, "identity.pem")
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePrivateKey(t, keyFile, ecKey)
+	testutil.WriteKeyFile(t, keyFile, testutil.NewECKey(t))
 
 	director := `{
   "http": {"routes": [
@@ -277,7 +251,7 @@ func TestKedgeSignedIdentity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writePrivateKey(t, keyFile, rsaKey)
+		testutil.WriteKeyFile(t, keyFile, rsaKey)
 		var last verifiedAnswer
 		testutil.EventuallyWithin(t, 15*time.Second, "tokens signed with the new RSA key", func() bool {
 			last = get(t, false, "id.example.com")

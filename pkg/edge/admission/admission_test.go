@@ -1,13 +1,7 @@
 package admission_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +13,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/ratelimit"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // table has a limited route (two requests, then one every ~17 minutes) and one that opts out of the identity.
@@ -36,18 +31,8 @@ func table(t *testing.T) *route.HTTPTable {
 
 func signer(t *testing.T) *identity.Signer {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "identity.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteKeyFile(t, path, testutil.NewECKey(t))
 	s, err := identity.New(identity.Config{KeyFile: path, Issuer: "https://kedge.test"})
 	if err != nil {
 		t.Fatal(err)
