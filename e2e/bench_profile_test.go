@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 // The profile that `make bench PROFILE=file` takes before the benchmarks: 5 seconds of CPU of one process under
@@ -19,6 +21,7 @@ import (
 //	connect            bulk bytes through a CONNECT tunnel of kedge
 //	winch-h1           plain-HTTP GETs through winch to kedge, profiling winch
 //	winch-connect      bulk bytes through a CONNECT tunnel of winch (and so of kedge), profiling winch
+//	winch-grpc         gRPC unary calls through winch to kedge, profiling winch
 //	idle-h1, idle-h2   2,000 idle TLS connections to kedge (with KEDGE_BENCH_PROFILE_KIND=heap)
 //
 // KEDGE_BENCH_PROFILE_PROC=kedge profiles kedge under a winch-* load. KEDGE_BENCH_PROFILE_KIND=heap|allocs takes that profile (of the same process, after the same 5 seconds of load)
@@ -52,6 +55,14 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 		worker = func(ctx context.Context) { profileBulk(ctx, b, e.dialKedge) }
 	case "winch-connect":
 		worker = func(ctx context.Context) { profileBulk(ctx, b, e.dialWinch) }
+	case "winch-grpc":
+		c := testpb.NewTestServiceClient(e.grpcWinch(b))
+		req := &testpb.SimpleRequest{ResponseSize: benchBody}
+		worker = func(ctx context.Context) {
+			for n := 0; n < 1_000_000 && ctx.Err() == nil; n++ {
+				_, _ = c.UnaryCall(ctx, req)
+			}
+		}
 	case "idle-h1", "idle-h2":
 		// 2,000 idle connections (one request each), held until the profile is taken: KEDGE_BENCH_PROFILE_KIND=heap
 		// shows what each keeps.
@@ -67,7 +78,7 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 		}
 		worker = func(ctx context.Context) { <-ctx.Done() }
 	default:
-		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, connect, winch-h1, winch-connect, idle-h1 or idle-h2", load)
+		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, connect, winch-h1, winch-connect, winch-grpc, idle-h1 or idle-h2", load)
 	}
 	workers := 2 * benchHTTPParallelism
 	if strings.HasSuffix(load, "connect") || strings.HasPrefix(load, "idle-") {

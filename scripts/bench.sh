@@ -10,8 +10,10 @@
 # Environment: BENCHTIME (go test -benchtime, default 2s), COUNT (-count, default 1; the report shows medians),
 # BENCH (the -bench pattern, default BenchmarkProxy, e.g. 'BenchmarkProxy/h1/'), KEDGE_BENCH_IDLE_CONNS (idle
 # connections per idle-* case, default 10000), KEDGE_BENCH_OPEN_RATE (req/s of the open-* cases instead of half of
-# kedge's rate), PROFILE=<file> (first write a 5-second CPU profile of kedge under HTTP/1.1 load and print kedge's
-# own top entries), OUT=<file> (keep the raw benchmark output there).
+# kedge's rate), PROFILE=<file> (first write a 5-second CPU profile of kedge under HTTP/1.1 load and print the
+# project's own top entries; KEDGE_BENCH_PROFILE_LOAD=h2|connect|winch-h1|winch-connect|idle-h1|idle-h2 chooses
+# another load and KEDGE_BENCH_PROFILE_KIND=heap|allocs another profile: e2e/bench_profile_test.go), OUT=<file> (keep
+# the raw benchmark output there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +39,7 @@ echo
 
 if [ -n "${PROFILE:-}" ] && [ -s "$KEDGE_BENCH_CPUPROFILE" ]; then
   echo
-  echo "kedge CPU profile under HTTP/1.1 load ($PROFILE), kedge's own code by cumulative time:"
+  echo "${KEDGE_BENCH_PROFILE_KIND:-CPU} profile under the ${KEDGE_BENCH_PROFILE_LOAD:-h1} load ($PROFILE), the project's own code by cumulative time:"
   "$GO" tool pprof -top -cum -show 'kedge-proxy/kedge/' "$KEDGE_BENCH_CPUPROFILE" 2>/dev/null | sed -n '/flat%/,+15p'
 fi
 exit "$status"
