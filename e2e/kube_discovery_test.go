@@ -23,9 +23,8 @@ import (
 // kedgeSA is the identity of the kedge ServiceAccount of docs/deploy.
 const kedgeSA = "system:serviceaccount:kedge:kedge"
 
-// deployKedgeRBAC applies docs/deploy as the admin (requiring no warnings) and returns a kubeconfig for the kedge
-// ServiceAccount's token, so that kedge runs out of cluster under exactly the shipped RBAC.
-func deployKedgeRBAC(t *testing.T, k *realKube) string {
+// applyDeploy applies docs/deploy as the admin and requires no warnings from the real API server.
+func applyDeploy(t *testing.T, k *realKube) {
 	t.Helper()
 	out, errOut, err := k.kubectl(t, "apply", "-k", "../docs/deploy")
 	if err != nil {
@@ -34,6 +33,19 @@ func deployKedgeRBAC(t *testing.T, k *realKube) string {
 	if strings.Contains(strings.ToLower(errOut), "warning") {
 		t.Errorf("kubectl apply -k docs/deploy warned:\n%s", errOut)
 	}
+}
+
+// applyKedgeRBAC applies only docs/deploy's namespace, ServiceAccount and RBAC, for the tests whose subject is not
+// the deployment.
+func applyKedgeRBAC(t *testing.T, k *realKube) {
+	t.Helper()
+	k.mustKubectl(t, "apply", "-f", "../docs/deploy/namespace.yaml", "-f", "../docs/deploy/serviceaccount.yaml", "-f", "../docs/deploy/rbac.yaml")
+}
+
+// kedgeKubeconfig returns a kubeconfig with a token of the kedge ServiceAccount (kubectl create token), so that
+// kedge runs out of cluster under exactly the shipped RBAC.
+func kedgeKubeconfig(t *testing.T, k *realKube) string {
+	t.Helper()
 	token := strings.TrimSpace(k.mustKubectl(t, "create", "token", "kedge", "-n", "kedge", "--duration=1h"))
 	return writeFile(t, t.TempDir(), "kedge.kubeconfig", fmt.Sprintf(`apiVersion: v1
 kind: Config
@@ -123,7 +135,8 @@ func createNamespace(t *testing.T, c *kubernetes.Clientset, name string) {
 // within 2 s.
 func TestKubeDeployRBACAndDiscovery(t *testing.T) {
 	k := startRealKube(t)
-	kubeconfig := deployKedgeRBAC(t, k)
+	applyDeploy(t, k)
+	kubeconfig := kedgeKubeconfig(t, k)
 
 	t.Run("kubectl auth can-i as the kedge ServiceAccount", func(t *testing.T) {
 		tests := []struct {

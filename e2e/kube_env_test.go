@@ -115,7 +115,9 @@ func startRealKube(t *testing.T, serverNames ...string) *realKube {
 			_ = k.cmd.Process.Kill()
 			t.Errorf("kube-env did not stop within 30 s")
 		}
-		if k.Dir != "" {
+		if k.Dir != "" && t.Failed() {
+			t.Logf("the control plane's directory (logs, audit log) is kept: %s", k.Dir)
+		} else if k.Dir != "" {
 			os.RemoveAll(k.Dir)
 		}
 	})
@@ -203,7 +205,8 @@ type auditEvent struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
-	Stage string `json:"stage"`
+	Stage                    string    `json:"stage"`
+	RequestReceivedTimestamp time.Time `json:"requestReceivedTimestamp"`
 }
 
 // auditEvents reads the API server's audit log (every request of a service account, see e2e/kubeenv).

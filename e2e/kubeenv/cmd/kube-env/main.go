@@ -6,7 +6,7 @@
 //	kube-env -cached    exit 0 when every binary is cached, 1 when not
 //	kube-env -control   start, print the environment as one JSON line, then obey commands on stdin, one a line:
 //	                    stop-apiserver, start-apiserver, stop-etcd, start-etcd (answered "ok" or "error: "),
-//	                    apiserver-pid (answered with the process ID);
+//	                    compact-etcd (see Env.CompactEtcd), apiserver-pid (answered with the process ID);
 //	                    the end of stdin stops everything
 package main
 
@@ -142,6 +142,8 @@ func serveControl(ctx context.Context, env *kubeenv.Env, in io.Reader, out io.Wr
 			err = env.StopEtcd()
 		case "start-etcd":
 			err = env.StartEtcd(ctx)
+		case "compact-etcd":
+			_, err = env.CompactEtcd(ctx)
 		case "apiserver-pid":
 			fmt.Fprintln(out, env.APIServerPID())
 			continue
