@@ -6,9 +6,10 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X $(PKG)/pkg/shared/buildinfo.Version=$(VERSION)
 FUZZTIME  ?= 1m
 FUZZ      ?= .
+KUBEENV   := GOWORK=off $(GO) -C e2e/kubeenv
 PROTOS    := kedgeconfig/director.proto kedgeconfig/backendpool.proto winchconfig/mapper.proto winchconfig/auth.proto
 
-.PHONY: transfer fuzz all build test vet unit e2e h2spec bench bench-micro bench-smoke proto proto-check demo fmt clean
+.PHONY: kube-warm kube-env e2e-kube kube-if-cached transfer fuzz all build test vet unit e2e h2spec bench bench-micro bench-smoke proto proto-check demo fmt clean
 
 all: build
 
@@ -16,8 +17,9 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kedge ./cmd/kedge
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/winch ./cmd/winch
 
-## test: vet, formatting, generated-code freshness, unit + integration tests with -race, then e2e with the real binaries.
-test: vet proto-check unit e2e bench-smoke
+## test: vet, formatting, generated-code freshness, unit + integration tests with -race, then e2e with the real binaries,
+## then e2e-kube when etcd and kube-apiserver are cached (.ci/run runs make kube-warm first; under CI a cold cache fails).
+test: vet proto-check unit e2e bench-smoke kube-if-cached
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
@@ -28,6 +30,28 @@ unit:
 
 e2e:
 	$(GO) test -race -count=1 -timeout 10m ./e2e/...
+
+## kube-warm: build etcd and kube-apiserver (versions pinned in e2e/kubeenv/build/*/go.mod) from the module proxy into
+## ${XDG_CACHE_HOME:-~/.cache}/kedge/kube, once per version: kube-apiserver takes 8-27 minutes cold and ~3 GB in the linker.
+kube-warm:
+	$(KUBEENV) run ./cmd/kube-env -warm
+
+## kube-env: a real etcd and kube-apiserver on loopback; prints the kubeconfig's path and runs until Ctrl-C.
+kube-env: kube-warm
+	$(KUBEENV) build -o $(CURDIR)/$(BIN)/kube-env ./cmd/kube-env
+	$(BIN)/kube-env
+
+## e2e-kube: kedge and winch against the real API server (~4 min): kubectl through winch and kedge, docs/deploy and its
+## RBAC, discovery, a 30 s outage of each, 1,000 Services. docs/kubernetes.md#tests-against-a-real-api-server.
+e2e-kube: kube-warm
+	$(GO) vet -tags kube ./e2e/
+	cd e2e/kubeenv && GOWORK=off $(GO) vet ./... && GOWORK=off $(GO) test -count=1 ./...
+	$(GO) test -race -tags kube -count=1 -timeout 15m -run '^TestKube' ./e2e/
+
+kube-if-cached:
+	@if $(KUBEENV) run ./cmd/kube-env -cached; then $(MAKE) --no-print-directory e2e-kube; \
+	elif [ -n "$$CI" ]; then echo "CI: etcd and kube-apiserver are not cached (.ci/run runs make kube-warm)"; exit 1; \
+	else echo "e2e-kube not run: run make kube-warm once (or make e2e-kube)"; fi
 
 ## h2spec: only the HTTP/2 conformance run (part of e2e): the pinned h2spec of e2e/tools/h2spec against the real kedge,
 ## failing on any case not in e2e/tools/h2spec/known-failures.txt. docs/reliability.md#h2spec.
