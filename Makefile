@@ -58,6 +58,25 @@ kube-if-cached:
 h2spec:
 	$(GO) test -count=1 -run '^TestH2spec$$' -v ./e2e/
 
+## vuln: the pinned govulncheck (e2e/tools/vulndb/go.mod) on ./... against a local database built once from
+## golang.org/x/vulndb@$(VULNDB_VERSION) into $${XDG_CACHE_HOME:-~/.cache}/kedge/vulndb; fails on a called vulnerability
+## not in e2e/tools/vulndb/known-findings.txt; prints the snapshot's date. Part of make test (~1.5 min; the first run
+## also builds govulncheck). VULNDB_VERSION is the pinned snapshot; bump it as docs/reliability.md#govulncheck says.
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
+.PHONY: vuln soak
+test: vuln
+vuln:
+	GOWORK=off $(GO) -C e2e/tools/vulndb test -count=1 ./...
+	GO=$(GO) VULNDB_VERSION=$(VULNDB_VERSION) e2e/tools/vulndb/vulncheck.sh
+
+## soak: TestSoak for SOAK_DURATION (default 10m; make test runs it for 60 s with -race): HTTP/1.1, h2, gRPC unary and
+## streaming and CONNECT through winch and kedge, with config reloads and backend restarts; no request lost, kedge's
+## goroutines, fds and RSS bounded after warm-up. Binaries without -race. docs/reliability.md#soak.
+SOAK_DURATION ?= 10m
+SOAK_TIMEOUT  ?= 30m
+soak:
+	KEDGE_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./e2e/
+
 ## transfer: TestLargeTransfers with 1 GiB each way over HTTP/1.1, HTTP/2 and CONNECT (make test moves 256 MiB), kedge's
 ## peak RSS growing < 32 MiB. About 30 s on 2 cores. docs/reliability.md#large-transfers.
 transfer:
