@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -47,19 +46,7 @@ func applyKedgeRBAC(t *testing.T, k *realKube) {
 func kedgeKubeconfig(t *testing.T, k *realKube) string {
 	t.Helper()
 	token := strings.TrimSpace(k.mustKubectl(t, "create", "token", "kedge", "-n", "kedge", "--duration=1h"))
-	return writeFile(t, t.TempDir(), "kedge.kubeconfig", fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: real
-  cluster: {server: %q, certificate-authority: %q}
-users:
-- name: kedge
-  user: {token: %q}
-contexts:
-- name: real
-  context: {cluster: real, user: kedge}
-current-context: real
-`, k.URL, k.CAFile, token))
+	return tokenKubeconfig(t, k.URL, k.CAFile, token)
 }
 
 // startDiscoveringKedge runs kedge (binary bin) with discovery against the API server of kubeconfig.

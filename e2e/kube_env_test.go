@@ -192,6 +192,24 @@ func kubeClient(t *testing.T, kubeconfig string) *kubernetes.Clientset {
 	return c
 }
 
+// tokenKubeconfig writes a kubeconfig for server, trusting caFile, with token as the user's bearer token.
+func tokenKubeconfig(t *testing.T, server, caFile, token string) string {
+	t.Helper()
+	return writeFile(t, t.TempDir(), "kubeconfig", fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: %q, certificate-authority: %q}
+users:
+- name: u
+  user: {token: %q}
+contexts:
+- name: c
+  context: {cluster: c, user: u}
+current-context: c
+`, server, caFile, token))
+}
+
 // auditEvent is the part of an audit.k8s.io/v1 Event the tests read.
 type auditEvent struct {
 	Verb       string `json:"verb"`

@@ -61,19 +61,7 @@ func TestKubeKubectlThroughWinchAndKedge(t *testing.T) {
 	w := startWinch(t, fmt.Sprintf(kubeMapper, kedgeURL(kd)), fmt.Sprintf(kubeAuth, k.Kubeconfig), "--client_tls_root_ca_files="+kd.caFile)
 
 	// The user's kubeconfig names the API server by a name only kedge routes; its token is the admin's.
-	kc := writeFile(t, t.TempDir(), "kubeconfig", fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: private
-  cluster: {server: "https://kube.demo.kedge.local:443", certificate-authority: %q}
-users:
-- name: me
-  user: {token: %q}
-contexts:
-- name: private
-  context: {cluster: private, user: me}
-current-context: private
-`, k.CAFile, k.Token))
+	kc := tokenKubeconfig(t, "https://kube.demo.kedge.local:443", k.CAFile, k.Token)
 	kubectl := func(t *testing.T, args ...string) string {
 		t.Helper()
 		out, err := w.kubectl(t, kc, args...)

@@ -86,17 +86,17 @@ func TestKubeOutage(t *testing.T) {
 		// A refused watch is retried with the same resourceVersion; an expired one (410 Gone), or any other
 		// error, makes client-go list again: a LIST, or a WATCH with sendInitialEvents (client-go's watch-list),
 		// which the audit log records when its response starts.
+		// client-go lists each resource again after its own backoff: wait for both.
 		for _, resource := range []string{"services", "endpointslices"} {
-			relists := 0
-			for _, ev := range k.auditEvents(t) {
-				if ev.User.Username == kedgeSA && ev.ObjectRef.Resource == resource && ev.RequestReceivedTimestamp.After(restarted) &&
-					(ev.Verb == "list" || strings.Contains(ev.RequestURI, "sendInitialEvents=true")) {
-					relists++
+			testutil.EventuallyWithin(t, 90*time.Second, "kedge to list "+resource+" again after the API server's restart", func() bool {
+				for _, ev := range k.auditEvents(t) {
+					if ev.User.Username == kedgeSA && ev.ObjectRef.Resource == resource && ev.RequestReceivedTimestamp.After(restarted) &&
+						(ev.Verb == "list" || strings.Contains(ev.RequestURI, "sendInitialEvents=true")) {
+						return true
+					}
 				}
-			}
-			if relists == 0 {
-				t.Errorf("kedge did not list %s again after the API server's restart", resource)
-			}
+				return false
+			})
 		}
 	})
 
