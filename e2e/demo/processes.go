@@ -33,18 +33,24 @@ func (p *process) hasExited() bool {
 
 // processes owns every binary the demo starts and stops them all, whatever happens.
 type processes struct {
+	dir   string // working directory of every process: the tutorial's files are there
+	bin   string // absolute directory of the kedge and winch binaries
 	mu    sync.Mutex
 	procs []*process
 	dead  chan *process
 }
 
-func (ps *processes) start(path, logPath string, args ...string) (*process, error) {
+func (ps *processes) start(c command, logPath string) (*process, error) {
 	log, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	p := &process{name: filepath.Base(path), logPath: logPath, cmd: exec.Command(path, args...), done: make(chan struct{})}
+	path := filepath.Join(ps.bin, c.name)
+	p := &process{name: c.name, logPath: logPath, cmd: exec.Command(path, c.args()...), done: make(chan struct{})}
+	p.cmd.Dir = ps.dir
 	p.cmd.Stdout, p.cmd.Stderr = log, log
+	// Its own process group: the terminal's Ctrl-C goes to the demo only, which then stops the binaries itself.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("starting %s (did `make build` run?): %w", path, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,55 +16,49 @@ import (
 // step is one command shown to the user with its output; want lists strings the output must contain.
 type step struct {
 	title string
-	shell string // what the user would type
-	env   []string
-	args  []string // argv actually run
+	shell string // what the user types, run as is by sh in the demo's directory
 	want  []string
 }
 
-func demonstrate(ctx context.Context, f files) error {
-	kubeconfig := filepath.Join(f.dir, "demo.kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(kubeconfigTemplate, f.backendCA)), 0o600); err != nil {
-		return err
-	}
-	steps := []step{
+// tutorialSteps are the commands of the README's tutorial (step 3) and the denied request, with the demo's ports.
+func tutorialSteps(p ports) []step {
+	proxy := fmt.Sprintf("http://127.0.0.1:%d", p.WinchHTTP)
+	return []step{
 		{
 			title: "Plain HTTP through winch and kedge (http_proxy): winch adds the proxy token, kedge routes by Host",
-			shell: "http_proxy=http://127.0.0.1:8070 curl -sS -i http://hello.demo.kedge.local/",
-			env:   []string{"HTTP_PROXY=http://127.0.0.1:8070", "http_proxy=http://127.0.0.1:8070"},
-			args:  []string{"curl", "-sS", "-i", "--max-time", "10", "http://hello.demo.kedge.local/"},
+			shell: "http_proxy=" + proxy + " curl -sS -i http://hello.demo.kedge.local/",
 			want:  []string{"200", "X-Kedge-Backend-Name: demo_http", "hello from the demo backend", `Proxy-Authorization ""`},
 		},
 		{
 			title: "HTTPS through a CONNECT tunnel (HTTPS_PROXY): TLS runs end to end between curl and the backend",
-			shell: "HTTPS_PROXY=http://127.0.0.1:8070 curl -sS --cacert " + f.backendCA + " https://api.demo.kedge.local/version",
-			env:   []string{"HTTPS_PROXY=http://127.0.0.1:8070", "https_proxy=http://127.0.0.1:8070"},
-			args:  []string{"curl", "-sS", "--max-time", "10", "--cacert", f.backendCA, "https://api.demo.kedge.local/version"},
+			shell: "HTTPS_PROXY=" + proxy + " curl -sS --cacert " + fileBackendCA + " https://api.demo.kedge.local/version",
 			want:  []string{"v1.31.0-kedge-demo"},
 		},
 		{
 			title: "kubectl through HTTPS_PROXY: kubectl's own token crosses the tunnel untouched",
-			shell: "HTTPS_PROXY=http://127.0.0.1:8070 kubectl --kubeconfig " + kubeconfig + " get --raw /version",
-			env:   []string{"HTTPS_PROXY=http://127.0.0.1:8070", "https_proxy=http://127.0.0.1:8070"},
-			args:  []string{"kubectl", "--kubeconfig", kubeconfig, "--request-timeout=10s", "get", "--raw", "/version"},
+			shell: "HTTPS_PROXY=" + proxy + " kubectl --kubeconfig " + fileKubeconfig + " get --raw /version",
 			want:  []string{"v1.31.0-kedge-demo", "Bearer kubectl-demo-token"},
 		},
 		{
 			title: "A denied request: kedge without the proxy token answers 401 and says why",
-			shell: "curl -sS -i --cacert " + f.kedgeCA + " -H 'X-Forwarded-Proto: http' -H 'Host: hello.demo.kedge.local' https://localhost:8443/",
-			args:  []string{"curl", "-sS", "-i", "--max-time", "10", "--cacert", f.kedgeCA, "-H", "X-Forwarded-Proto: http", "-H", "Host: hello.demo.kedge.local", "https://localhost:8443/"},
+			shell: fmt.Sprintf("curl -sS -i --cacert %s -H 'X-Forwarded-Proto: http' -H 'Host: hello.demo.kedge.local' https://localhost:%d/", fileKedgeCA, p.KedgeHTTPS),
 			want:  []string{"401", "X-Kedge-Error-Type: unauthorized", "Proxy-Authenticate: Bearer"},
 		},
 	}
+}
+
+func demonstrate(ctx context.Context, dir string, p ports) error {
+	steps := tutorialSteps(p)
 	for i, s := range steps {
 		fmt.Printf("\n== %d. %s\n$ %s\n", i+1, s.title, s.shell)
-		if _, err := exec.LookPath(s.args[0]); err != nil {
-			fmt.Printf("(skipped: %s is not installed; `apt-get install %s` to see this step)\n", s.args[0], debianPackage(s.args[0]))
+		tool := commandName(s.shell)
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Printf("(skipped: %s is not installed; `apt-get install %s` to see this step)\n", tool, debianPackage(tool))
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		cmd := exec.CommandContext(cctx, s.args[0], s.args[1:]...)
-		cmd.Env = append(cleanEnv(), s.env...)
+		cmd := exec.CommandContext(cctx, "sh", "-c", s.shell)
+		cmd.Dir, cmd.Env, cmd.WaitDelay = dir, cleanEnv(), 2*time.Second
 		out, err := cmd.CombinedOutput()
 		cancel()
 		fmt.Print(indent(string(out)))
@@ -78,13 +71,14 @@ func demonstrate(ctx context.Context, f files) error {
 			}
 		}
 	}
-	return grpcStep(ctx, len(steps)+1)
+	return grpcStep(ctx, len(steps)+1, p)
 }
 
-func grpcStep(ctx context.Context, n int) error {
+func grpcStep(ctx context.Context, n int, p ports) error {
 	fmt.Printf("\n== %d. gRPC through winch's gRPC port: :authority picks the kedge, kedge routes by service\n", n)
-	fmt.Println("$ (Go) grpc.NewClient(\"127.0.0.1:8071\", grpc.WithAuthority(\"grpc.demo.kedge.local:443\")) ... UnaryCall")
-	cc, err := grpc.NewClient("127.0.0.1:8071", grpc.WithTransportCredentials(insecure.NewCredentials()),
+	target := addr(p.WinchGRPC)
+	fmt.Printf("$ (Go) grpc.NewClient(%q, grpc.WithAuthority(\"grpc.demo.kedge.local:443\")) ... UnaryCall\n", target)
+	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithAuthority("grpc.demo.kedge.local:443"), grpc.WithNoProxy())
 	if err != nil {
 		return err
@@ -129,20 +123,12 @@ func debianPackage(bin string) string {
 	return bin
 }
 
-// kubeconfigTemplate points kubectl at a name only kedge can route; %s is the backend CA file.
-const kubeconfigTemplate = `apiVersion: v1
-kind: Config
-clusters:
-- name: demo
-  cluster:
-    server: https://api.demo.kedge.local:443
-    certificate-authority: %s
-users:
-- name: demo
-  user:
-    token: kubectl-demo-token
-contexts:
-- name: demo
-  context: {cluster: demo, user: demo}
-current-context: demo
-`
+// commandName is the program a shell line runs: its first word that is not a VAR=value assignment.
+func commandName(shell string) string {
+	for _, w := range strings.Fields(shell) {
+		if !strings.Contains(w, "=") {
+			return w
+		}
+	}
+	return ""
+}
