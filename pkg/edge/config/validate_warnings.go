@@ -1,6 +1,9 @@
 package config
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Warnings returns every warning about running dyn with the flags in c, in one list that startup and reloads log
 // and --check-config prints: the documents' own warnings (dyn.Warnings), routes whose requirements the configured
@@ -24,6 +27,16 @@ func (c *Config) noAuthWarnings() []string {
 
 // emptyWarnings says when no request can be routed: no routes, no adhoc rules and no Kubernetes discovery.
 func (c *Config) emptyWarnings(dyn *Dynamic) []string {
+	if err := c.RoutesSomething(dyn); err != nil {
+		return []string{err.Error()}
+	}
+	return nil
+}
+
+// RoutesSomething returns an error when dyn with the flags in c routes no request at all: no routes, no adhoc rules
+// and no Kubernetes discovery. Startup and reloads log it as a warning (an empty director may be filled by a
+// reload); --check-config treats it as a problem, since such a config is never what its author meant.
+func (c *Config) RoutesSomething(dyn *Dynamic) error {
 	if c.K8s.DynamicRoutings || len(dyn.HTTPRoutes)+len(dyn.GRPCRoutes)+len(dyn.HTTPAdhoc)+len(dyn.GRPCAdhoc) > 0 {
 		return nil
 	}
@@ -31,7 +44,7 @@ func (c *Config) emptyWarnings(dyn *Dynamic) []string {
 	if c.Documents.DirectorPath == "" && c.Documents.DirectorInline == "" {
 		what = "no director config is given (--kedge_config_director_config_path)"
 	}
-	return []string{what + " and Kubernetes discovery is off (--kedge_dynamic_routings_enabled): every proxied request gets no-route"}
+	return errors.New(what + " and Kubernetes discovery is off (--kedge_dynamic_routings_enabled): every proxied request gets no-route")
 }
 
 // authWarnings finds routes whose requirement cannot be met with the configured authentication: permissions need

@@ -61,3 +61,29 @@ func TestConfigWarnings(t *testing.T) {
 		t.Error("Warnings changed dyn.Warnings")
 	}
 }
+
+// TestRoutesSomething is --check-config's "routes nothing" error: the same condition and words as the warning.
+func TestRoutesSomething(t *testing.T) {
+	t.Parallel()
+	director := Source{DirectorPath: "director.yaml"}
+	tests := []struct {
+		name    string
+		cfg     Config
+		dyn     *Dynamic
+		wantErr string
+	}{
+		{"empty director", Config{Documents: director}, &Dynamic{}, "the director config has no routes and no adhoc rules"},
+		{"no director", Config{}, &Dynamic{}, "no director config is given"},
+		{"a route", Config{Documents: director}, &Dynamic{HTTPRoutes: []route.HTTPRoute{{Backend: "b"}}}, ""},
+		{"discovery", Config{K8s: K8sConfig{DynamicRoutings: true}}, &Dynamic{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.cfg.RoutesSomething(tt.dyn)
+			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("RoutesSomething = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
