@@ -11,16 +11,6 @@ import (
 	"time"
 )
 
-// TestDocsExamplesAreValid keeps docs/examples loadable by the real binary.
-func TestDocsExamplesAreValid(t *testing.T) {
-	out, err := exec.Command(filepath.Join(binDir, "kedge"), "--check-config",
-		"--kedge_config_director_config_path=../docs/examples/director.yaml",
-		"--kedge_config_backendpool_config_path=../docs/examples/backendpool.yaml").CombinedOutput()
-	if err != nil {
-		t.Fatalf("docs/examples do not validate: %v\n%s", err, out)
-	}
-}
-
 // TestDocsListEveryKedgeFlag fails when a flag shown by `kedge --help` is documented nowhere in docs/.
 func TestDocsListEveryKedgeFlag(t *testing.T) {
 	out, err := exec.Command(filepath.Join(binDir, "kedge"), "--help").Output()
