@@ -88,12 +88,24 @@ func (e *kedgeEnv) soakSample(t *testing.T, since time.Time) soakSample {
 }
 
 // soakWindow is open while the HTTP backend is down or has just come back: requests needing it may then fail with
-// kedge's typed error (a 5xx with X-Kedge-Error-Type), and only then.
-type soakWindow struct{ open atomic.Bool }
+// kedge's typed error (a 5xx with X-Kedge-Error-Type), and only then. A request counts as inside the window if the
+// two overlap: the window is open when its answer arrives, or closed after the request started.
+type soakWindow struct {
+	open     atomic.Bool
+	closedAt atomic.Int64 // UnixNano of the last close
+}
 
-// expectedHTTP says whether a failed answer is the typed error of a backend restart.
-func (w *soakWindow) expectedHTTP(resp *http.Response) bool {
-	return w.open.Load() && resp.StatusCode >= 500 && resp.Header.Get("X-Kedge-Error-Type") != ""
+func (w *soakWindow) openNow() { w.open.Store(true) }
+
+func (w *soakWindow) close() {
+	w.closedAt.Store(time.Now().UnixNano())
+	w.open.Store(false)
+}
+
+// expectedHTTP says whether a failed answer to a request started at started is the typed error of a backend restart.
+func (w *soakWindow) expectedHTTP(resp *http.Response, started time.Time) bool {
+	inside := w.open.Load() || w.closedAt.Load() > started.UnixNano()
+	return inside && resp.StatusCode >= 500 && resp.Header.Get("X-Kedge-Error-Type") != ""
 }
 
 // soakWorker runs one request after another, pace apart, until the soak ends; bounded in count as well as in time.
@@ -188,6 +200,7 @@ func TestSoak(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // not the test's: it outlives the soak
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		started := time.Now()
 		resp, err := c.Do(req)
 		if err != nil {
 			tally.fail(err.Error())
@@ -198,7 +211,7 @@ func TestSoak(t *testing.T) {
 		switch {
 		case err == nil && resp.StatusCode == http.StatusOK && strings.Contains(string(body), want):
 			tally.ok.Add(1)
-		case err == nil && restarts && window.expectedHTTP(resp):
+		case err == nil && restarts && window.expectedHTTP(resp, started):
 			tally.expected.Add(1)
 		default:
 			tally.fail(fmt.Sprintf("%s: %s %s (X-Kedge-Error-Type %q, X-Winch-Error %q), %v",
@@ -290,13 +303,14 @@ func TestSoak(t *testing.T) {
 				nextRestart = end
 				continue
 			}
-			window.open.Store(true)
+			window.openNow()
 			plain.kill()
 			time.Sleep(time.Second)
 			plain.revive()
 			restarts++
 			nextRestart = nextRestart.Add(restartEvery)
-			time.AfterFunc(5*time.Second, func() { window.open.Store(false) })
+			// The refused endpoint is skipped for --lbtransport_failed_target_backoff_duration (2s) after the revive.
+			time.AfterFunc(5*time.Second, window.close)
 		}
 	}
 	load.Wait()
