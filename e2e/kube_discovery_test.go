@@ -5,6 +5,8 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,10 +24,24 @@ import (
 // kedgeSA is the identity of the kedge ServiceAccount of docs/deploy.
 const kedgeSA = "system:serviceaccount:kedge:kedge"
 
-// applyDeploy applies docs/deploy as the admin and requires no warnings from the real API server.
+// applyDeploy applies docs/deploy as the admin and requires no warnings from the real API server. As a user does, it
+// first puts a serving certificate and key next to kustomization.yaml (tls.crt, tls.key: its secretGenerator's
+// files), in a copy of the directory.
 func applyDeploy(t *testing.T, k *realKube) {
 	t.Helper()
-	out, errOut, err := k.kubectl(t, "apply", "-k", "../docs/deploy")
+	dir := t.TempDir()
+	manifests, _ := filepath.Glob("../docs/deploy/*.yaml")
+	for _, f := range manifests {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, dir, filepath.Base(f), string(raw))
+	}
+	certPEM, keyPEM := testutil.EncodePEM(t, testutil.NewCA(t).Server(t, "kedge.example.com"))
+	writeFile(t, dir, "tls.crt", string(certPEM))
+	writeFile(t, dir, "tls.key", string(keyPEM))
+	out, errOut, err := k.kubectl(t, "apply", "-k", dir)
 	if err != nil {
 		t.Fatalf("kubectl apply -k docs/deploy: %v\n%s%s", err, out, errOut)
 	}
