@@ -25,7 +25,9 @@ import (
 //   - a backendpool without a director in its file loads with a director routing one name to each backend;
 //   - a winch mapper loads with the auth block of its own file, else with docs/winch.md's;
 //   - in docs/examples/, X-director.yaml goes with X-backendpool.yaml and X-mapper.yaml with X-auth.yaml (X may be
-//     empty: director.yaml, winch-mapper.yaml); a file that fits no pair fails the test.
+//     empty: director.yaml, winch-mapper.yaml); a file that fits no pair fails the test. A director whose comment
+//     has a line "# kedge flags:" followed by "#   --flag=value" lines is checked with those flags, and then must
+//     load without any warning (the flags are what makes it work: authentication, discovery).
 //
 // The one marker: a line `<!-- docs-check: skip (why) -->` right before a fence skips a block that is a sketch, not
 // a document (a schema outline with "[HTTPRoute...]").
@@ -86,7 +88,7 @@ func TestDocsConfigBlocks(t *testing.T) {
 			}
 			used[f], used[other] = true, true
 			if pair[0] == "director.yaml" {
-				checkKedge(t, f, readText(t, f), readText(t, other))
+				checkKedge(t, f, readText(t, f), readText(t, other), exampleFlags(readText(t, f))...)
 			} else {
 				checkWinch(t, f, readText(t, f), readText(t, other))
 			}
@@ -233,15 +235,33 @@ func topSection(doc, name string) string {
 	return rest
 }
 
-func checkKedge(t *testing.T, name, director, pool string) {
+// checkKedge runs kedge --check-config on a director and a backendpool; with flags, a warning is a failure too.
+func checkKedge(t *testing.T, name, director, pool string, flags ...string) {
 	t.Helper()
 	dir := t.TempDir()
-	out, err := exec.Command(filepath.Join(binDir, "kedge"), "--check-config",
-		"--kedge_config_director_config_path="+writeFile(t, dir, "director.yaml", director),
-		"--kedge_config_backendpool_config_path="+writeFile(t, dir, "backendpool.yaml", pool)).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "config is valid") {
-		t.Errorf("%s: kedge --check-config: %v\n%s\n-- director --\n%s-- backendpool --\n%s", name, err, out, director, pool)
+	out, err := exec.Command(filepath.Join(binDir, "kedge"), append([]string{"--check-config",
+		"--kedge_config_director_config_path=" + writeFile(t, dir, "director.yaml", director),
+		"--kedge_config_backendpool_config_path=" + writeFile(t, dir, "backendpool.yaml", pool)}, flags...)...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "config is valid") || (len(flags) > 0 && strings.Contains(string(out), "warning:")) {
+		t.Errorf("%s: kedge --check-config %q: %v\n%s\n-- director --\n%s-- backendpool --\n%s", name, flags, err, out, director, pool)
 	}
+}
+
+// exampleFlags reads the "# kedge flags:" lines of an example director.
+func exampleFlags(director string) []string {
+	_, rest, ok := strings.Cut(director, "# kedge flags:\n")
+	if !ok {
+		return nil
+	}
+	var flags []string
+	for _, line := range strings.Split(rest, "\n") {
+		f, ok := strings.CutPrefix(line, "#   --")
+		if !ok {
+			break
+		}
+		flags = append(flags, "--"+strings.TrimSpace(f))
+	}
+	return flags
 }
 
 func checkWinch(t *testing.T, name, mapper, auth string) {
