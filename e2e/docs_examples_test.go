@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/xml"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,4 +284,59 @@ func readText(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestWinchUserUnits checks docs/winch's systemd and launchd units: the plist is well-formed XML, and each unit's
+// winch arguments, with its home directory made a temp dir holding the example documents, pass winch --check-config.
+func TestWinchUserUnits(t *testing.T) {
+	unit := readText(t, "../docs/winch/winch.service")
+	execStart := regexp.MustCompile(`(?m)^ExecStart=(\S+)(.*)$`).FindStringSubmatch(unit)
+	if execStart == nil || !strings.HasSuffix(execStart[1], "/winch") {
+		t.Fatalf("winch.service has no ExecStart running winch")
+	}
+	plist := readText(t, "../docs/winch/dev.kedge.winch.plist")
+	dec := xml.NewDecoder(strings.NewReader(plist))
+	var plistArgs []string
+	inArgs := false
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("dev.kedge.winch.plist is not well-formed XML: %v", err)
+		}
+		switch v := tok.(type) {
+		case xml.CharData:
+			if s := strings.TrimSpace(string(v)); s == "ProgramArguments" {
+				inArgs = true
+			} else if inArgs && strings.HasPrefix(s, "--") {
+				plistArgs = append(plistArgs, s)
+			}
+		case xml.EndElement:
+			if v.Name.Local == "array" {
+				inArgs = false
+			}
+		}
+	}
+	for name, args := range map[string]struct{ home, args string }{
+		"winch.service":         {"%h", execStart[2]},
+		"dev.kedge.winch.plist": {"/Users/YOU", strings.Join(plistArgs, " ")},
+	} {
+		home := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(home, ".config", "winch"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(home, ".config", "winch"), "mapper.yaml", readText(t, "../docs/examples/winch-mapper.yaml"))
+		writeFile(t, filepath.Join(home, ".config", "winch"), "auth.yaml", readText(t, "../docs/examples/winch-auth.yaml"))
+		argv := strings.Fields(strings.ReplaceAll(args.args, args.home, home))
+		if len(argv) < 2 {
+			t.Errorf("%s: found only %q as winch's arguments", name, argv)
+			continue
+		}
+		out, stderr, code := winchRun(t, append([]string{"--check-config"}, argv...)...)
+		if code != 0 || !strings.Contains(out, "config is valid") {
+			t.Errorf("%s: winch --check-config %q: exit %d\n%s%s", name, argv, code, out, stderr)
+		}
+	}
 }
