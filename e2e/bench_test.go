@@ -390,4 +390,3 @@ func (l *benchLatencies) report(b *testing.B) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
-

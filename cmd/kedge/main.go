@@ -107,7 +107,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // checkConfig validates the documents and prints what startup would log about them: every problem (exit 1), then
 // every warning. Without any document there is nothing to check, which is said and exits 1, unless Kubernetes
-// discovery is to supply the routes.
+// discovery is to supply the routes; documents that route nothing without discovery are invalid too.
 func checkConfig(cfg config.Config, stdout, stderr io.Writer) int {
 	src := cfg.Documents
 	if src.DirectorPath == "" && src.DirectorInline == "" && src.BackendpoolPath == "" && src.BackendpoolInline == "" {
@@ -123,8 +123,15 @@ func checkConfig(cfg config.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "config is invalid:\n%v\n", err)
 		return 1
 	}
+	empty := cfg.RoutesSomething(dyn)
 	for _, w := range cfg.Warnings(dyn) {
-		fmt.Fprintf(stderr, "warning: %s\n", w)
+		if empty == nil || w != empty.Error() {
+			fmt.Fprintf(stderr, "warning: %s\n", w)
+		}
+	}
+	if empty != nil {
+		fmt.Fprintf(stderr, "config is invalid:\n%v\n", empty)
+		return 1
 	}
 	fmt.Fprintf(stdout, "config is valid: %d HTTP routes, %d HTTP adhoc rules, %d gRPC routes, %d gRPC adhoc rules, %d backends\n",
 		len(dyn.HTTPRoutes), len(dyn.HTTPAdhoc), len(dyn.GRPCRoutes), len(dyn.GRPCAdhoc), len(dyn.Backends))

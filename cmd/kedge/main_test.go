@@ -47,10 +47,10 @@ func TestRun(t *testing.T) {
 			args: []string{"--check-config", `--kedge_config_director_config={"http": {"routes": [{"backend_name": "web", "host_matcher": "a.example.com", "required_permissions": ["x"]}]}}`, pool},
 			code: 0, stdout: "config is valid: 1 HTTP routes",
 			stderr: `warning: http route 0 (backend "web") has required_permissions but no OIDC permissions claim is configured (--server_oidc_perms_claim): nobody can use it`},
-		{name: "check-config warns about a director without routes",
+		{name: "check-config refuses a director without routes",
 			args: []string{"--check-config", `--kedge_config_director_config={}`, pool, "--unsafe_bearer_token_proxy_auth=t"},
-			code: 0, stdout: "config is valid: 0 HTTP routes",
-			stderr: "warning: the director config has no routes and no adhoc rules and Kubernetes discovery is off", stderrLine: 1},
+			code: 1, stdoutNot: "config is valid",
+			stderr: "config is invalid:\nthe director config has no routes and no adhoc rules and Kubernetes discovery is off", stderrLine: 2},
 		{name: "check-config, routes and a claim: no warning",
 			args: []string{"--check-config", `--kedge_config_director_config={"http": {"routes": [{"backend_name": "web", "host_matcher": "a.example.com"}]}}`, pool, "--unsafe_bearer_token_proxy_auth=t"},
 			code: 0, stdout: "config is valid: 1 HTTP routes", stderrLine: -1},
@@ -132,7 +132,7 @@ func TestSecretFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing")
-	docs := []string{"--check-config", "--kedge_config_director_config={}"}
+	docs := []string{"--check-config", "--kedge_config_director_config={}", "--kedge_dynamic_routings_enabled"}
 	tests := []struct {
 		name   string
 		args   []string
