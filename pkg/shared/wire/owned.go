@@ -1,5 +1,7 @@
 package wire
 
+import "strings"
+
 // kedgeOwnedPrefix starts every header and metadata key kedge owns, in lower case.
 const kedgeOwnedPrefix = "x-kedge-"
 
@@ -8,23 +10,6 @@ const kedgeOwnedPrefix = "x-kedge-"
 // X-Kedge-Backend-Name, X-Kedge-Error, X-Kedge-Request-Id, which kedge then sets itself, ...) except
 // X-Kedge-Info-Logs, which clients send on purpose. It is the one rule for HTTP and gRPC, and does not allocate.
 func KedgeOwned(name string) bool {
-	return len(name) >= len(kedgeOwnedPrefix) && equalFoldLower(name[:len(kedgeOwnedPrefix)], kedgeOwnedPrefix) &&
-		!(len(name) == len(HeaderInfoLogs) && equalFoldLower(name, "x-kedge-info-logs"))
-}
-
-// equalFoldLower reports whether s equals lower, a lower-case ASCII string, ignoring the case of ASCII letters.
-func equalFoldLower(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
+	return len(name) >= len(kedgeOwnedPrefix) && strings.EqualFold(name[:len(kedgeOwnedPrefix)], kedgeOwnedPrefix) &&
+		!(len(name) == len(HeaderInfoLogs) && strings.EqualFold(name, HeaderInfoLogs))
 }
