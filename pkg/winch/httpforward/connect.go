@@ -52,8 +52,50 @@ func (h *Handler) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Co
 // tunnel serves one CONNECT on the hijacked client connection: it answers 200 once the upstream tunnel is open and
 // splices the two connections, or answers the refusal.
 func (h *Handler) tunnel(req *http.Request, client net.Conn, host string, d decision) {
+	h.serveTunnel(req, client, host, d, func(_ net.Addr, refusal *http.Response) error {
+		if refusal != nil {
+			writeResponse(client, refusal)
+			return nil
+		}
+		_, err := io.WriteString(client, connectLine(req, http.StatusOK, "Connection established"))
+		return err
+	})
+}
+
+// socksScheme marks the request that ServeTunnel makes up for a SOCKS5 client: winch's errors and metrics label it
+// "socks".
+const socksScheme = "socks5h"
+
+// ServeTunnel serves a SOCKS5 CONNECT to hostport ("host:port", the name as the client sent it, never resolved
+// here) on client: the same decision as an HTTP CONNECT (decide: the mapped kedge with the route's proxy token,
+// directly, or refused per Options.Unmatched), the same kedge tunnel and the same splice. answer is called once,
+// with the refusal (kedge's answer or a winch error; its status and error-type headers say why) or, on success,
+// with nil and the upstream connection's local address; the splice starts when answer returns nil. MITM routes are
+// refused: winch can only terminate TLS for clients that send an HTTP CONNECT. ServeTunnel closes client.
+func (h *Handler) ServeTunnel(ctx context.Context, client net.Conn, hostport string, answer func(bound net.Addr, refusal *http.Response) error) {
+	req := (&http.Request{
+		Method:     http.MethodConnect,
+		URL:        &url.URL{Scheme: socksScheme, Host: hostport},
+		Host:       hostport,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     http.Header{},
+	}).WithContext(ctx)
+	d := h.decide(hostport)
+	if d.kind == toKedge && d.dest.MITM {
+		d = decision{kind: refused, status: http.StatusForbidden, errType: wire.ErrForbidden,
+			msg: "the route for " + hostport + " asks for MITM, which winch does only for HTTP CONNECT, not SOCKS5"}
+	}
+	h.serveTunnel(req, client, hostport, d, answer)
+}
+
+// serveTunnel is the one home of CONNECT-style tunnels (HTTP CONNECT and SOCKS5): it opens the upstream that d
+// names, lets answer tell the client the outcome, and splices the two connections. It closes client.
+func (h *Handler) serveTunnel(req *http.Request, client net.Conn, host string, d decision, answer func(net.Addr, *http.Response) error) {
 	defer func() { _ = client.Close() }()
 	start := time.Now()
+	proxy := proxyLabel(req)
 	var (
 		upstream     net.Conn
 		fromUpstream io.Reader
@@ -62,35 +104,35 @@ func (h *Handler) tunnel(req *http.Request, client net.Conn, host string, d deci
 	)
 	switch d.kind {
 	case refused:
-		h.metrics.requests.WithLabelValues("connect", "refused").Inc()
-		writeResponse(client, h.winchError(req, d.status, d.errType, d.msg))
+		h.metrics.requests.WithLabelValues(proxy, "refused").Inc()
+		_ = answer(nil, h.winchError(req, d.status, d.errType, d.msg))
 		return
 	case toDirect:
-		h.metrics.requests.WithLabelValues("connect", "direct").Inc()
+		h.metrics.requests.WithLabelValues(proxy, "direct").Inc()
 		conn, err := h.dialer.DialContext(req.Context(), "tcp", withPort(host, "443"))
 		if err != nil {
-			writeResponse(client, h.winchError(req, http.StatusBadGateway, wire.ErrTransportUnknown,
+			_ = answer(nil, h.winchError(req, http.StatusBadGateway, wire.ErrTransportUnknown,
 				fmt.Sprintf("direct to %s: %v", host, err)))
 			return
 		}
 		upstream, fromUpstream, via = conn, conn, "direct"
 	case toKedge:
-		h.metrics.requests.WithLabelValues("connect", "kedge").Inc()
+		h.metrics.requests.WithLabelValues(proxy, "kedge").Inc()
 		requestID = "winch-" + wire.NewRequestID()
 		conn, r, resp := h.kedgeTunnel(req, host, d.dest, requestID)
 		if resp != nil {
-			writeResponse(client, resp)
+			_ = answer(nil, resp)
 			return
 		}
 		upstream, fromUpstream, via = conn, r, d.dest.KedgeURL.Host
 	}
-	if _, err := io.WriteString(client, connectLine(req, http.StatusOK, "Connection established")); err != nil {
+	if err := answer(upstream.LocalAddr(), nil); err != nil {
 		_ = upstream.Close()
 		return
 	}
 	sent, received := splice(client, upstream, fromUpstream)
 	if h.log.Enabled(logging.LevelDebug) {
-		h.log.Debug("tunnel closed", logging.FieldHost, host, "upstream", via, "bytes_sent", sent,
+		h.log.Debug("tunnel closed", "proxy", proxy, logging.FieldHost, host, "upstream", via, "bytes_sent", sent,
 			"bytes_received", received, logging.FieldDuration, time.Since(start), logging.FieldRequestID, requestID)
 	}
 }
@@ -127,7 +169,7 @@ func (h *Handler) kedgeTunnel(req *http.Request, host string, dest mapper.Destin
 		if staleToken(resp, proxyTok) {
 			h.invalidate(dest.ProxyAuth, proxyTok)
 			if attempt == 0 && h.changedToken(ctx, dest.ProxyAuth, proxyTok) {
-				h.metrics.retries.WithLabelValues("connect").Inc()
+				h.metrics.retries.WithLabelValues(proxyLabel(req)).Inc()
 				h.log.Info("kedge rejected the proxy token; retrying the CONNECT with a fresh one",
 					"auth_source", dest.ProxyAuth, logging.FieldHost, host, logging.FieldRequestID, requestID)
 				continue

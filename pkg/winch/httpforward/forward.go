@@ -348,6 +348,9 @@ func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func (r *recorder) WriteHeader(code int)        { r.code = code }
 
 func proxyLabel(req *http.Request) string {
+	if req.URL.Scheme == socksScheme {
+		return "socks"
+	}
 	if req.Method == http.MethodConnect {
 		return "connect"
 	}

@@ -318,11 +318,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winch_http_requests_total",
-			Help: "Requests on winch's HTTP proxy port, by proxy (http, connect) and destination (kedge, direct, mitm, refused).",
+			Help: "Requests on winch's HTTP proxy port and tunnels on its SOCKS5 port, by proxy (http, connect, socks) and destination (kedge, direct, mitm, refused).",
 		}, []string{"proxy", "destination"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winch_http_errors_total",
-			Help: "Requests that winch itself failed or refused, by proxy (http, connect) and X-Winch-Error-Type.",
+			Help: "Requests that winch itself failed or refused, by proxy (http, connect, socks) and X-Winch-Error-Type.",
 		}, []string{"proxy", "type"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winch_token_retries_total",
