@@ -270,6 +270,8 @@ func TestIdleTimeoutClosesConnections(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = c.Close() }()
+			// Before the write: the server's idle clock starts after it has answered, so never before this.
+			start := time.Now()
 			if tt.proto == "h2" {
 				// The client preface and an empty SETTINGS frame, so the server is past the preface.
 				if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"); err != nil {
@@ -278,7 +280,6 @@ func TestIdleTimeoutClosesConnections(t *testing.T) {
 			} else if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			_, err = io.Copy(io.Discard, c) // the response or SETTINGS, then EOF when the idle timeout closes it
 			if isTimeout(err) {
