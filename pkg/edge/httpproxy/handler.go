@@ -17,6 +17,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
@@ -58,6 +59,9 @@ type Deps struct {
 	// Forwarded sets the forwarding headers (X-Forwarded-*, X-Real-IP, Forwarded) backends receive. nil trusts
 	// no client's values.
 	Forwarded *forwarded.Policy
+	// Tracer, if set, makes a span per request that continues the client's traceparent and is the backend's
+	// parent. nil (tracing off) leaves traceparent alone, as any other header.
+	Tracer *tracing.Tracer
 	// Options tunes the proxy.
 	Options Options
 }
@@ -107,6 +111,7 @@ type Handler struct {
 	fwd      *forwarded.Policy
 	opts     Options
 	metrics  *metrics
+	tracer   *tracing.Tracer
 	// proxy is the one ReverseProxy for every request; its transport dispatches on the route decision that
 	// ServeHTTP puts in the request context.
 	proxy *httputil.ReverseProxy
@@ -129,6 +134,7 @@ func New(d Deps) *Handler {
 		admit:    admission.Or(d.Admission, d.Registerer),
 		fwd:      d.Forwarded,
 		opts:     d.Options.withDefaults(),
+		tracer:   d.Tracer,
 	}
 	h.metrics = newMetrics(d.Registerer, d.Log)
 	h.proxy = &httputil.ReverseProxy{
@@ -176,6 +182,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.connect.ServeHTTP(w, r)
 		return
 	}
+	c.span = h.tracer.StartHTTP(r.Header, r.Method)
 	defer h.finish(c, r)
 	h.serve(c, r)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -118,6 +119,7 @@ type envConfig struct {
 	wrap      func(http.Handler) http.Handler // middleware around the handler
 	gate      *authz.Gate
 	forwarded *forwarded.Policy
+	tracer    *tracing.Tracer
 }
 
 func newEnv(t testing.TB, cfg envConfig) *env {
@@ -149,7 +151,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	e.h = New(Deps{
 		Log: log, Registerer: e.reg, Routes: staticRoutes{table}, Backends: backends,
 		Adhoc: cfg.adhocRT, GRPC: cfg.grpc, Connect: cfg.connect, Options: cfg.opts, Admission: adm,
-		Forwarded: cfg.forwarded,
+		Forwarded: cfg.forwarded, Tracer: cfg.tracer,
 	})
 	var h http.Handler = e.h
 	if cfg.wrap != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 // metrics are the handler's Prometheus collectors. The backend label is the backend name, "_adhoc" for adhoc
@@ -96,9 +97,21 @@ func (h *Handler) finish(c *call, r *http.Request) {
 	d := time.Since(c.start)
 	h.metrics.count(c.label, status, d)
 	h.logRequest(c, r, status, d)
+	if c.span != nil {
+		c.span.End(tracing.Attrs{Method: r.Method, Route: c.label, Backend: c.target, Status: status,
+			ErrorType: string(c.errType), Peer: peerString(r.RemoteAddr), RequestID: c.reqID})
+	}
 	if p != nil {
 		panic(p)
 	}
+}
+
+// peerString is the client's IP address for a span, "" when unknown.
+func peerString(remote string) string {
+	if a := peerAddr(remote); a.IsValid() {
+		return a.String()
+	}
+	return ""
 }
 
 // Audit fields of the log line, besides logging.FieldIdentity and logging.FieldRoute.

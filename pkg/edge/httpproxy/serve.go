@@ -14,6 +14,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
@@ -47,6 +48,9 @@ type call struct {
 	// Outcome.
 	errType wire.ErrorType
 	errMsg  string
+
+	// span is the request's trace span; nil when tracing is off.
+	span *tracing.Span
 }
 
 type callKey struct{}
@@ -217,6 +221,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.Host = c.host
 	h.fwd.SetHTTP(out.Header, pr.In.Header, forwarded.Request{Peer: peerAddr(pr.In.RemoteAddr), Host: c.host, Proto: scheme(pr.In)})
 	sanitizeOutbound(out.Header, c.reqID)
+	c.span.InjectHTTP(out.Header)
 	if c.assertion != "" {
 		out.Header[wire.HeaderKedgeIdentity] = []string{c.assertion}
 	}
