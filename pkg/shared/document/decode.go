@@ -49,7 +49,7 @@ func Decode(name string, data []byte, m proto.Message, mode Mode) error {
 		return s.errs[0]
 	case se != nil:
 		line, col := position(js, se.off)
-		return &FieldError{File: name, Reason: fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, se.Error())}
+		return &FieldError{File: name, Reason: fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, se.describe(js))}
 	}
 	s.message(md, root, "")
 	switch {

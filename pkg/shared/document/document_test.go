@@ -138,6 +138,39 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestSyntaxErrorsWholeMessage pins whole messages for JSON that is not JSON: kedge words them and places them
+// itself, so they read the same whatever encoding/json says (go1.26 and go1.27 word and place its errors
+// differently).
+func TestSyntaxErrorsWholeMessage(t *testing.T) {
+	t.Parallel()
+	md := testSchema(t)
+	tests := []struct {
+		doc  string
+		mode Mode
+		want string
+	}{
+		{`{"items": [`, FirstProblem, "doc.json: items: unexpected end of the document (line 1, column 12)"},
+		{`{"items": [{"host": "h",`, FirstProblem, "doc.json: items[0]: unexpected end of the document (line 1, column 25)"},
+		{`{"items": [{"host":`, FirstProblem, "doc.json: items[0].host: unexpected end of the document (line 1, column 20)"},
+		{`{"name": tru}`, FirstProblem, "doc.json: name: unexpected token tru (line 1, column 10)"},
+		{`{"name": "a",}`, FirstProblem, "doc.json: unexpected token } (line 1, column 14)"},
+		{"{\"items\": [{\"host\": \"h\"},\n ]}", FirstProblem, "doc.json: items[1]: unexpected token ] (line 2, column 2)"},
+		{`{"name": "\q"}`, FirstProblem, `doc.json: name: unexpected token "\q (line 1, column 10)`},
+		{`{"name": 1e}`, FirstProblem, "doc.json: name: unexpected token 1e (line 1, column 10)"},
+		{`{"name": "a"} {}`, FirstProblem, "doc.json: unexpected data after the document: { (line 1, column 15)"},
+		{`{"items": [`, AllProblems, "doc.json: invalid JSON at line 1, column 12: unexpected end of the document"},
+		{`{"name": tru}`, AllProblems, "doc.json: invalid JSON at line 1, column 10: unexpected token tru"},
+		{`{name: 1}`, AllProblems, "doc.json: invalid JSON at line 1, column 2: unexpected token name"},
+		{`{"name": "a"}}`, AllProblems, "doc.json: invalid JSON at line 1, column 14: unexpected data after the document: }"},
+	}
+	for _, tt := range tests {
+		err := Decode("doc.json", []byte(tt.doc), dynamicpb.NewMessage(md), tt.mode)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Decode(%q, mode %d) = %v\nwant %s", tt.doc, tt.mode, err, tt.want)
+		}
+	}
+}
+
 func TestDecodeFillsMessage(t *testing.T) {
 	t.Parallel()
 	md := testSchema(t)

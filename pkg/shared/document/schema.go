@@ -58,35 +58,55 @@ func parseJSON(js []byte) (*node, *syntaxError) {
 	dec.UseNumber()
 	n, err := parseValue(dec, js, 0, "")
 	if err == nil {
+		after := dec.InputOffset()
 		if _, extra := dec.Token(); extra != io.EOF {
-			err = &syntaxError{off: dec.InputOffset(), err: errors.New("unexpected data after the document")}
+			err = &syntaxError{off: after, err: errTrailing}
 		}
 	}
 	var se *syntaxError
 	if !errors.As(err, &se) && err != nil {
 		se = &syntaxError{off: dec.InputOffset(), err: err}
 	}
-	if se != nil && (errors.Is(se.err, io.EOF) || errors.Is(se.err, io.ErrUnexpectedEOF)) {
-		se.err = errors.New("unexpected end of the document")
+	if se == nil {
+		return n, nil
 	}
-	if se != nil {
-		return nil, se
+	// Where encoding/json stops and what it says differ between Go releases (go1.27 stops before the separator
+	// in front of a bad token, and reports an early end as a syntax error rather than io.EOF), so the offset is moved
+	// to the offending token and an early end is recognised by position, not by json's error.
+	se.off = tokenStart(js, se.off)
+	if se.off >= int64(len(js)) && !errors.Is(se.err, errTooDeep) {
+		se.err = errEnd
 	}
-	return n, nil
+	return nil, se
 }
 
-// describe says what is wrong at se in the words of FirstProblem: the token found where it does not belong.
+// errEnd is a document that ends inside a value.
+var errEnd = errors.New("unexpected end of the document")
+
+// describe says what is wrong at se, in kedge's words rather than encoding/json's: the token found where it does
+// not belong, the early end of the document, or the depth limit.
 func (se *syntaxError) describe(js []byte) string {
-	off := tokenStart(js, se.off)
-	if errors.Is(se.err, errTooDeep) || off >= int64(len(js)) {
-		return se.Error()
+	switch {
+	case errors.Is(se.err, errTooDeep) || errors.Is(se.err, errEnd) || se.off >= int64(len(js)):
+		return se.err.Error()
+	case errors.Is(se.err, errTrailing):
+		return errTrailing.Error() + ": " + se.token(js)
 	}
+	return "unexpected token " + se.token(js)
+}
+
+// token returns the token at se (at most 20 bytes of it).
+func (se *syntaxError) token(js []byte) string {
+	off := se.off
 	end := off + 1
 	for end < int64(len(js)) && end-off < 20 && strings.IndexByte(" \t\r\n,:[]{}\"", js[end]) < 0 {
 		end++
 	}
-	return "unexpected token " + string(js[off:end])
+	return string(js[off:min(end, int64(len(js)))])
 }
+
+// errTrailing is more than one value in a document.
+var errTrailing = errors.New("unexpected data after the document")
 
 // errTooDeep refuses documents nested deeper than maxDepth.
 var errTooDeep = fmt.Errorf("nested deeper than %d levels", maxDepth)
@@ -102,10 +122,10 @@ func parseValue(dec *json.Decoder, js []byte, depth int, path string) (_ *node, 
 	if depth > maxDepth {
 		return nil, errTooDeep
 	}
-	tok, err := dec.Token()
-	if err == io.EOF {
-		return nil, io.ErrUnexpectedEOF
+	if tokenStart(js, dec.InputOffset()) >= int64(len(js)) {
+		return nil, errEnd
 	}
+	tok, err := dec.Token()
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +135,15 @@ func parseValue(dec *json.Decoder, js []byte, depth int, path string) (_ *node, 
 		if v == '{' {
 			n.kind = kindObject
 		}
-		for i := 0; dec.More(); i++ {
+		for i := 0; ; i++ {
+			// A document that ends inside a list or object is blamed on that list or object (json's More says
+			// true at the end in go1.27, false in go1.26).
+			if tokenStart(js, dec.InputOffset()) >= int64(len(js)) {
+				return nil, errEnd
+			}
+			if !dec.More() {
+				break
+			}
 			childPath := fmt.Sprintf("%s[%d]", path, i)
 			if n.kind == kindObject {
 				keyOff := tokenStart(js, dec.InputOffset())
