@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
@@ -35,6 +36,10 @@ type call struct {
 	decision string // allowed, unauthenticated, forbidden; "" when nothing was authorized
 	reason   string
 	errType  wire.ErrorType
+
+	// span is the call's trace span (nil when tracing is off); set before the handler runs, ended by finish.
+	span *tracing.Span
+	peer string // the client's IP address, for the span
 }
 
 // newCall starts the record of a call, keeping a valid incoming request ID or making a new one.
@@ -77,6 +82,13 @@ func (p *Proxy) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	c := newCall(ss.Context(), info.FullMethod)
 	// SetHeader only fails once headers were sent, which cannot have happened before the handler ran.
 	_ = ss.SetHeader(metadata.Pairs(wire.MetadataRequestID, c.requestID))
+	if p.tracer != nil {
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		c.span = p.tracer.StartGRPC(md, info.FullMethod)
+		if a := peerAddr(ss.Context()); a.IsValid() {
+			c.peer = a.String()
+		}
+	}
 	err := handler(srv, &ctxStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callKey{}, c)})
 	markKedgeError(ss, c, err)
 	p.finish(c, err)
@@ -134,6 +146,10 @@ func (p *Proxy) finish(c *call, err error) {
 		ln.Str(logging.FieldError, st.Message())
 	}
 	ln.Write()
+	if c.span != nil {
+		c.span.End(tracing.Attrs{RPC: true, Method: c.method, Code: int(code), Route: c.route, Backend: c.backend,
+			ErrorType: string(errType), Peer: c.peer, RequestID: c.requestID})
+	}
 }
 
 // errTypeLocked is the type of the error kedge made for the call, or "" when the call succeeded or its status came

@@ -82,6 +82,7 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 		md[wire.MetadataKedgeIdentity] = []string{res.Assertion}
 	}
 	p.fwd.SetMetadata(md, in, forwarded.Request{Peer: peerAddr(ctx), Host: c.authority, Proto: "https"})
+	c.span.InjectGRPC(md)
 	return metadata.NewOutgoingContext(ctx, md), cc, nil
 }
 

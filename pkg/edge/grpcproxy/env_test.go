@@ -26,6 +26,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 func TestMain(m *testing.M) {
@@ -266,6 +267,7 @@ type envConfig struct {
 	idle      time.Duration
 	forwarded *forwarded.Policy
 	reg       *prometheus.Registry
+	tracer    *tracing.Tracer
 }
 
 func newEnv(t *testing.T, cfg envConfig) *env {
@@ -295,6 +297,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		Adhoc:            backend.NewAdhocDialer(backend.Deps{DNS: testutil.NewResolver(cfg.dns), Options: backend.Options{DialTimeout: cfg.dial}}, cfg.guard),
 		Forwarded:        cfg.forwarded,
 		AdhocIdleTimeout: cfg.idle,
+		Tracer:           cfg.tracer,
 	})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 // Routes supplies the current gRPC routing table; it is read once per call, so a reload takes effect for new calls.
@@ -61,6 +62,9 @@ type Deps struct {
 	// AdhocIdleTimeout is how long an adhoc connection with no call in flight is kept; 0 means
 	// DefaultAdhocIdleTimeout.
 	AdhocIdleTimeout time.Duration
+	// Tracer, if set, makes a span per call that continues the client's traceparent metadata and is the backend's
+	// parent. nil (tracing off) leaves traceparent alone, as any other metadata.
+	Tracer *tracing.Tracer
 }
 
 // Proxy is the transparent gRPC proxy. It is safe for concurrent use; Close releases its adhoc connections.
@@ -73,6 +77,7 @@ type Proxy struct {
 	adhoc       *adhocPool
 	m           metrics
 	transparent grpc.StreamHandler
+	tracer      *tracing.Tracer
 }
 
 // New builds a Proxy from d.
@@ -96,6 +101,7 @@ func New(d Deps) *Proxy {
 		fwd:      d.Forwarded,
 		adhoc:    newAdhocPool(dialer, idle, defaultMaxAdhocConns),
 		m:        newMetrics(d.Log, d.Registerer),
+		tracer:   d.Tracer,
 	}
 	p.transparent = proxy.TransparentHandler(p.direct)
 	return p
