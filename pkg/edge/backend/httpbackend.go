@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -108,15 +109,16 @@ func (h *httpBackend) roundTrip(req *http.Request) (*http.Response, error) {
 		if rec != nil {
 			rec.Addr = ep
 		}
-		out := *req
-		u := *req.URL
-		u.Scheme, u.Host = h.scheme, ep
-		out.URL = &u
+		// The attempt's own copy of the request and its URL (a RoundTripper leaves the caller's alone), in one
+		// allocation.
+		a := &attemptRequest{req: *req, url: *req.URL}
+		a.url.Scheme, a.url.Host = h.scheme, ep
+		a.req.URL = &a.url
 		attempt := body.attempt()
 		if attempt != nil {
-			out.Body = attempt
+			a.req.Body = attempt
 		}
-		resp, err := h.transport.RoundTrip(&out)
+		resp, err := h.transport.RoundTrip(&a.req)
 		if err == nil {
 			attempt.commit()
 			return resp, nil
@@ -130,6 +132,12 @@ func (h *httpBackend) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	body.close()
 	return nil, h.noConnection(try, lastErr)
+}
+
+// attemptRequest is the request of one attempt with the URL it points to.
+type attemptRequest struct {
+	req http.Request
+	url url.URL
 }
 
 // endpoints returns the current endpoints, waiting a little for a new backend's first resolution.

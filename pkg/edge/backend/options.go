@@ -212,17 +212,20 @@ type EndpointRecord struct {
 	Addr string
 }
 
-type recorderKey struct{}
+// RecorderKey is the context key under which the transports look for an *EndpointRecord. WithEndpointRecorder
+// sets it; a caller with a context type of its own (the HTTP proxy's, which carries its per-request state without
+// one context.WithValue layer per value) answers it from Value.
+type RecorderKey struct{}
 
 // WithEndpointRecorder returns a context that makes the transports record the endpoint they used into the returned
 // EndpointRecord, so the proxy can log it.
 func WithEndpointRecorder(ctx context.Context) (context.Context, *EndpointRecord) {
 	rec := &EndpointRecord{}
-	return context.WithValue(ctx, recorderKey{}, rec), rec
+	return context.WithValue(ctx, RecorderKey{}, rec), rec
 }
 
 // recorderFrom returns the EndpointRecord of ctx, or nil.
 func recorderFrom(ctx context.Context) *EndpointRecord {
-	rec, _ := ctx.Value(recorderKey{}).(*EndpointRecord)
+	rec, _ := ctx.Value(RecorderKey{}).(*EndpointRecord)
 	return rec
 }

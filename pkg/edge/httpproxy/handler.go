@@ -158,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !wire.ValidRequestID(c.reqID) {
 		c.reqID = wire.NewRequestID()
 	}
-	w.Header().Set(wire.HeaderRequestID, c.reqID)
+	w.Header()[wire.HeaderRequestID] = c.headerValue(hdrResponseRequestID, c.reqID)
 	if r.ProtoMajor == 1 && (r.ProtoMinor == 0 || len(r.TransferEncoding) > 0) {
 		// Request framing net/http resolved in a way kedge cannot check: it drops a Content-Length sent next to
 		// Transfer-Encoding (such a request looks like any chunked one here), and ignores Transfer-Encoding on

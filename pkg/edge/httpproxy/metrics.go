@@ -121,10 +121,7 @@ const (
 )
 
 func (h *Handler) logRequest(c *call, r *http.Request, status int, d time.Duration) {
-	endpoint, backendName := "", c.label
-	if c.endpoint != nil {
-		endpoint = c.endpoint.Addr
-	}
+	endpoint, backendName := c.endpoint.Addr, c.label
 	if c.label == admission.AdhocLabel {
 		backendName = c.target
 	}

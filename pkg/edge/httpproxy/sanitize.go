@@ -101,15 +101,15 @@ func isTokenChar(c byte) bool {
 // sanitizeOutbound removes what a client may not send to a backend through kedge: every X-Kedge-* header except
 // X-Kedge-Info-Logs (kedge-owned headers are set by kedge alone, in canonical spelling) and Proxy-Authorization
 // (kedge's own credentials, already dropped as hop-by-hop; removed again here so no path can forward it). It then
-// sets the request ID. Authorization is the backend's business and stays.
-func sanitizeOutbound(h http.Header, reqID string) {
+// sets the request ID (reqID: its header value). Authorization is the backend's business and stays.
+func sanitizeOutbound(h http.Header, reqID []string) {
 	for name := range h {
 		if wire.KedgeOwned(name) {
 			delete(h, name)
 		}
 	}
 	delete(h, wire.HeaderProxyAuthz)
-	h[wire.HeaderRequestID] = []string{reqID}
+	h[wire.HeaderRequestID] = reqID
 }
 
 // equalFoldASCII compares ASCII case-insensitively (header names and schemes are ASCII).

@@ -23,6 +23,7 @@ var errNoDecision = errors.New("httpproxy: request reached the transport without
 // call is the state of one request, from ServeHTTP to the log line. It is allocated once per request and reaches
 // the ReverseProxy callbacks through the request context.
 type call struct {
+	callState
 	w     responseWriter
 	start time.Time
 	reqID string
@@ -43,7 +44,7 @@ type call struct {
 	label     string // backend name, admission.AdhocLabel, or "" (metrics label and log field)
 	target    string // URL.Host of the outgoing request: the backend name or the adhoc "name:port"
 	transport http.RoundTripper
-	endpoint  *backend.EndpointRecord
+	endpoint  backend.EndpointRecord // filled in by the backend's transport
 
 	// Outcome.
 	errType wire.ErrorType
@@ -58,6 +59,44 @@ type callKey struct{}
 func callFrom(ctx context.Context) *call {
 	c, _ := ctx.Value(callKey{}).(*call)
 	return c
+}
+
+// callState is the part of a call that exists to save allocations on every proxied request: the request context
+// (its parent plus the call and its endpoint record, where context.WithValue would allocate a layer per value) and
+// the backing array of the header values kedge sets (instead of a one-element slice each).
+type callState struct {
+	ctx  callContext
+	hdrs [3]string
+}
+
+// callContext is a proxied request's context: the client request's context, answering callKey with the call and
+// backend.RecorderKey with the call's endpoint record. Cancellation and deadlines are the parent's.
+type callContext struct {
+	context.Context
+	c *call
+}
+
+func (x *callContext) Value(key any) any {
+	switch key.(type) {
+	case callKey:
+		return x.c
+	case backend.RecorderKey:
+		return &x.c.endpoint
+	}
+	return x.Context.Value(key)
+}
+
+// Slots of callState.hdrs.
+const (
+	hdrResponseRequestID = iota
+	hdrResponseBackend
+	hdrOutboundRequestID
+)
+
+// headerValue returns value as a one-element header value backed by the call (capacity one, so an append copies).
+func (c *call) headerValue(slot int, value string) []string {
+	c.hdrs[slot] = value
+	return c.hdrs[slot : slot+1 : slot+1]
 }
 
 // serve canonicalises, routes and proxies a request that passed the header checks.
@@ -107,7 +146,7 @@ func (h *Handler) serve(c *call, r *http.Request) {
 	if c.label == admission.AdhocLabel {
 		c.target, c.transport = res.Adhoc.HostPort(), h.adhoc
 	} else {
-		w.Header().Set(wire.HeaderKedgeBackendName, c.label)
+		w.Header()[wire.HeaderKedgeBackendName] = c.headerValue(hdrResponseBackend, c.label)
 		var ok bool
 		if c.transport, ok = h.backends.HTTP(c.label); !ok {
 			h.fail(c, http.StatusBadGateway, wire.ErrNoBackend, "unknown backend")
@@ -115,8 +154,8 @@ func (h *Handler) serve(c *call, r *http.Request) {
 		}
 	}
 
-	ctx := context.WithValue(r.Context(), callKey{}, c)
-	ctx, c.endpoint = backend.WithEndpointRecorder(ctx)
+	c.ctx = callContext{Context: r.Context(), c: c}
+	var ctx context.Context = &c.ctx
 	if c.label == admission.AdhocLabel {
 		ctx = backend.WithAdhocTarget(ctx, res.Adhoc) // the adhoc dialer's one exemption: an address a rule names
 	}
@@ -220,7 +259,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// And exactly the host that was routed (the absolute-form URL's for forward requests).
 	out.Host = c.host
 	h.fwd.SetHTTP(out.Header, pr.In.Header, forwarded.Request{Peer: peerAddr(pr.In.RemoteAddr), Host: c.host, Proto: scheme(pr.In)})
-	sanitizeOutbound(out.Header, c.reqID)
+	sanitizeOutbound(out.Header, c.headerValue(hdrOutboundRequestID, c.reqID))
 	c.span.InjectHTTP(out.Header)
 	if c.assertion != "" {
 		out.Header[wire.HeaderKedgeIdentity] = []string{c.assertion}
