@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	grpcstatus "google.golang.org/grpc/status"
@@ -123,8 +124,11 @@ func soakWorker(wg *sync.WaitGroup, end time.Time, pace time.Duration, one func(
 }
 
 // TestSoak sends mixed traffic through winch and kedge for soakDuration: HTTP/1.1 through winch's proxy port,
-// HTTP/2 straight to kedge, gRPC unary calls through winch, gRPC bidi streams straight to kedge, and a fresh CONNECT
-// tunnel through winch for every TLS request to a backend. Meanwhile kedge's documents are rewritten every 3 s (the
+// HTTP/2 straight to kedge, gRPC unary calls through winch, gRPC bidi streams straight to kedge, a fresh CONNECT
+// tunnel through winch for every TLS request to a backend, and WebSocket sessions (ws:// through winch's proxy port,
+// two at a time, each 20 echoed messages over 2 s, a backend ping and a normal close that the backend must read).
+// Endpoints move only through the reloads: kedge's host and srv resolvers ask the system's DNS servers (port 53 of
+// /etc/resolv.conf's nameservers), which a test cannot point at a resolver of its own on a loopback port. Meanwhile kedge's documents are rewritten every 3 s (the
 // gRPC backend moves between two endpoints and a route comes and goes; every fourth write is invalid and rejected)
 // and the HTTP backend is killed and restarted every third of the run (at most every minute). Every request is
 // accounted: it succeeds, or, only while the HTTP backend restarts, gets kedge's typed 5xx. After a warm-up (a
@@ -145,6 +149,7 @@ func TestSoak(t *testing.T) {
 	other := testutil.NewEchoServer(t, testutil.EchoName("other"))
 	backendCA := testutil.NewCA(t)
 	tunnelled := testutil.NewEchoServer(t, testutil.EchoName("tunnelled"), testutil.EchoTLS(backendCA.Server(t, "tunnel.example.com")))
+	ws := newWSBackend(t, backendCA.Server(t, "ws.example.com")) // its plain listener serves the soak
 	docs := func(i int) (director, pool string) {
 		extraRoute, extraBackend := "", ""
 		if i%2 == 1 {
@@ -155,6 +160,7 @@ func TestSoak(t *testing.T) {
   "http": {"routes": [` + extraRoute + `
     {"backend_name": "plain", "host_matcher": "hello.example.com", "port_matcher": 80},
     {"backend_name": "plain", "host_matcher": "plain.example.com"},
+    {"backend_name": "ws", "host_matcher": "ws.example.com"},
     {"backend_name": "tunnel", "host_matcher": "tunnel.example.com", "port_matcher": 443, "proxy_mode": "CONNECT"}
   ]},
   "grpc": {"routes": [{"backend_name": "greeter", "service_name_matcher": "grpc.testing.TestService/*"}]}
@@ -162,10 +168,11 @@ func TestSoak(t *testing.T) {
 		pool = fmt.Sprintf(`{
   "http": {"backends": [`+extraBackend+`
     {"name": "plain", "host": {"dns_name": "127.0.0.1", "port": %d}},
-    {"name": "tunnel", "host": {"dns_name": "127.0.0.1", "port": %d}}
+    {"name": "tunnel", "host": {"dns_name": "127.0.0.1", "port": %d}},
+    {"name": "ws", "host": {"dns_name": "127.0.0.1", "port": %d}}
   ]},
   "grpc": {"backends": [{"name": "greeter", "host": {"dns_name": "127.0.0.1", "port": %d}}]}
-}`, plain.port, tunnelled.Port(), grpcPort(greeter[i%2]))
+}`, plain.port, tunnelled.Port(), port(ws.plain), grpcPort(greeter[i%2]))
 		return director, pool
 	}
 	director, pool := docs(0)
@@ -174,6 +181,7 @@ func TestSoak(t *testing.T) {
 	k := startKedgeBinary(t, plainKedge(t), director, pool, "--log_level=warn")
 	w := startWinch(t, fmt.Sprintf(`{"routes": [
   {"direct": {"key": "hello.example.com", "url": %[1]q}, "protocol": "HTTP"},
+  {"direct": {"key": "ws.example.com", "url": %[1]q}, "protocol": "HTTP"},
   {"direct": {"key": "tunnel.example.com:443", "url": %[1]q}, "protocol": "HTTP"},
   {"direct": {"key": "greeter.example.com:443", "url": %[2]q}, "protocol": "GRPC"}
 ]}`, kedgeURL(k), kedgeGRPCURL(k)), "", "--client_tls_root_ca_files="+k.caFile, "--log_level=warn")
@@ -185,6 +193,7 @@ func TestSoak(t *testing.T) {
 		TLSClientConfig:   &tls.Config{RootCAs: backendCA.Pool()}, // end to end through the tunnel
 		DisableKeepAlives: true,                                   // a new CONNECT tunnel for every request
 	}}
+	wsClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
 	h2 := k.client(true)
 	defer viaWinch.CloseIdleConnections()
 	defer h2.CloseIdleConnections()
@@ -192,7 +201,7 @@ func TestSoak(t *testing.T) {
 	streams := testpb.NewTestServiceClient(k.grpcConn(t, k.grpcAddr, ""))
 
 	tallies := map[string]*soakTally{}
-	kinds := []string{"HTTP/1.1 via winch", "HTTP/2", "gRPC unary via winch", "gRPC stream", "CONNECT via winch"}
+	kinds := []string{"HTTP/1.1 via winch", "HTTP/2", "gRPC unary via winch", "gRPC stream", "CONNECT via winch", "WebSocket via winch"}
 	for _, name := range kinds {
 		tallies[name] = &soakTally{name: name}
 	}
@@ -271,6 +280,15 @@ func TestSoak(t *testing.T) {
 	soakWorker(&load, end, 5*pace, func(n int) {
 		httpGet(tallies[kinds[4]], tunnels, fmt.Sprintf("https://tunnel.example.com/connect/%d", n), "/connect/", false)
 	})
+	for i := range 2 { // two WebSocket sessions at a time, each a new one every 2.5 s or so; each one counts once
+		soakWorker(&load, end, 500*time.Millisecond, func(n int) {
+			if err := soakWebSocket(wsClient, fmt.Sprintf("ws://ws.example.com/soak/%d/%d", i, n)); err != nil {
+				tallies[kinds[5]].fail(err.Error())
+				return
+			}
+			tallies[kinds[5]].ok.Add(1)
+		})
+	}
 
 	// The churn: reloads every 3 s, a backend restart every restartEvery, a metrics sample every 5 s.
 	var samples []soakSample
@@ -317,6 +335,7 @@ func TestSoak(t *testing.T) {
 	loadTime := time.Since(start)
 	viaWinch.CloseIdleConnections()
 	h2.CloseIdleConnections()
+	wsClient.CloseIdleConnections()
 
 	// Every request accounted.
 	total := int64(0)
@@ -379,4 +398,39 @@ func TestSoak(t *testing.T) {
 	if w.proc.exited() || k.proc.exited() {
 		t.Error("winch or kedge exited during the soak")
 	}
+	testutil.EventuallyWithin(t, 5*time.Second, "the WebSocket backend reads a normal close for every session", func() bool {
+		return int64(ws.normalCloses()) >= tallies[kinds[5]].ok.Load()
+	})
+}
+
+// soakWebSocket is one WebSocket session of the soak: it opens u through client (winch's proxy port), exchanges 20
+// messages 100 ms apart, has the backend ping it, and closes normally.
+func soakWebSocket(client *http.Client, u string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // not the test's: it outlives the soak
+	defer cancel()
+	c, resp, err := wsDial(ctx, client, u, nil)
+	if err != nil {
+		return fmt.Errorf("%s: dial: %w (%s)", u, err, respSummary(resp))
+	}
+	defer c.CloseNow()
+	for i := range 20 {
+		msg := fmt.Sprintf("%s message %d %s", u, i, strings.Repeat("x", 1<<10))
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			return fmt.Errorf("%s: writing message %d: %w", u, i, err)
+		}
+		if _, back, err := c.Read(ctx); err != nil || string(back) != msg {
+			return fmt.Errorf("%s: echo of message %d: %d bytes, %v", u, i, len(back), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte("ping me")); err != nil {
+		return fmt.Errorf("%s: asking for a ping: %w", u, err)
+	}
+	if _, answer, err := c.Read(ctx); err != nil || string(answer) != "pong seen" {
+		return fmt.Errorf("%s: backend's ping: %q, %v", u, answer, err)
+	}
+	if err := c.Close(websocket.StatusNormalClosure, "soak"); err != nil {
+		return fmt.Errorf("%s: closing: %w", u, err)
+	}
+	return nil
 }

@@ -116,6 +116,19 @@ func (b *wsBackend) last() (http.Header, websocket.StatusCode) {
 	return h, code
 }
 
+// normalCloses is how many connections ended with a normal close the backend read.
+func (b *wsBackend) normalCloses() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, c := range b.closes {
+		if c == websocket.StatusNormalClosure {
+			n++
+		}
+	}
+	return n
+}
+
 // closeCount is how many connections the backend has seen end.
 func (b *wsBackend) closeCount() int {
 	b.mu.Lock()
