@@ -59,8 +59,10 @@ func (h *Handler) decide(hostport string) decision {
 
 // forward sends one absolute-form request (plain HTTP, or HTTPS inside a MITM tunnel) to its kedge or directly.
 // It never fails: every failure becomes a winch error response. tunnel is the CONNECT destination ("host:port") of
-// the MITM'd tunnel the request came through, or "".
-func (h *Handler) forward(req *http.Request, tunnel string) *http.Response {
+// the MITM'd tunnel the request came through, or "". owned says that req was made for this one forward (the
+// ReverseProxy's outgoing request, a deep copy of the client's): its header may be changed in place, where a request
+// of someone else's is copied first.
+func (h *Handler) forward(req *http.Request, tunnel string, owned bool) *http.Response {
 	start := time.Now()
 	hostport := req.URL.Host
 	if tunnel != "" && sameHost(hostport, tunnel) {
@@ -74,9 +76,9 @@ func (h *Handler) forward(req *http.Request, tunnel string) *http.Response {
 	case refused:
 		return h.winchError(req, d.status, d.errType, d.msg)
 	case toDirect:
-		return h.forwardDirect(req, start)
+		return h.forwardDirect(req, start, owned)
 	}
-	return h.forwardKedge(req, d.dest, start)
+	return h.forwardKedge(req, d.dest, start, owned)
 }
 
 // mitmTunnel is the CONNECT destination of a MITM'd tunnel, kept in goproxy's ProxyCtx.UserData, which goproxy
@@ -98,8 +100,8 @@ func sameHost(hostport, tunnel string) bool {
 }
 
 // forwardDirect sends req to its destination as it is: no token, no request ID.
-func (h *Handler) forwardDirect(req *http.Request, start time.Time) *http.Response {
-	out := req.Clone(req.Context())
+func (h *Handler) forwardDirect(req *http.Request, start time.Time, owned bool) *http.Response {
+	out := outgoing(req, owned)
 	out.RequestURI = ""
 	out.Header.Del(wire.HeaderProxyAuthz)
 	resp, err := h.direct.RoundTrip(out)
@@ -113,7 +115,7 @@ func (h *Handler) forwardDirect(req *http.Request, start time.Time) *http.Respon
 
 // forwardKedge sends req to dest's kedge in reverse-proxy form, with tokens, and retries once when kedge rejects
 // the proxy token as stale.
-func (h *Handler) forwardKedge(req *http.Request, dest mapper.Destination, start time.Time) *http.Response {
+func (h *Handler) forwardKedge(req *http.Request, dest mapper.Destination, start time.Time, owned bool) *http.Response {
 	requestID := req.Header.Get(wire.HeaderRequestID)
 	if !wire.ValidRequestID(requestID) {
 		requestID = "winch-" + wire.NewRequestID()
@@ -126,7 +128,7 @@ func (h *Handler) forwardKedge(req *http.Request, dest mapper.Destination, start
 		tr = h.kedgeH1
 	}
 	for attempt := 0; ; attempt++ {
-		out, proxyTok, errResp := h.kedgeRequest(req, dest, requestID)
+		out, proxyTok, errResp := h.kedgeRequest(req, dest, requestID, owned)
 		if errResp != nil {
 			return errResp
 		}
@@ -157,8 +159,10 @@ func (h *Handler) forwardKedge(req *http.Request, dest mapper.Destination, start
 
 // kedgeRequest builds the request to the kedge: URL = kedge scheme and host, Host = the destination exactly as the
 // client wrote it, X-Forwarded-Proto = the client's scheme (so kedge applies port 80 to a port-less plain-HTTP
-// Host), the tokens, the request ID and (debug mode) X-Kedge-Info-Logs. It returns the proxy token it used.
-func (h *Handler) kedgeRequest(req *http.Request, dest mapper.Destination, requestID string) (*http.Request, string, *http.Response) {
+// Host), the tokens, the request ID and (debug mode) X-Kedge-Info-Logs. It returns the proxy token it used. With
+// owned, the header changes are made to req's own header; they are the same for every attempt, so a retry (which
+// builds its request from req again) sends the same headers with a fresh token.
+func (h *Handler) kedgeRequest(req *http.Request, dest mapper.Destination, requestID string, owned bool) (*http.Request, string, *http.Response) {
 	ctx := req.Context()
 	var proxyTok, backendTok string
 	if dest.ProxyAuth != "" {
@@ -175,7 +179,7 @@ func (h *Handler) kedgeRequest(req *http.Request, dest mapper.Destination, reque
 		}
 		backendTok = tok
 	}
-	out := req.Clone(ctx)
+	out := outgoing(req, owned)
 	out.RequestURI = ""
 	out.URL = &url.URL{
 		Scheme:   dest.KedgeURL.Scheme,
@@ -190,22 +194,39 @@ func (h *Handler) kedgeRequest(req *http.Request, dest mapper.Destination, reque
 	if scheme == "" {
 		scheme = "http"
 	}
-	hdr.Del("Forwarded")
-	hdr.Del("X-Forwarded-For")
-	hdr.Del("X-Forwarded-Host")
-	hdr.Set(wire.HeaderForwardedProto, scheme)
-	hdr.Set(wire.HeaderRequestID, requestID)
-	if h.opts.InfoLogs != "" {
-		hdr.Set(wire.HeaderInfoLogs, h.opts.InfoLogs)
+	delete(hdr, "Forwarded")
+	delete(hdr, "X-Forwarded-For")
+	delete(hdr, "X-Forwarded-Host")
+	delete(hdr, wire.HeaderProxyAuthz)
+	// The values winch sets share one backing array (each a one-element slice of capacity one): this runs for
+	// every request.
+	vals := make([]string, 0, 5)
+	set := func(name, value string) {
+		vals = append(vals, value)
+		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	hdr.Del(wire.HeaderProxyAuthz)
+	set(wire.HeaderForwardedProto, scheme)
+	set(wire.HeaderRequestID, requestID)
+	if h.opts.InfoLogs != "" {
+		set(wire.HeaderInfoLogs, h.opts.InfoLogs)
+	}
 	if proxyTok != "" {
-		hdr.Set(wire.HeaderProxyAuthz, "Bearer "+proxyTok)
+		set(wire.HeaderProxyAuthz, "Bearer "+proxyTok)
 	}
 	if backendTok != "" {
-		hdr.Set("Authorization", "Bearer "+backendTok)
+		set("Authorization", "Bearer "+backendTok)
 	}
 	return out, proxyTok, nil
+}
+
+// outgoing returns a request to change and send in req's place: a shallow copy sharing req's header when the
+// caller owns req, else a deep copy.
+func outgoing(req *http.Request, owned bool) *http.Request {
+	if !owned {
+		return req.Clone(req.Context())
+	}
+	out := *req
+	return &out
 }
 
 // refusePlaintextTokens returns the 502 auth-source-error response for a route that would send the tokens of the

@@ -164,11 +164,12 @@ func New(d Deps) *Handler {
 	}
 	h.forwarder = goproxy.RoundTripperFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
 		tunnel, _ := ctx.UserData.(mitmTunnel) // set by handleConnect for the requests inside a MITM'd tunnel
-		return h.forward(req, string(tunnel)), nil
+		return h.forward(req, string(tunnel), false), nil
 	})
 	h.proxy = h.newGoproxy()
 	errLog := logging.StdLogger(lg, logging.LevelDebug, "httpforward")
-	fwd := roundTripperFunc(func(req *http.Request) (*http.Response, error) { return h.forward(req, ""), nil })
+	// The ReverseProxies hand forward their outgoing request, a deep copy of the client's made for this request.
+	fwd := roundTripperFunc(func(req *http.Request) (*http.Response, error) { return h.forward(req, "", true), nil })
 	h.upgrade = &httputil.ReverseProxy{
 		// The URL stays absolute: forward maps it. Rewrite (not Director) drops inbound X-Forwarded-* headers.
 		Rewrite:       func(*httputil.ProxyRequest) {},
