@@ -27,6 +27,9 @@ type Config struct {
 	HTTPPort int
 	// GRPCPort is the plaintext gRPC proxy port; 0 disables it.
 	GRPCPort int
+	// SOCKSPort is the SOCKS5 port (no authentication, so BindAddress must be loopback); 0 (the default) disables
+	// it.
+	SOCKSPort int
 	// MonitoringAddress, when set, moves /metrics, /debug/pprof/, /_version and /_healthz to their own server on
 	// this host:port.
 	MonitoringAddress string
@@ -84,9 +87,10 @@ type ignoredFlags struct {
 // RegisterFlags declares every flag on fs, with the original winch's names (snake_case); NormalizeFlagName makes
 // kebab-case spellings work too.
 func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.BindAddress, "server_bind_address", "127.0.0.1", "IP address the HTTP and gRPC proxy ports listen on; anything but loopback lets others use your credentials")
+	fs.StringVar(&c.BindAddress, "server_bind_address", "127.0.0.1", "IP address the HTTP, gRPC and SOCKS5 ports listen on; anything but loopback lets others use your credentials (and SOCKS5 refuses it)")
 	fs.IntVar(&c.HTTPPort, "server_http_port", 8070, "HTTP proxy port (HTTP_PROXY/HTTPS_PROXY), also serving /wpad.dat, /proxy.pac, login callbacks and the debug endpoints; 0 picks a free port")
 	fs.IntVar(&c.GRPCPort, "server_grpc_port", 8071, "plaintext gRPC proxy port (clients set :authority to the target); 0 disables it")
+	fs.IntVar(&c.SOCKSPort, "server_socks_port", 0, "SOCKS5 port (socks5h: names resolved by kedge; CONNECT only, mapped like HTTPS_PROXY tunnels); loopback --server_bind_address only; 0 disables it")
 	fs.StringVar(&c.MonitoringAddress, "server_http_monitoring_address", "", "host:port of a separate server for /metrics, /debug/pprof/, /_version and /_healthz; empty serves them on the HTTP port for Host localhost only")
 	fs.StringVar(&c.MetricsPath, "server_metrics_path", "/metrics", "path of the Prometheus endpoint")
 	fs.DurationVar(&c.ReadTimeout, "server_http_max_read_timeout", 0, "limit on reading a whole request on the HTTP port; 0 = none (headers always have 10s)")
@@ -162,6 +166,7 @@ func (c *Config) Validate() error {
 	if c.HTTPPort != 0 && c.HTTPPort == c.GRPCPort {
 		errs = append(errs, fmt.Errorf("--server_http_port and --server_grpc_port are both %d", c.HTTPPort))
 	}
+	errs = append(errs, c.validateSOCKS()...)
 	if c.BindAddress != "localhost" && net.ParseIP(c.BindAddress) == nil {
 		errs = append(errs, fmt.Errorf("--server_bind_address: %q is not an IP address", c.BindAddress))
 	}
@@ -194,6 +199,33 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--log_format: %q is not text or json", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// validateSOCKS checks --server_socks_port: a port, not another listener's, and only on loopback, since SOCKS5
+// here has no authentication and whoever reaches it could use the user's credentials.
+func (c *Config) validateSOCKS() []error {
+	if c.SOCKSPort == 0 {
+		return nil
+	}
+	var errs []error
+	if c.SOCKSPort < 0 || c.SOCKSPort > 65535 {
+		errs = append(errs, fmt.Errorf("--server_socks_port: %d is not a port (0-65535)", c.SOCKSPort))
+	}
+	if c.SOCKSPort == c.HTTPPort || c.SOCKSPort == c.GRPCPort {
+		errs = append(errs, fmt.Errorf("--server_socks_port %d is also the HTTP or gRPC port", c.SOCKSPort))
+	}
+	if ip := net.ParseIP(c.BindAddress); c.BindAddress != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		errs = append(errs, fmt.Errorf("--server_socks_port: winch serves SOCKS5 on loopback only (it has no authentication, and whoever reaches it could use your credentials), but --server_bind_address is %q; use 127.0.0.1 or ::1", c.BindAddress))
+	}
+	return errs
+}
+
+// SOCKSAddr is the listen address of the SOCKS5 port ("" when it is off).
+func (c *Config) SOCKSAddr() string {
+	if c.SOCKSPort == 0 {
+		return ""
+	}
+	return net.JoinHostPort(c.BindAddress, fmt.Sprint(c.SOCKSPort))
 }
 
 // EffectiveLogLevel is the level to log at: debug in debug mode, else LogLevel.

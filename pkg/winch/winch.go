@@ -33,7 +33,11 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/winch/grpcforward"
 	"github.com/kedge-proxy/kedge/pkg/winch/httpforward"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
+	"github.com/kedge-proxy/kedge/pkg/winch/socks"
 )
+
+// The SOCKS5 port opens its tunnels with the HTTP proxy's CONNECT code.
+var _ socks.Tunnels = (*httpforward.Handler)(nil)
 
 // Winch is a configured winch, listeners bound, ready to Run.
 type Winch struct {
@@ -50,7 +54,9 @@ type Winch struct {
 	applyMu sync.Mutex // serialises building and storing snapshots
 
 	httpLn, grpcLn, monLn net.Listener
+	socksLn               net.Listener // nil unless --server_socks_port
 	httpProxy             *httpforward.Handler
+	socksSrv              *socks.Server
 	grpcProxy             *grpcforward.Proxy
 	grpcSrv               *grpc.Server
 	watcher               *filewatch.Watcher
@@ -121,6 +127,13 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 		CA:         httpforward.NewCA(w.stateDir),
 		Options:    httpforward.Options{Unmatched: httpforward.Unmatched(cfg.Unmatched), InfoLogs: infoLogs},
 	})
+	if w.socksLn != nil {
+		w.socksSrv = socks.New(socks.Deps{
+			Tunnels:    w.httpProxy,
+			Log:        log.With(logging.FieldComponent, "socks"),
+			Registerer: w.registry,
+		})
+	}
 	if w.grpcLn != nil {
 		w.grpcProxy = grpcforward.New(grpcforward.Deps{
 			Log:        log.With(logging.FieldComponent, "grpcforward"),
@@ -151,6 +164,11 @@ func (w *Winch) listen() error {
 			return fmt.Errorf("winch: gRPC proxy listener: %w", err)
 		}
 	}
+	if addr := w.cfg.SOCKSAddr(); addr != "" {
+		if w.socksLn, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("winch: SOCKS5 listener: %w", err)
+		}
+	}
 	if w.cfg.MonitoringAddress != "" {
 		if w.monLn, err = net.Listen("tcp", w.cfg.MonitoringAddress); err != nil {
 			return fmt.Errorf("winch: monitoring listener: %w", err)
@@ -160,7 +178,7 @@ func (w *Winch) listen() error {
 }
 
 func (w *Winch) closeListeners() {
-	for _, ln := range []net.Listener{w.httpLn, w.grpcLn, w.monLn} {
+	for _, ln := range []net.Listener{w.httpLn, w.grpcLn, w.socksLn, w.monLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}
@@ -278,6 +296,14 @@ func (w *Winch) Addrs() (httpAddr, grpcAddr, monitoring string) {
 	return addr(w.httpLn), addr(w.grpcLn), addr(w.monLn)
 }
 
+// SOCKSAddr reports the bound address of the SOCKS5 port ("" when it is off).
+func (w *Winch) SOCKSAddr() string {
+	if w.socksLn == nil {
+		return ""
+	}
+	return w.socksLn.Addr().String()
+}
+
 // Run serves until ctx is done, then drains: the listeners stop accepting, running requests, tunnels and calls get
 // up to the drain timeout, and everything is closed. It returns early with an error if a server fails.
 func (w *Winch) Run(ctx context.Context) error {
@@ -293,12 +319,15 @@ func (w *Winch) Run(ctx context.Context) error {
 	if w.grpcSrv != nil {
 		g.Go(func() error { return w.drained("grpc", serve.GRPC(gctx, w.grpcSrv, w.grpcLn, w.cfg.DrainTimeout)) })
 	}
+	if w.socksSrv != nil {
+		g.Go(func() error { return w.drained("socks", w.socksSrv.Serve(gctx, w.socksLn, w.cfg.DrainTimeout)) })
+	}
 	if w.monLn != nil {
 		mon := serve.HTTPServer(httpforward.GuardCrossSite(w.debugHandler()), serve.HTTPOptions{Name: "winch_monitoring"}, w.log)
 		g.Go(func() error { return w.drained("monitoring", serve.Serve(gctx, mon, w.monLn, time.Second)) })
 	}
 	httpAddr, grpcAddr, monAddr := w.Addrs()
-	w.log.Info("winch serving", "http", httpAddr, "grpc", grpcAddr, "monitoring", monAddr,
+	w.log.Info("winch serving", "http", httpAddr, "grpc", grpcAddr, "socks", w.SOCKSAddr(), "monitoring", monAddr,
 		"routes", w.snap.Load().mapper.Len(), "unmatched", w.cfg.Unmatched)
 	err := g.Wait()
 	w.log.Info("winch stopped")
