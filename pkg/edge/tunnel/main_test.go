@@ -26,6 +26,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -126,8 +127,9 @@ type env struct {
 }
 
 type envOptions struct {
-	idle  time.Duration
-	drain time.Duration
+	idle   time.Duration
+	drain  time.Duration
+	tracer *tracing.Tracer
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -183,7 +185,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tunnels := New(Deps{Log: log, Registerer: e.reg, Routes: routes, Backends: pool, Adhoc: adhoc, Admission: adm, IdleTimeout: o.idle})
+	tunnels := New(Deps{Log: log, Registerer: e.reg, Routes: routes, Backends: pool, Adhoc: adhoc, Admission: adm, IdleTimeout: o.idle, Tracer: o.tracer})
 	proxy := httpproxy.New(httpproxy.Deps{Log: log, Registerer: e.reg, Routes: routes, Backends: pool, Connect: tunnels, Admission: adm})
 
 	srv := serve.HTTPServer(proxy, serve.HTTPOptions{Name: "https", TLSConfig: &tls.Config{

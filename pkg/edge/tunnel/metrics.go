@@ -8,6 +8,7 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 // metrics are the handler's collectors. Labels are bounded: direction is upstream or downstream, result is
@@ -84,4 +85,8 @@ func (h *Handler) finish(t *tunnel) {
 		ln.Str(logging.FieldErrorType, string(t.errType)).Str(logging.FieldError, t.errMsg)
 	}
 	ln.Write()
+	if t.span != nil {
+		t.span.End(tracing.Attrs{Method: "CONNECT", Route: t.label, Backend: t.dest, Status: t.status,
+			ErrorType: string(t.errType), Peer: t.peer, RequestID: t.reqID})
+	}
 }

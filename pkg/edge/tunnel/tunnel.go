@@ -21,6 +21,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
@@ -73,6 +74,9 @@ type Deps struct {
 	IdleTimeout time.Duration
 	// BufferSize is the copy buffer per direction (DefaultBufferSize if zero).
 	BufferSize int
+	// Tracer, if set, makes a span per CONNECT request, from its headers' traceparent, that covers the tunnel's
+	// life. nil: tracing off.
+	Tracer *tracing.Tracer
 }
 
 // Handler serves CONNECT requests; install it as httpproxy.Deps.Connect. It is safe for concurrent use. A tunnel
@@ -87,6 +91,7 @@ type Handler struct {
 	bufSize  int
 	buffers  sync.Pool // *[]byte of bufSize
 	m        *metrics
+	tracer   *tracing.Tracer
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -105,6 +110,7 @@ func New(d Deps) *Handler {
 		idle:     d.IdleTimeout,
 		bufSize:  d.BufferSize,
 		m:        newMetrics(d.Registerer, d.Log),
+		tracer:   d.Tracer,
 	}
 	if h.idle <= 0 {
 		h.idle = DefaultIdleTimeout
@@ -133,6 +139,9 @@ type tunnel struct {
 	errMsg   string
 	up, down int64  // bytes client->backend, backend->client
 	closed   string // why an established tunnel ended
+
+	span *tracing.Span // nil when tracing is off
+	peer string        // the client's address, for the span
 }
 
 // ServeHTTP authorizes, dials and splices one tunnel. Errors before the tunnel is established are answered with
@@ -143,6 +152,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := &tunnel{start: time.Now(), reqID: r.Header.Get(wire.HeaderRequestID), proto: r.Proto, target: r.Host}
 	if !wire.ValidRequestID(t.reqID) {
 		t.reqID = wire.NewRequestID()
+	}
+	if h.tracer != nil {
+		t.span, t.peer = h.tracer.StartHTTP(r.Header, http.MethodConnect), peerIP(r.RemoteAddr)
 	}
 	defer h.finish(t)
 	w.Header().Set(wire.HeaderRequestID, t.reqID)
@@ -277,6 +289,15 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, t *tunnel, status
 	}
 	wire.WriteKedgeError(w, status, typ, msg)
 	h.admit.CountError(t.label, typ)
+}
+
+// peerIP is the host part of a client's address ("" if it has none).
+func peerIP(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return ""
+	}
+	return host
 }
 
 func isClosed(c <-chan struct{}) bool {
