@@ -323,6 +323,11 @@ func (s *dnsSource) resolveSRV(ctx context.Context) ([]string, error) {
 		if s.res.PortOverride != 0 {
 			port = s.res.PortOverride
 		}
+		if port == 0 {
+			// Nothing listens on TCP port 0: dialing it would only fail later, on a request.
+			errs = append(errs, fmt.Errorf("backend: SRV lookup of %q: target %q has port 0", s.res.DNSName, target))
+			continue
+		}
 		got, err := s.lookupHost(ctx, target, port)
 		eps = append(eps, got...)
 		if err != nil {

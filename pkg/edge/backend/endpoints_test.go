@@ -29,6 +29,7 @@ func TestDNSSourceResolve(t *testing.T) {
 	)
 	dns.SetSRV("_http._tcp.partial.test", &net.SRV{Target: "a.test.", Port: 80}, &net.SRV{Target: "missing.test.", Port: 80})
 	dns.SetSRV("_http._tcp.ip.test", &net.SRV{Target: "10.9.9.9", Port: 80})
+	dns.SetSRV("_http._tcp.zero.test", &net.SRV{Target: "a.test.", Port: 0})
 	tests := []struct {
 		name    string
 		res     Resolver
@@ -45,6 +46,9 @@ func TestDNSSourceResolve(t *testing.T) {
 		{"srv IP target", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.ip.test"}, []string{"10.9.9.9:80"}, ""},
 		{"srv one target fails", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.partial.test"},
 			[]string{"10.1.0.1:80"}, `lookup of "missing.test"`},
+		{"srv port 0", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.zero.test"}, nil, `target "a.test" has port 0`},
+		{"srv port 0 overridden", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.zero.test", PortOverride: 8080},
+			[]string{"10.1.0.1:8080"}, ""},
 		{"host fails", Resolver{Kind: ResolverHost, DNSName: "nope.test", Port: 80}, nil, `lookup of "nope.test"`},
 		{"srv fails", Resolver{Kind: ResolverSRV, DNSName: "_x._tcp.nope.test"}, nil, `SRV lookup of "_x._tcp.nope.test"`},
 	}
