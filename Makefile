@@ -17,6 +17,19 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kedge ./cmd/kedge
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/winch ./cmd/winch
 
+## image: kedge's container image without a Docker engine (scripts/imagebuild): kedge and winch built static
+## (CGO_ENABLED=0, -trimpath, LDFLAGS), users and groups for nonroot (65532) and the build machine's CA bundle, written
+## as $(IMAGE_TAR) for `docker load -i`, `crane push` or skopeo's docker-archive:. Same inputs, same digest (file and
+## image times are the commit's, or SOURCE_DATE_EPOCH). The Dockerfile builds the same image with an engine.
+## docs/kubernetes.md#container-image.
+IMAGE     ?= ghcr.io/kedge-proxy/kedge:$(VERSION)
+IMAGE_TAR ?= $(BIN)/kedge-image.tar
+.PHONY: image
+image:
+	$(GO) run ./scripts/imagebuild -go $(GO) -ldflags '$(LDFLAGS)' -image $(IMAGE) -version $(VERSION) -out $(IMAGE_TAR) \
+	  -revision "$$(git rev-parse HEAD 2>/dev/null)" \
+	  -created "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+
 ## test: vet, formatting, generated-code freshness, unit + integration tests with -race, then e2e with the real binaries,
 ## then e2e-kube when etcd and kube-apiserver are cached (.ci/run runs make kube-warm first; under CI a cold cache fails).
 test: vet proto-check unit e2e bench-smoke kube-if-cached
