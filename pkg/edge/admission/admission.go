@@ -176,22 +176,22 @@ func (a *Admitter) decide(ctx context.Context, res *Result, c Caller) {
 		need = authz.Requirement{Permissions: res.Adhoc.RequiredPermissions, Identities: res.Adhoc.AllowedIdentities}
 		audience = res.Adhoc.Host
 	}
-	res.Decision = a.gate.Admit(ctx, authz.Request{
+	req := authz.Request{
 		Route:       res.Label,
 		Routed:      res.RouteErr == nil,
 		Requirement: need,
 		Credentials: c.Credentials,
 		Peer:        c.Peer,
-	})
-	if res.RouteErr != nil || !res.Decision.Allowed() {
-		return
 	}
-	if limit != nil && a.limiter != nil && !a.allow(ctx, res, limit, c.RemoteAddr) {
-		return
+	res.Decision = a.gate.Decide(ctx, req)
+	if res.RouteErr == nil && res.Decision.Allowed() {
+		if limit == nil || a.limiter == nil || a.allow(ctx, res, limit, c.RemoteAddr) {
+			if a.signer != nil && !noIdentity {
+				res.Assertion = a.signer.Assert(&res.Decision.Identity, audience)
+			}
+		}
 	}
-	if a.signer != nil && !noIdentity {
-		res.Assertion = a.signer.Assert(&res.Decision.Identity, audience)
-	}
+	a.gate.Count(req, res.Decision) // after the rate limit, so that a limited request is not counted as allowed
 }
 
 // allow takes a token from the caller's bucket of the route's limit; a caller over it is refused (Decision.Err).

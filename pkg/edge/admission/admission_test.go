@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kedge-proxy/kedge/pkg/edge/admission"
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
 	"github.com/kedge-proxy/kedge/pkg/edge/authz"
@@ -130,6 +132,33 @@ func TestAnonymousCallersByAddress(t *testing.T) {
 				t.Errorf("%s request %d: admitted %v, assertion %q; want admitted %v, no assertion for anonymous callers",
 					remote, i, res.Admitted(), res.Assertion, want)
 			}
+		}
+	}
+}
+
+func TestRateLimitedCountedOnce(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	auth, err := authn.New(authn.Config{StaticToken: "good"}, logging.Discard(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate, err := authz.NewGate(auth, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := admission.NewWithPolicies(gate, reg, policies(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := table(t)
+	for range 3 { // a burst of 2, then one over the limit
+		a.HTTP(t.Context(), tab, request("web.example.com", "good", "127.0.0.1:1"))
+	}
+	for result, want := range map[string]int{authz.ResultAllowed: 2, authz.ResultRateLimited: 1} {
+		got := testutil.MetricValue(t, reg, "kedge_authz_decisions_total", map[string]string{"route": "web", "result": result})
+		if int(got) != want {
+			t.Errorf("kedge_authz_decisions_total{route=web,result=%s} = %v, want %d", result, got, want)
 		}
 	}
 }

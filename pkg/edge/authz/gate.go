@@ -109,7 +109,7 @@ func NewGate(auth Authenticator, reg prometheus.Registerer) (*Gate, error) {
 	g := &Gate{auth: auth, decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kedge_authz_decisions_total",
 		Help: "Authorization decisions by route (backend name, _adhoc, or empty for unrouted requests, which are " +
-			"counted only when refused) and result (allowed, unauthenticated, forbidden).",
+			"counted only when refused) and result (allowed, unauthenticated, forbidden, rate-limited).",
 	}, []string{"route", "result"})}
 	var err error
 	if g.decisions, err = collector.Register(reg, g.decisions); err != nil {
@@ -118,8 +118,26 @@ func NewGate(auth Authenticator, reg prometheus.Registerer) (*Gate, error) {
 	return g, nil
 }
 
-// Admit decides on req: authentication first (every request, routed or not), then the route's requirement.
+// Admit decides on req (Decide) and counts the decision (Count).
 func (g *Gate) Admit(ctx context.Context, req Request) Decision {
+	d := g.Decide(ctx, req)
+	g.Count(req, d)
+	return d
+}
+
+// Count records d, the final decision on req, in kedge_authz_decisions_total: a caller that passed the gate but
+// was refused afterwards (a rate limit) is counted once, with its final result. Unrouted requests are counted only
+// when refused.
+func (g *Gate) Count(req Request, d Decision) {
+	if d.Allowed() && !req.Routed {
+		return // the routing error follows; nothing was authorized
+	}
+	g.decisions.WithLabelValues(req.Route, d.Result()).Inc()
+}
+
+// Decide decides on req without counting: authentication first (every request, routed or not), then the route's
+// requirement.
+func (g *Gate) Decide(ctx context.Context, req Request) Decision {
 	var d Decision
 	if len(req.Credentials) > 1 {
 		d.Err = &authn.Error{Status: authn.Unauthenticated, Reason: "more than one Proxy-Authorization value"}
@@ -138,11 +156,7 @@ func (g *Gate) Admit(ctx context.Context, req Request) Decision {
 	}
 	if d.Err == nil {
 		d.how = how(d.Identity, req.Requirement)
-		if !req.Routed {
-			return d // the routing error follows; nothing was authorized
-		}
 	}
-	g.decisions.WithLabelValues(req.Route, d.Result()).Inc()
 	return d
 }
 
