@@ -82,9 +82,12 @@ func (e *socksEnv) stop(t *testing.T) error {
 }
 
 // echoServer accepts TCP connections on loopback and echoes what they send.
-func echoServer(t *testing.T) string {
+func echoServer(t *testing.T) string { return echoServerOn(t, "127.0.0.1:0") }
+
+// echoServerOn is echoServer on the address addr.
+func echoServerOn(t *testing.T, addr string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,32 +119,35 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
+// TestConnectWithXNetProxyClient opens tunnels to an IPv4 and an IPv6 address (x/net/proxy sends them as such),
+// which --unmatched=direct sends directly, and checks the bytes and the metrics.
 func TestConnectWithXNetProxyClient(t *testing.T) {
 	t.Parallel()
-	echo := echoServer(t)
 	e := startSOCKS(t, socksSetup{unmatched: httpforward.UnmatchedDirect})
 	d, err := proxy.SOCKS5("tcp", e.addr, nil, proxy.Direct)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := d.(proxy.ContextDialer).DialContext(t.Context(), "tcp", echo)
-	if err != nil {
-		t.Fatalf("dial through SOCKS: %v", err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	msg := bytes.Repeat([]byte("ping "), 10000)
-	go func() { _, _ = conn.Write(msg) }()
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("echo through the tunnel: %v", err)
-	}
-	for name, labels := range map[string]map[string]string{
-		"winch_http_requests_total": {"proxy": "socks", "destination": "direct"},
-		"winch_socks_replies_total": {"reply": "succeeded"},
-	} {
-		if v := testutil.MetricValue(t, e.reg, name, labels); v != 1 {
-			t.Errorf("%s%v = %v, want 1", name, labels, v)
+	for i, echo := range []string{echoServerOn(t, "127.0.0.1:0"), echoServerOn(t, "[::1]:0")} {
+		conn, err := d.(proxy.ContextDialer).DialContext(t.Context(), "tcp", echo)
+		if err != nil {
+			t.Fatalf("dial %s through SOCKS: %v", echo, err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		msg := bytes.Repeat([]byte("ping "), 10000)
+		go func() { _, _ = conn.Write(msg) }()
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo through the tunnel to %s: %v", echo, err)
+		}
+		_ = conn.Close()
+		for name, labels := range map[string]map[string]string{
+			"winch_http_requests_total": {"proxy": "socks", "destination": "direct"},
+			"winch_socks_replies_total": {"reply": "succeeded"},
+		} {
+			if v := testutil.MetricValue(t, e.reg, name, labels); v != float64(i+1) {
+				t.Errorf("%s%v = %v, want %d", name, labels, v, i+1)
+			}
 		}
 	}
 }
