@@ -28,12 +28,15 @@ import (
 // wsMessage is the size of the large message TestWebSocket sends each way.
 const wsMessage = 10 << 20
 
+// wsBackendClose is the close status the backend sends when a client asks it to close.
+const wsBackendClose = websocket.StatusCode(4001)
+
 // wsSubprotocol is the subprotocol the WebSocket backend speaks: kubectl exec's. Clients offer an older one first, so
 // the answer shows the backend's choice, not the client's first offer, reached the client.
 const wsSubprotocol = "v5.channel.k8s.io"
 
 // wsBackend is a real WebSocket server (github.com/coder/websocket) on a plain and a TLS loopback listener. On every
-// connection it echoes data messages, answers the text message "ping me" by pinging the client and then sending
+// connection it echoes data messages, closes the connection with wsBackendClose on the text message "close me", answers the text message "ping me" by pinging the client and then sending
 // "pong seen" once the client's pong has arrived, and records the upgrade request's headers and how the connection
 // ended.
 type wsBackend struct {
@@ -79,6 +82,10 @@ func (b *wsBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			b.closes = append(b.closes, websocket.CloseStatus(err))
 			b.mu.Unlock()
 			return
+		}
+		if typ == websocket.MessageText && string(msg) == "close me" {
+			_ = c.Close(wsBackendClose, "the backend closes")
+			continue // the next Read reports the close
 		}
 		if typ == websocket.MessageText && string(msg) == "ping me" {
 			// Ping waits for the pong, which this loop's next Read takes in.
@@ -249,7 +256,7 @@ func checkBackendHeaders(t *testing.T, b *wsBackend) {
 // TestWebSocket runs a real WebSocket backend behind kedge and reaches it as users do: ws:// through winch's proxy port
 // (an absolute-form upgrade winch forwards to kedge), wss:// through a CONNECT tunnel via winch (TLS end to end), and
 // wss:// straight to kedge over HTTP/1.1. Each path carries a 10 MB message each way, answers a backend ping, passes
-// kubectl exec's subprotocol negotiation and closes cleanly; the upgrade paths also stay up through a quiet spell
+// kubectl exec's subprotocol negotiation and closes cleanly from either side; the upgrade paths also stay up through a quiet spell
 // longer than kedge's tunnel idle timeout (set to 2 s here), which bounds CONNECT tunnels only. The upgrade request is
 // authenticated like any other (401 before the backend sees it), and forged identity and forwarding headers are
 // replaced. Over HTTP/2, kedge answers an Upgrade request 400 and does not offer RFC 8441's extended CONNECT.
@@ -281,6 +288,7 @@ func TestWebSocket(t *testing.T) {
 		}
 		checkBackendHeaders(t, b)
 		wsExchange(t, b, c, quiet)
+		wsBackendCloses(t, client, "ws://ws.example.com/closed-by-backend", nil)
 	})
 
 	t.Run("wss through a CONNECT tunnel via winch", func(t *testing.T) {
@@ -298,6 +306,7 @@ func TestWebSocket(t *testing.T) {
 			t.Errorf("inside the tunnel the backend saw X-Kedge-Identity %q, Proxy-Authorization %q", h.Get("X-Kedge-Identity"), h.Get("Proxy-Authorization"))
 		}
 		wsExchange(t, b, c, time.Second) // quiet less than the tunnel idle timeout
+		wsBackendCloses(t, client, "wss://wsecure.example.com/closed-by-backend", nil)
 
 		// A tunnel with no bytes either way for --server_tunnel_idle_timeout is closed, WebSocket or not.
 		c, resp, err = wsDial(t.Context(), client, "wss://wsecure.example.com/idle", nil)
@@ -325,6 +334,7 @@ func TestWebSocket(t *testing.T) {
 		}
 		checkBackendHeaders(t, b)
 		wsExchange(t, b, c, quiet)
+		wsBackendCloses(t, direct, "wss://ws.example.com/closed-by-backend", http.Header{"Proxy-Authorization": {"Bearer " + token}})
 	})
 
 	t.Run("an upgrade without a token gets 401 before any upgrade", func(t *testing.T) {
@@ -419,5 +429,24 @@ func h2WebSocketProbe(t *testing.T, k *kedgeEnv, token string) (settings map[htt
 		case *http2.GoAwayFrame:
 			return settings, "GOAWAY " + f.ErrCode.String()
 		}
+	}
+}
+
+// wsBackendCloses opens a connection to u and has the backend close it: the client must read the backend's close
+// status (the proxies pass the close on, rather than leaving the client's side open).
+func wsBackendCloses(t *testing.T, client *http.Client, u string, header http.Header) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, resp, err := wsDial(ctx, client, u, header)
+	if err != nil {
+		t.Fatalf("dial: %v (%s)", err, respSummary(resp))
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("close me")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != wsBackendClose {
+		t.Errorf("after the backend closed: %v, want close status %d", err, wsBackendClose)
 	}
 }
