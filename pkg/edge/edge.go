@@ -34,9 +34,11 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/httpproxy"
 	"github.com/kedge-proxy/kedge/pkg/edge/identity"
 	"github.com/kedge-proxy/kedge/pkg/edge/tunnel"
+	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 // Server is a configured kedge, ready to Run.
@@ -52,6 +54,7 @@ type Server struct {
 	auth     *authn.Authenticator
 	gate     *authz.Gate
 	signer   *identity.Signer // nil without --server_identity_signing_key_file
+	tracer   *tracing.Tracer  // nil without --tracing_otlp_endpoint
 
 	httpProxy *httpproxy.Handler
 	grpcProxy *grpcproxy.Proxy
@@ -174,6 +177,12 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 		return nil, err
 	}
 	fwd := forwarded.New(ipNetsToPrefixes(cfg.TrustedProxies))
+	if s.tracer, err = tracing.New(cfg.Tracing, buildinfo.Get().Version); err != nil {
+		return nil, err
+	}
+	if s.tracer != nil {
+		log.Info("tracing: exporting spans", "endpoint", cfg.Tracing.OTLPEndpoint, "sampling_ratio", cfg.Tracing.SamplingRatio)
+	}
 	// One adhoc dialer for HTTP, gRPC and CONNECT: one timeout, one address bound, one dial guard.
 	adhocDeps := backend.Deps{Log: log.With(logging.FieldComponent, "adhoc"), Registerer: reg, DNS: net.DefaultResolver, Options: backend.Options{DialTimeout: cfg.BackendDialTimeout, ResponseHeaderTimeout: responseHeaderTimeout(cfg.BackendResponseHeaderTimeout)}}
 	adhoc := backend.NewAdhocDialer(adhocDeps, backend.DefaultDialGuard())
@@ -186,6 +195,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 		Adhoc:      adhoc,
 		Admission:  admit,
 		Forwarded:  fwd,
+		Tracer:     s.tracer,
 	})
 	grpcOpts := append(s.grpcProxy.ServerOptions(), grpcServerOptions(serve.DefaultReadHeaderTimeout, serve.DefaultIdleTimeout)...)
 	if s.tls != nil {
@@ -202,6 +212,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 		Adhoc:       adhoc,
 		IdleTimeout: cfg.TunnelIdleTimeout,
 		BufferSize:  cfg.ProxyBufferSize,
+		Tracer:      s.tracer,
 	})
 	s.httpProxy = httpproxy.New(httpproxy.Deps{
 		Log:        log.With(logging.FieldComponent, "httpproxy"),
@@ -213,6 +224,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 		Connect:    tunnels,
 		Admission:  admit,
 		Forwarded:  fwd,
+		Tracer:     s.tracer,
 		Options:    httpproxy.Options{FlushInterval: cfg.FlushInterval, BufferSize: cfg.ProxyBufferSize},
 	})
 
@@ -460,7 +472,16 @@ func (s *Server) close() {
 	if s.pool != nil {
 		s.pool.Close()
 	}
+	// Last, after the drain: the spans of the requests that finished during it are sent too.
+	ctx, cancel := context.WithTimeout(context.Background(), tracerFlushTimeout)
+	defer cancel()
+	if err := s.tracer.Shutdown(ctx); err != nil {
+		s.log.Warn("tracing: spans not flushed at shutdown", logging.FieldError, err)
+	}
 }
+
+// tracerFlushTimeout bounds sending the last spans at shutdown.
+const tracerFlushTimeout = 5 * time.Second
 
 // ipNetsToPrefixes converts the --server_trusted_proxies values.
 func ipNetsToPrefixes(nets []net.IPNet) []netip.Prefix {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/cli"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 // Config is kedge's static configuration: everything set by flags at startup. Dynamic routing lives in the
@@ -55,6 +56,8 @@ type Config struct {
 	K8s K8sConfig
 	// Identity is the signed identity for backends and the rate-limit table size; see flags_identity.go.
 	Identity IdentityConfig
+	// Tracing is the W3C trace context and OTLP span export (--tracing_*, shared with winch); off by default.
+	Tracing tracing.Config
 	// TunnelIdleTimeout closes CONNECT tunnels idle this long in both directions.
 	TunnelIdleTimeout time.Duration
 	// TrustedProxies are the peers (load balancers, ingress proxies) whose X-Forwarded-* headers kedge keeps and
@@ -124,6 +127,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 
 	c.registerAuthFlags(fs)
 	c.Identity.registerFlags(fs)
+	c.Tracing.RegisterFlags(fs, "kedge")
 
 	fs.BoolVar(&c.ignored.tracing, "server_tracing_grpc_enabled", true, "accepted for compatibility; no effect")
 	fs.DurationVar(&c.ignored.trialDialTimeout, "lbtransport_trial_dial_timeout", 500*time.Millisecond, "accepted for compatibility; no effect")
@@ -193,6 +197,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateAuth()...)
 	errs = append(errs, c.Identity.validate()...)
+	errs = append(errs, c.Tracing.Validate()...)
 	if err := c.K8s.Validate(); err != nil {
 		errs = append(errs, err)
 	}
