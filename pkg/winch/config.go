@@ -12,6 +12,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/winch/config"
 	"github.com/kedge-proxy/kedge/pkg/winch/credentials"
 	"github.com/kedge-proxy/kedge/pkg/winch/httpforward"
@@ -61,6 +62,9 @@ type Config struct {
 	NoBrowser bool
 	// StateDir holds tokens and the MITM CA; empty means $XDG_CONFIG_HOME/winch or ~/.config/winch.
 	StateDir string
+
+	// Tracing is the W3C trace context and OTLP span export (--tracing_*, shared with kedge); off by default.
+	Tracing tracing.Config
 
 	// CheckConfig makes winch validate the documents, print every problem and warning, and exit instead of serving.
 	CheckConfig bool
@@ -119,6 +123,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 
 	// kebab-case as kedge's (the original kedge's spelling); NormalizeFlagName accepts --check_config too.
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the mapper and auth documents (and load the auth sources, without network calls), print every problem (file: field: reason) and every startup warning, and exit: 0 if valid, 1 if not")
+	c.Tracing.RegisterFlags(fs, "winch")
 	fs.BoolVar(&c.DebugMode, "debug_mode", false, "log at debug level and ask kedges to log winch's requests (X-Kedge-Info-Logs: winch-$USER)")
 	fs.StringVar(&c.LogLevel, "log_level", "info", "log level: debug, info, warn or error (debug_mode forces debug)")
 	fs.StringVar(&c.LogFormat, "log_format", "text", "log format: text or json")
@@ -192,6 +197,7 @@ func (c *Config) Validate() error {
 	if c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.DrainTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
+	errs = append(errs, c.Tracing.Validate()...)
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("--log_level: %w", err))
 	}

@@ -24,10 +24,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
 	"github.com/kedge-proxy/kedge/pkg/shared/filewatch"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/winch/config"
 	"github.com/kedge-proxy/kedge/pkg/winch/credentials"
 	"github.com/kedge-proxy/kedge/pkg/winch/grpcforward"
@@ -60,6 +62,7 @@ type Winch struct {
 	grpcProxy             *grpcforward.Proxy
 	grpcSrv               *grpc.Server
 	watcher               *filewatch.Watcher
+	tracer                *tracing.Tracer // nil without --tracing_otlp_endpoint
 }
 
 // snapshot is the configuration derived from one version of the documents. It is immutable once stored.
@@ -112,6 +115,10 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 
 	w.registry = prometheus.NewRegistry()
 	w.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if w.tracer, err = tracing.New(cfg.Tracing, buildinfo.Get().Version); err != nil {
+		w.closeListeners()
+		return nil, err
+	}
 	infoLogs := ""
 	if cfg.DebugMode {
 		infoLogs = httpforward.InfoLogsValue()
@@ -125,6 +132,7 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 		ExplainTLS: explain,
 		Local:      w.localHandler(),
 		CA:         httpforward.NewCA(w.stateDir),
+		Tracer:     w.tracer,
 		Options:    httpforward.Options{Unmatched: httpforward.Unmatched(cfg.Unmatched), InfoLogs: infoLogs},
 	})
 	if w.socksLn != nil {
@@ -143,6 +151,7 @@ func New(cfg Config, log logging.Logger) (*Winch, error) {
 			KedgeTLS:   w.kedgeTLS,
 			ExplainTLS: explain,
 			InfoLogs:   infoLogs,
+			Tracer:     w.tracer,
 		})
 		w.grpcSrv = grpc.NewServer(append(w.grpcProxy.ServerOptions(),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -352,6 +361,12 @@ func (w *Winch) close() {
 		if err := w.grpcProxy.Close(); err != nil {
 			w.log.Warn("closing kedge connections", logging.FieldError, err)
 		}
+	}
+	// After the drain: the spans of the requests that finished during it are sent too, within 5 seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.tracer.Shutdown(ctx); err != nil {
+		w.log.Warn("tracing: spans not flushed at shutdown", logging.FieldError, err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
@@ -64,6 +65,9 @@ type Deps struct {
 	// IdleTimeout is how long a kedge connection no call uses is kept (default DefaultIdleTimeout). Connections to
 	// kedges that a mapper reload removed go this way too.
 	IdleTimeout time.Duration
+	// Tracer, if set, makes a span per call (tracing.go) and sends it to kedge as traceparent metadata. nil:
+	// tracing off, a client's traceparent passes unchanged.
+	Tracer *tracing.Tracer
 }
 
 // DefaultRetryWait is the default of Deps.RetryWait.
@@ -84,6 +88,7 @@ type Proxy struct {
 	conns     *connCache
 	calls     *prometheus.CounterVec
 	retries   prometheus.Counter
+	tracer    *tracing.Tracer
 }
 
 // New builds the proxy. It dials nothing until the first call.
@@ -103,6 +108,7 @@ func New(d Deps) *Proxy {
 		sources:   d.Sources,
 		infoLogs:  d.InfoLogs,
 		retryWait: wait,
+		tracer:    d.Tracer,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winch_grpc_calls_total",
 			Help: "Calls on winch's gRPC port, by destination (kedge, refused).",
@@ -128,7 +134,7 @@ func New(d Deps) *Proxy {
 func (p *Proxy) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.UnknownServiceHandler(proxy.TransparentHandler(p.direct)),
-		grpc.ChainStreamInterceptor(p.explainUnavailable),
+		grpc.ChainStreamInterceptor(p.interceptors()...),
 	}
 }
 
@@ -194,6 +200,9 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 		kedge:     dest.KedgeURL.Host,
 		md:        p.outgoingMetadata(in),
 		proxyAuth: dest.ProxyAuth,
+	}
+	if p.tracer != nil {
+		tracing.FromContext(ctx).InjectGRPC(c.md)
 	}
 	if dest.BackendAuth != "" {
 		tok, err := p.token(ctx, dest.BackendAuth)

@@ -17,6 +17,7 @@ import (
 	"github.com/elazarl/goproxy"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
@@ -119,11 +120,15 @@ func (h *Handler) serveTunnel(req *http.Request, client net.Conn, host string, d
 	case toKedge:
 		h.metrics.requests.WithLabelValues(proxy, "kedge").Inc()
 		requestID = "winch-" + wire.NewRequestID()
+		var span *tracing.Span
+		req, span = h.startTunnelSpan(req)
 		conn, r, resp := h.kedgeTunnel(req, host, d.dest, requestID)
 		if resp != nil {
+			endTunnelSpan(span, req, d.dest, requestID, resp)
 			_ = answer(nil, resp)
 			return
 		}
+		defer endTunnelSpan(span, req, d.dest, requestID, nil)
 		upstream, fromUpstream, via = conn, r, d.dest.KedgeURL.Host
 	}
 	if err := answer(upstream.LocalAddr(), nil); err != nil {
@@ -220,6 +225,9 @@ func (h *Handler) connect(ctx context.Context, u *url.URL, host, proxyTok, reque
 	}
 	if h.opts.InfoLogs != "" {
 		creq.Header.Set(wire.HeaderInfoLogs, h.opts.InfoLogs)
+	}
+	if h.tracer != nil {
+		tracing.FromContext(ctx).InjectHTTP(creq.Header)
 	}
 	bw := bufio.NewWriter(conn)
 	err = creq.Write(bw)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
@@ -77,6 +78,9 @@ func (h *Handler) forward(req *http.Request, tunnel string, owned bool) *http.Re
 		return h.winchError(req, d.status, d.errType, d.msg)
 	case toDirect:
 		return h.forwardDirect(req, start, owned)
+	}
+	if h.tracer != nil {
+		return h.forwardKedgeTraced(req, d.dest, start, owned)
 	}
 	return h.forwardKedge(req, d.dest, start, owned)
 }
@@ -215,6 +219,9 @@ func (h *Handler) kedgeRequest(req *http.Request, dest mapper.Destination, reque
 	}
 	if backendTok != "" {
 		set("Authorization", "Bearer "+backendTok)
+	}
+	if h.tracer != nil {
+		tracing.FromContext(ctx).InjectHTTP(hdr)
 	}
 	return out, proxyTok, nil
 }

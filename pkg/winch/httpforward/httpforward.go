@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
@@ -98,6 +99,9 @@ type Deps struct {
 	Local http.Handler
 	// CA is the MITM certificate authority for routes with MITM set; nil refuses such tunnels with 502.
 	CA *CA
+	// Tracer, if set, makes a span per request and tunnel sent to a kedge (tracing.go). nil: tracing off, a
+	// client's traceparent passes unchanged.
+	Tracer *tracing.Tracer
 	// Options tunes the handler.
 	Options Options
 }
@@ -121,6 +125,7 @@ type Handler struct {
 	plain     *httputil.ReverseProxy // every other absolute-form request
 	metrics   *metrics
 	forwarder goproxy.RoundTripper
+	tracer    *tracing.Tracer
 }
 
 // New builds the handler.
@@ -150,6 +155,7 @@ func New(d Deps) *Handler {
 		kedgeTLS: kedgeTLS,
 		dialer:   &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 		metrics:  newMetrics(d.Registerer),
+		tracer:   d.Tracer,
 	}
 	// Each transport gets its own TLS config: net/http adds "h2" to NextProtos of the config it is given.
 	// To kedges HTTP/1.1 over a pool of kept-alive TLS connections: under load this costs winch and kedge together
