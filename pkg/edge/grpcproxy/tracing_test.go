@@ -4,13 +4,10 @@ import (
 	"strings"
 	"testing"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
-	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 const (
@@ -23,9 +20,7 @@ const (
 // parent, and carries no metadata value (authorization, cookie, a token).
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	exp := tracetest.NewInMemoryExporter()
-	tr := tracing.NewWithProcessor(tracing.Config{ServiceName: "kedge", SamplingRatio: 1}, "test", sdktrace.NewSimpleSpanProcessor(exp))
-	t.Cleanup(func() { _ = tr.Shutdown(t.Context()) })
+	tr, exp := testutil.NewTracer(t, "kedge")
 	e := newEnv(t, envConfig{routes: routingRoutes, backends: []string{"a"}, tracer: tr})
 	ctx := metadata.NewOutgoingContext(callCtx(t), metadata.Pairs(
 		"traceparent", testParent,

@@ -5,21 +5,16 @@ import (
 	"strings"
 	"testing"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
-	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // TestTracing checks that kedge's span continues the client's trace and is the backend's parent, and that no secret
 // of the request (proxy token, Authorization, Cookie, a token in the query, an identity header) reaches a span.
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	exp := tracetest.NewInMemoryExporter()
-	tr := tracing.NewWithProcessor(tracing.Config{ServiceName: "kedge", SamplingRatio: 1}, "test", sdktrace.NewSimpleSpanProcessor(exp))
-	t.Cleanup(func() { _ = tr.Shutdown(t.Context()) })
+	tr, exp := testutil.NewTracer(t, "kedge")
 	b := newBackend(t, "web", nil)
 	gate := startGate(t, authn.Config{StaticToken: "pr0xy-t0ken"}, nil)
 	e := newEnv(t, envConfig{routes: []route.HTTPRoute{{Backend: "web"}}, backends: []*testBackend{b}, gate: gate, tracer: tr})

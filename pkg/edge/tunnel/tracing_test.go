@@ -5,20 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
-	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
 // TestTracing checks that a CONNECT request's traceparent starts a span that covers the tunnel and ends with its
 // outcome, without the proxy token.
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	exp := tracetest.NewInMemoryExporter()
-	tr := tracing.NewWithProcessor(tracing.Config{ServiceName: "kedge", SamplingRatio: 1}, "test", sdktrace.NewSimpleSpanProcessor(exp))
-	t.Cleanup(func() { _ = tr.Shutdown(t.Context()) })
+	tr, exp := testutil.NewTracer(t, "kedge")
 	e := newEnv(t, envOptions{tracer: tr})
 	c, br, resp := e.connect(t, "count.test:7000", nil, auth(), "Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	if resp.StatusCode != 200 {

@@ -1,0 +1,20 @@
+package testutil
+
+import (
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
+)
+
+// NewTracer returns a tracing.Tracer that samples every new trace and hands each ended span at once to the
+// in-memory exporter it also returns; it is shut down when the test ends.
+func NewTracer(t testing.TB, service string) (*tracing.Tracer, *tracetest.InMemoryExporter) {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tr := tracing.NewWithProcessor(tracing.Config{ServiceName: service, SamplingRatio: 1}, "test", sdktrace.NewSimpleSpanProcessor(exp))
+	t.Cleanup(func() { _ = tr.Shutdown(t.Context()) })
+	return tr, exp
+}
