@@ -9,7 +9,9 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -138,6 +140,9 @@ func TestManifests(t *testing.T) {
 		t.Errorf("terminationGracePeriodSeconds %v does not exceed the shutdown delay %v plus the drain timeout %v", grace, cfg.ShutdownDelay, cfg.DrainTimeout)
 	}
 
+	// The image is the one `make image` tags, run as the image's non-root user with nothing it does not need.
+	checkImageAndSecurity(t, pod, c)
+
 	// The documents kedge reads come from the ConfigMap and load.
 	cm := only[*corev1.ConfigMap](t, objs)
 	mounts := map[string]string{}
@@ -210,5 +215,69 @@ func TestManifests(t *testing.T) {
 		if p.TargetPort.StrVal != "https" && p.TargetPort.StrVal != "grpctls" {
 			t.Errorf("Service port %q targets %s: only the TLS ports belong on the load balancer", p.Name, p.TargetPort.String())
 		}
+	}
+}
+
+// checkImageAndSecurity checks that the container runs the image `make image` and the Dockerfile make, as the
+// Dockerfile's USER, non-root, with a read-only root filesystem, no privilege escalation, no capabilities and the
+// runtime's default seccomp profile (docs/kubernetes.md#container-image).
+func checkImageAndSecurity(t *testing.T, pod corev1.PodSpec, c corev1.Container) {
+	t.Helper()
+	makefile, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := regexp.MustCompile(`(?m)^IMAGE\s*\?=\s*(\S+):\$\(VERSION\)$`).FindSubmatch(makefile)
+	if image == nil {
+		t.Fatal("the Makefile sets no IMAGE ?= <repository>:$(VERSION)")
+	}
+	if repo, _, _ := strings.Cut(c.Image, "@"); strings.Split(repo, ":")[0] != string(image[1]) {
+		t.Errorf("container image %q, want %s (the Makefile's IMAGE)", c.Image, image[1])
+	}
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := regexp.MustCompile(`(?m)^USER (\d+):(\d+)$`).FindSubmatch(dockerfile)
+	if user == nil {
+		t.Fatal("the Dockerfile has no numeric USER uid:gid")
+	}
+	uid, _ := strconv.ParseInt(string(user[1]), 10, 64)
+	gid, _ := strconv.ParseInt(string(user[2]), 10, 64)
+	psc, sc := pod.SecurityContext, c.SecurityContext
+	if psc == nil || sc == nil {
+		t.Fatal("the pod and the container need a securityContext")
+	}
+	for what, ok := range map[string]bool{
+		"runAsNonRoot":                        psc.RunAsNonRoot != nil && *psc.RunAsNonRoot,
+		"runAsUser is the image's USER":       psc.RunAsUser != nil && *psc.RunAsUser == uid && uid != 0,
+		"runAsGroup is the image's USER":      psc.RunAsGroup != nil && *psc.RunAsGroup == gid,
+		"seccompProfile RuntimeDefault":       psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault,
+		"readOnlyRootFilesystem":              sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem,
+		"allowPrivilegeEscalation false":      sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation,
+		"capabilities drop ALL, add none":     sc.Capabilities != nil && slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) && len(sc.Capabilities.Add) == 0,
+		"not privileged":                      sc.Privileged == nil || !*sc.Privileged,
+		"no container-level runAsUser change": sc.RunAsUser == nil || *sc.RunAsUser == uid,
+	} {
+		if !ok {
+			t.Errorf("securityContext: want %s", what)
+		}
+	}
+
+	// kustomization.yaml's images entry sets the tag (or digest) of that same image.
+	raw, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kust struct {
+		Images []struct {
+			Name string `json:"name"`
+		} `json:"images"`
+	}
+	if err := yaml.Unmarshal(raw, &kust); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	if len(kust.Images) != 1 || kust.Images[0].Name != string(image[1]) {
+		t.Errorf("kustomization.yaml images %+v, want one entry for %s", kust.Images, image[1])
 	}
 }
