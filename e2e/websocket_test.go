@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,7 +163,7 @@ func wsDial(ctx context.Context, client *http.Client, u string, header http.Head
 // way), and a normal close reaches the backend.
 func wsExchange(t *testing.T, b *wsBackend, c *websocket.Conn, quiet time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second+quiet)
 	defer cancel()
 	defer c.CloseNow()
 	if got := c.Subprotocol(); got != wsSubprotocol {
@@ -277,7 +278,7 @@ func TestWebSocket(t *testing.T) {
   {"direct": {"key": "wsecure.example.com:443", "url": %[1]q}, "proxy_auth": "proxy", "protocol": "HTTP"}
 ]}`, kedgeURL(k)), `{"auth_sources": [{"name": "proxy", "token": {"token": "`+token+`"}}]}`, "--client_tls_root_ca_files="+k.caFile)
 	proxyURL, _ := url.Parse(w.proxyURL)
-	const quiet = 3 * time.Second // longer than --server_tunnel_idle_timeout
+	quiet := wsQuiet(t)
 
 	t.Run("ws through winch's proxy port", func(t *testing.T) {
 		client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
@@ -364,6 +365,21 @@ func TestWebSocket(t *testing.T) {
 			t.Errorf("an h2 GET with Upgrade: websocket got %s, want 400", status)
 		}
 	})
+}
+
+// wsQuiet is how long TestWebSocket's upgrade paths stay without a frame: 3 s (longer than the test's tunnel idle
+// timeout), or KEDGE_E2E_WS_QUIET, e.g. 130s to see a WebSocket outlive kedge's 120 s keep-alive idle timeout.
+func wsQuiet(t *testing.T) time.Duration {
+	t.Helper()
+	v := os.Getenv("KEDGE_E2E_WS_QUIET")
+	if v == "" {
+		return 3 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 3*time.Second || d > 10*time.Minute {
+		t.Fatalf("KEDGE_E2E_WS_QUIET=%q: want a duration from 3s to 10m", v)
+	}
+	return d
 }
 
 // respSummary describes a failed handshake's response for an error message.
