@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil/tracertest"
 )
 
 const (
@@ -20,7 +21,7 @@ const (
 // parent, and carries no metadata value (authorization, cookie, a token).
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	tr, exp := testutil.NewTracer(t, "kedge")
+	tr, exp := tracertest.New(t, "kedge")
 	e := newEnv(t, envConfig{routes: routingRoutes, backends: []string{"a"}, tracer: tr})
 	ctx := metadata.NewOutgoingContext(callCtx(t), metadata.Pairs(
 		"traceparent", testParent,

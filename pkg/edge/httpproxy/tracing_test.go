@@ -7,14 +7,14 @@ import (
 
 	"github.com/kedge-proxy/kedge/pkg/edge/authn"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
-	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil/tracertest"
 )
 
 // TestTracing checks that kedge's span continues the client's trace and is the backend's parent, and that no secret
 // of the request (proxy token, Authorization, Cookie, a token in the query, an identity header) reaches a span.
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	tr, exp := testutil.NewTracer(t, "kedge")
+	tr, exp := tracertest.New(t, "kedge")
 	b := newBackend(t, "web", nil)
 	gate := startGate(t, authn.Config{StaticToken: "pr0xy-t0ken"}, nil)
 	e := newEnv(t, envConfig{routes: []route.HTTPRoute{{Backend: "web"}}, backends: []*testBackend{b}, gate: gate, tracer: tr})

@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil/tracertest"
 )
 
 // TestTracing checks that a CONNECT request's traceparent starts a span that covers the tunnel and ends with its
 // outcome, without the proxy token.
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	tr, exp := testutil.NewTracer(t, "kedge")
+	tr, exp := tracertest.New(t, "kedge")
 	e := newEnv(t, envOptions{tracer: tr})
 	c, br, resp := e.connect(t, "count.test:7000", nil, auth(), "Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	if resp.StatusCode != 200 {

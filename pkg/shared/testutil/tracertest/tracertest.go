@@ -1,4 +1,6 @@
-package testutil
+// Package tracertest is test scaffolding for tracing: a Tracer whose spans land in memory. It is a package of its own
+// because testutil is imported by tests of packages that tracing itself imports (tlsconfig, logging).
+package tracertest
 
 import (
 	"testing"
@@ -9,9 +11,9 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
-// NewTracer returns a tracing.Tracer that samples every new trace and hands each ended span at once to the
+// New returns a tracing.Tracer that samples every new trace and hands each ended span at once to the
 // in-memory exporter it also returns; it is shut down when the test ends.
-func NewTracer(t testing.TB, service string) (*tracing.Tracer, *tracetest.InMemoryExporter) {
+func New(t testing.TB, service string) (*tracing.Tracer, *tracetest.InMemoryExporter) {
 	t.Helper()
 	exp := tracetest.NewInMemoryExporter()
 	tr := tracing.NewWithProcessor(tracing.Config{ServiceName: service, SamplingRatio: 1}, "test", sdktrace.NewSimpleSpanProcessor(exp))
