@@ -124,8 +124,11 @@ func dotSegment(seg string) int {
 	return notDot
 }
 
-// segment is one path segment in the three forms.
-type segment struct{ esc, dec, match string }
+// segment is one path segment in the three forms, and whether it has an encoded '/' or '\\'.
+type segment struct {
+	esc, dec, match string
+	slash           bool
+}
 
 // canonicalize is the slow path of CanonicalPath: normalise every segment's escaping, then remove dot segments and
 // empty ones.
@@ -133,7 +136,6 @@ func canonicalize(p string) (Path, error) {
 	// The output stack of segments; RFC 3986 §5.2.4 expressed on whole segments.
 	out := make([]segment, 0, strings.Count(p, "/"))
 	var esc, dec, match strings.Builder
-	var encodedSlash bool
 	rest := p[1:]
 	for {
 		raw, next, more := strings.Cut(rest, "/")
@@ -144,8 +146,7 @@ func canonicalize(p string) (Path, error) {
 		if err != nil {
 			return Path{}, err
 		}
-		encodedSlash = encodedSlash || slash
-		seg := segment{esc: esc.String(), dec: dec.String(), match: match.String()}
+		seg := segment{esc: esc.String(), dec: dec.String(), match: match.String(), slash: slash}
 		switch dotSegment(seg.dec) {
 		case dotParam:
 			return Path{}, ErrBadPath
@@ -173,7 +174,10 @@ func canonicalize(p string) (Path, error) {
 	esc.Reset()
 	dec.Reset()
 	match.Reset()
+	// Only the segments that remain count: "/%2F/.." is "/", which every backend reads alike.
+	encodedSlash := false
 	for i, s := range out {
+		encodedSlash = encodedSlash || s.slash
 		esc.WriteByte('/')
 		esc.WriteString(s.esc)
 		dec.WriteByte('/')
