@@ -9,8 +9,9 @@ import (
 )
 
 // Tracker keeps what http.Server.Shutdown does not wait for: connections taken over with Hijack (CONNECT tunnels,
-// WebSockets) and the handlers still running on them. Serve waits for the tracker to empty during the drain and
-// closes whatever is left at the deadline.
+// WebSockets) and the handlers still running on them. Serve drains it (Drain): it waits for the tracker to empty
+// and closes whatever is left at the deadline. Servers of other protocols (winch's SOCKS5 port) use it the same
+// way without HTTPServer: Track each accepted connection, then Drain at shutdown.
 //
 // HTTPServer wires it so that a handler which hijacks a connection and serves it until it returns needs to do
 // nothing: running handlers are counted, and a connection hijacked by a still-running handler is closed at the
@@ -47,8 +48,8 @@ func TrackerFrom(ctx context.Context) *Tracker {
 }
 
 // Track registers a hijacked connection that outlives its handler, so the server's drain waits for it and closes it
-// at the deadline. Call untrack (more than once is fine) when the connection is finished. Tracking after the drain
-// deadline closes conn at once.
+// at the deadline. Call untrack (more than once is fine) when the connection is finished. Tracking once Drain has
+// closed the tracker (at its deadline, or after it returned) closes conn at once.
 func (t *Tracker) Track(conn net.Conn) (untrack func()) {
 	if t == nil {
 		return func() {}
@@ -100,6 +101,25 @@ func (t *Tracker) drainingLocked() chan struct{} {
 		t.draining = make(chan struct{})
 	}
 	return t.draining
+}
+
+// Drain is the tracker's part of a server's shutdown, called once the server accepts no more connections: it fires
+// Draining, waits until no handler runs and no tracked connection is open or until ctx is done, and then closes the
+// tracker: the connections still open are closed (those that finished in time were closed by their owners, never
+// here), and later Track calls and hijacks close theirs at once. It returns how many connections it closed, and
+// ErrDrainTimeout if ctx ended with work in flight (a running handler counts even with no connection to close).
+// With nothing in flight Drain returns nil at once, even if ctx is already done. A nil Tracker returns 0, nil.
+func (t *Tracker) Drain(ctx context.Context) (closed int, err error) {
+	if t == nil {
+		return 0, nil
+	}
+	t.startDrain() // before wait: once the drain has started, a handler that returns wakes it
+	err = t.wait(ctx)
+	closed = t.closeAll()
+	if err != nil {
+		return closed, ErrDrainTimeout
+	}
+	return closed, nil
 }
 
 func (t *Tracker) startDrain() {
