@@ -52,10 +52,6 @@ type Server struct {
 	log       logging.Logger
 	handshake time.Duration
 	replies   *prometheus.CounterVec
-
-	wg    sync.WaitGroup        // one per connection being served
-	mu    sync.Mutex            // guards conns
-	conns map[net.Conn]struct{} // connections being served, closed at the drain deadline
 }
 
 // New builds a server.
@@ -64,7 +60,6 @@ func New(d Deps) *Server {
 		tunnels:   d.Tunnels,
 		log:       d.Log,
 		handshake: d.HandshakeTimeout,
-		conns:     map[net.Conn]struct{}{},
 		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winch_socks_replies_total",
 			Help: "Answers on winch's SOCKS5 port, by reply (succeeded, not-allowed, host-unreachable, connection-refused, general-failure, command-not-supported, address-type-not-supported, no-acceptable-method). The tunnels themselves are counted in winch_http_requests_total{proxy=\"socks\"}.",
@@ -89,9 +84,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain time.Duration
 	// Tunnels being set up keep their context through the drain; it ends when Serve gives up on them.
 	connCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	// Each accepted connection is tracked, for the drain, and served on a goroutine of wg, which Serve waits for.
+	tracker := serve.NewTracker()
+	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
-	var err error
 accept:
 	for backoff := time.Duration(0); ; {
 		conn, aerr := ln.Accept()
@@ -110,46 +107,22 @@ accept:
 			}
 		}
 		backoff = 0
-		s.track(conn)
-		go func() {
-			defer s.untrack(conn)
+		untrack := tracker.Track(conn)
+		wg.Go(func() {
+			defer untrack()
 			s.serveConn(connCtx, conn)
-		}()
+		})
 	}
 	_ = ln.Close()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(drain):
-		cancel()
-		s.closeAll()
-		<-done
-		err = fmt.Errorf("socks: %w", serve.ErrDrainTimeout)
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer dcancel()
+	_, err := tracker.Drain(dctx)
+	if err != nil {
+		cancel() // tunnels still being set up give up too
+		err = fmt.Errorf("socks: %w", err)
 	}
+	wg.Wait()
 	return err
-}
-
-func (s *Server) track(conn net.Conn) {
-	s.wg.Add(1)
-	s.mu.Lock()
-	s.conns[conn] = struct{}{}
-	s.mu.Unlock()
-}
-
-func (s *Server) untrack(conn net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, conn)
-	s.mu.Unlock()
-	s.wg.Done()
-}
-
-func (s *Server) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		_ = c.Close()
-	}
 }
 
 // serveConn runs one client: handshake under the deadline, then the tunnel. It closes conn.
