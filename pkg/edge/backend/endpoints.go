@@ -340,10 +340,16 @@ func (s *dnsSource) resolveSRV(ctx context.Context) ([]string, error) {
 	return eps, errors.Join(errs...)
 }
 
-// lookupHost returns host's addresses paired with port; IP literals pass through without a lookup.
+// lookupHost returns host's addresses paired with port; IP literals pass through without a lookup. An IPv6 literal
+// with a zone is refused: a zone names an interface of this host, which an SRV answer has no say in (and config
+// validation already refuses one in a host resolver); its zone may also hold any byte, ']' included, which would
+// make an endpoint that does not split back into host and port.
 func (s *dnsSource) lookupHost(ctx context.Context, host string, port uint32) ([]string, error) {
 	p := strconv.FormatUint(uint64(port), 10)
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			return nil, fmt.Errorf("backend: %q is an IP address with a zone", host)
+		}
 		return []string{net.JoinHostPort(ip.String(), p)}, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)

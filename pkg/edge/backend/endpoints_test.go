@@ -30,6 +30,8 @@ func TestDNSSourceResolve(t *testing.T) {
 	dns.SetSRV("_http._tcp.partial.test", &net.SRV{Target: "a.test.", Port: 80}, &net.SRV{Target: "missing.test.", Port: 80})
 	dns.SetSRV("_http._tcp.ip.test", &net.SRV{Target: "10.9.9.9", Port: 80})
 	dns.SetSRV("_http._tcp.zero.test", &net.SRV{Target: "a.test.", Port: 0})
+	dns.SetSRV("_http._tcp.zone.test", &net.SRV{Target: "fe80::1%eth0", Port: 80}, &net.SRV{Target: "::%]", Port: 80},
+		&net.SRV{Target: "10.9.9.9", Port: 80})
 	tests := []struct {
 		name    string
 		res     Resolver
@@ -47,6 +49,8 @@ func TestDNSSourceResolve(t *testing.T) {
 		{"srv one target fails", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.partial.test"},
 			[]string{"10.1.0.1:80"}, `lookup of "missing.test"`},
 		{"srv port 0", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.zero.test"}, nil, `target "a.test" has port 0`},
+		{"srv IP targets with a zone", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.zone.test"},
+			[]string{"10.9.9.9:80"}, `"::%]" is an IP address with a zone`},
 		{"srv port 0 overridden", Resolver{Kind: ResolverSRV, DNSName: "_http._tcp.zero.test", PortOverride: 8080},
 			[]string{"10.1.0.1:8080"}, ""},
 		{"host fails", Resolver{Kind: ResolverHost, DNSName: "nope.test", Port: 80}, nil, `lookup of "nope.test"`},
