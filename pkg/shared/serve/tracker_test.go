@@ -9,28 +9,8 @@ import (
 	"time"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
-
-// tcpPair returns the two ends of a loopback TCP connection; both are closed when the test ends.
-func tcpPair(t *testing.T) (server, client net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		_ = client.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = server.Close(); _ = client.Close() })
-	return server, client
-}
 
 // stillOpen reports whether server still carries bytes to client.
 func stillOpen(t *testing.T, server, client net.Conn) error {
@@ -58,7 +38,7 @@ func TestTrackerDrain(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tr := serve.NewTracker()
-			server, client := tcpPair(t)
+			server, client := testutil.TCPPair(t)
 			untrack := tr.Track(server)
 			draining := tr.Draining()
 			if tt.finishes {
@@ -104,7 +84,7 @@ func TestTrackerDrain(t *testing.T) {
 			}
 
 			// The tracker is closed now: a late connection is closed at once.
-			late, lateClient := tcpPair(t)
+			late, lateClient := testutil.TCPPair(t)
 			tr.Track(late)()
 			_ = lateClient.SetReadDeadline(time.Now().Add(5 * time.Second))
 			if n, err := lateClient.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {

@@ -18,3 +18,25 @@ func RefusedPort(t testing.TB) int {
 	_ = ln.Close()
 	return port
 }
+
+// TCPPair returns the two ends of a TCP connection on 127.0.0.1, for code that serves a net.Conn; both are closed
+// when the test ends.
+func TCPPair(t testing.TB) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		_ = client.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close(); _ = client.Close() })
+	return server, client
+}
