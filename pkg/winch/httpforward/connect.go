@@ -25,6 +25,10 @@ import (
 // maxRelayedBody bounds the body of a kedge refusal that winch relays to a CONNECT client.
 const maxRelayedBody = 64 << 10
 
+// statusClientClosed is what the span of a tunnel through kedge records when the client did not take winch's answer
+// that the tunnel is open (it went away, or stopped reading); kedge records the same for its side of a tunnel.
+const statusClientClosed = 499
+
 // handleConnect is goproxy's CONNECT hook. MITM routes are terminated by goproxy with winch's CA (the requests
 // inside go through forward); every other CONNECT is served by tunnel on the hijacked connection, so that the
 // handler runs as long as the tunnel and the server's drain sees it.
@@ -55,8 +59,7 @@ func (h *Handler) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Co
 func (h *Handler) tunnel(req *http.Request, client net.Conn, host string, d decision) {
 	h.serveTunnel(req, client, host, d, func(_ net.Addr, refusal *http.Response) error {
 		if refusal != nil {
-			writeResponse(client, refusal)
-			return nil
+			return writeResponse(client, refusal)
 		}
 		_, err := io.WriteString(client, connectLine(req, http.StatusOK, "Connection established"))
 		return err
@@ -71,7 +74,8 @@ const socksScheme = "socks5h"
 // here) on client: the same decision as an HTTP CONNECT (decide: the mapped kedge with the route's proxy token,
 // directly, or refused per Options.Unmatched), the same kedge tunnel and the same splice. answer is called once,
 // with the refusal (kedge's answer or a winch error; its status and error-type headers say why) or, on success,
-// with nil and the upstream connection's local address; the splice starts when answer returns nil. MITM routes are
+// with nil and the upstream connection's local address; the splice starts when answer returns nil. answer returns
+// the error of writing the answer (a client that went away), which is logged at debug level. MITM routes are
 // refused: winch can only terminate TLS for clients that send an HTTP CONNECT. ServeTunnel closes client.
 func (h *Handler) ServeTunnel(ctx context.Context, client net.Conn, hostport string, answer func(bound net.Addr, refusal *http.Response) error) {
 	req := (&http.Request{
@@ -102,17 +106,34 @@ func (h *Handler) serveTunnel(req *http.Request, client net.Conn, host string, d
 		fromUpstream io.Reader
 		via          string
 		requestID    string
+		// untaken is set when the client did not take the answer that its tunnel through kedge is open: the span
+		// then ends with it (statusClientClosed) instead of 200.
+		untaken *http.Response
 	)
+	// send gives the client its answer. A client that went away before taking it is no failure of winch's, so it
+	// shows at debug level only.
+	send := func(bound net.Addr, refusal *http.Response) error {
+		status := http.StatusOK
+		if refusal != nil {
+			status = refusal.StatusCode
+		}
+		err := answer(bound, refusal)
+		if err != nil {
+			h.log.Debug("the client did not take winch's answer to its tunnel", "proxy", proxy, logging.FieldHost, host,
+				"answer", status, logging.FieldRequestID, requestID, logging.FieldError, err)
+		}
+		return err
+	}
 	switch d.kind {
 	case refused:
 		h.metrics.requests.WithLabelValues(proxy, "refused").Inc()
-		_ = answer(nil, h.winchError(req, d.status, d.errType, d.msg))
+		_ = send(nil, h.winchError(req, d.status, d.errType, d.msg))
 		return
 	case toDirect:
 		h.metrics.requests.WithLabelValues(proxy, "direct").Inc()
 		conn, err := h.dialer.DialContext(req.Context(), "tcp", withPort(host, "443"))
 		if err != nil {
-			_ = answer(nil, h.winchError(req, http.StatusBadGateway, wire.ErrTransportUnknown,
+			_ = send(nil, h.winchError(req, http.StatusBadGateway, wire.ErrTransportUnknown,
 				fmt.Sprintf("direct to %s: %v", host, err)))
 			return
 		}
@@ -125,13 +146,14 @@ func (h *Handler) serveTunnel(req *http.Request, client net.Conn, host string, d
 		conn, r, resp := h.kedgeTunnel(req, host, d.dest, requestID)
 		if resp != nil {
 			endTunnelSpan(span, req, d.dest, requestID, resp)
-			_ = answer(nil, resp)
+			_ = send(nil, resp)
 			return
 		}
-		defer endTunnelSpan(span, req, d.dest, requestID, nil)
+		defer func() { endTunnelSpan(span, req, d.dest, requestID, untaken) }()
 		upstream, fromUpstream, via = conn, r, d.dest.KedgeURL.Host
 	}
-	if err := answer(upstream.LocalAddr(), nil); err != nil {
+	if err := send(upstream.LocalAddr(), nil); err != nil {
+		untaken = &http.Response{StatusCode: statusClientClosed, Header: http.Header{}}
 		_ = upstream.Close()
 		return
 	}
@@ -272,13 +294,15 @@ func relayRefusal(req *http.Request, resp *http.Response) *http.Response {
 	}
 }
 
-// writeResponse writes resp to a hijacked client connection, which the caller closes afterwards.
-func writeResponse(client net.Conn, resp *http.Response) {
+// writeResponse writes resp to a hijacked client connection, which the caller closes afterwards, and returns the
+// write's error.
+func writeResponse(client net.Conn, resp *http.Response) error {
 	resp.Close = true
 	resp.Header.Set("Connection", "close")
 	_ = client.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	_ = resp.Write(client)
+	err := resp.Write(client)
 	_ = resp.Body.Close()
+	return err
 }
 
 // connectLine is the status line answering a CONNECT, in the client's HTTP version.

@@ -14,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil/tracertest"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
+	"github.com/kedge-proxy/kedge/pkg/winch/httpforward"
 	"github.com/kedge-proxy/kedge/pkg/winch/mapper"
 )
 
@@ -201,4 +204,96 @@ func newTCPEcho(t *testing.T) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// TestTunnelAnswerNotTaken: a client that is gone before winch's answer reaches it shows in a debug line, and the
+// span of a tunnel that kedge opened ends with 499, not 200. The answer's write fails for real: on a closed client
+// connection.
+func TestTunnelAnswerNotTaken(t *testing.T) {
+	t.Parallel()
+	ca := testutil.NewCA(t)
+	k := newFakeKedge(t, ca, "kedge", "", connectTarget("raw.example.com:7", newTCPEcho(t)))
+	const notTaken = "the client did not take winch's answer to its tunnel"
+	tests := []struct {
+		name   string
+		target string
+		// gone: the client connection is closed before the answer is written.
+		gone       bool
+		wantSpan   string  // the span's http.response.status_code
+		wantAnswer float64 // the answer field of the debug line; 0 for no line
+	}{
+		{"kedge opened the tunnel, the client took the answer", "raw.example.com:7", false, "200", 0},
+		{"kedge opened the tunnel, the client was gone", "raw.example.com:7", true, "499", 200},
+		{"kedge refused the tunnel, the client was gone", "raw.example.com:8", true, "502", 502},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tracer, exp := tracertest.New(t, "winch")
+			var logs testutil.Buffer
+			log, err := logging.New(logging.Options{Level: "debug", Format: "json", Output: &logs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := httpforward.New(httpforward.Deps{
+				Log:      log,
+				Tracer:   tracer,
+				Routes:   mapper.New([]mapper.Route{{Regexp: regexp.MustCompile(`^raw[.]example[.]com:[0-9]+$`), URL: k.url}}),
+				KedgeTLS: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12},
+			})
+			t.Cleanup(h.Close)
+			server, client := testutil.TCPPair(t)
+			answer := func(_ net.Addr, refusal *http.Response) error {
+				if tt.gone {
+					_ = server.Close()
+				}
+				status := "200"
+				if refusal != nil {
+					status = refusal.Status
+				}
+				_, err := io.WriteString(server, status+"\n")
+				return err
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.ServeTunnel(t.Context(), server, tt.target, answer)
+			}()
+			if !tt.gone {
+				_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if line, err := bufio.NewReader(client).ReadString('\n'); line != "200\n" || err != nil {
+					t.Errorf("the client read %q, %v; want the answer 200", line, err)
+				}
+				_ = client.Close() // ends the tunnel
+			}
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("ServeTunnel did not return")
+			}
+
+			spans := exp.GetSpans()
+			if len(spans) != 1 {
+				t.Fatalf("%d spans, want 1", len(spans))
+			}
+			if status := tracertest.Attr(spans[0], "http.response.status_code"); status != tt.wantSpan {
+				t.Errorf("span status %q, want %q", status, tt.wantSpan)
+			}
+			var lines []map[string]any
+			for _, l := range logs.JSONLines(t) {
+				if l["msg"] == notTaken {
+					lines = append(lines, l)
+				}
+			}
+			switch {
+			case tt.wantAnswer == 0 && len(lines) != 0:
+				t.Errorf("debug lines %v for an answer the client took", lines)
+			case tt.wantAnswer != 0 && len(lines) != 1:
+				t.Errorf("%d debug lines %q, want 1; all: %s", len(lines), notTaken, logs.String())
+			case tt.wantAnswer != 0 && (lines[0]["answer"] != tt.wantAnswer || lines[0]["error"] == nil ||
+				lines[0]["host"] != tt.target || lines[0]["proxy"] != "socks"):
+				t.Errorf("debug line %v, want answer %v, the error, host %s and proxy socks", lines[0], tt.wantAnswer, tt.target)
+			}
+		})
+	}
 }

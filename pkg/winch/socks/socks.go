@@ -156,7 +156,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		_, err := conn.Write(appendReply(make([]byte, 0, 22), code, bound))
 		if refusal != nil {
 			lingerClose(conn)
-			return nil
+			return err
 		}
 		if err == nil {
 			err = conn.SetWriteDeadline(time.Time{})

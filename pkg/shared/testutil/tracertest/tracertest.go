@@ -20,3 +20,13 @@ func New(t testing.TB, service string) (*tracing.Tracer, *tracetest.InMemoryExpo
 	t.Cleanup(func() { _ = tr.Shutdown(t.Context()) })
 	return tr, exp
 }
+
+// Attr returns the value of a span's attribute key as text, or "" when the span has none.
+func Attr(span tracetest.SpanStub, key string) string {
+	for _, kv := range span.Attributes {
+		if string(kv.Key) == key {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
