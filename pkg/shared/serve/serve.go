@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"time"
@@ -24,21 +25,30 @@ const closeGrace = 500 * time.Millisecond
 // At drain after ctx is done everything left is closed and Serve returns an error wrapping ErrDrainTimeout. It
 // returns nil after a complete drain, or the serving error if srv stops on its own.
 //
-// With srv.TLSConfig set, Serve speaks TLS (ServeTLS with the config's certificates). The Tracker is found through
-// srv.BaseContext, as HTTPServer installs it; servers built otherwise drain without one.
+// With srv.TLSConfig set, Serve speaks TLS with a copy of that config which it installs as srv.TLSConfig, offering
+// h2 and http/1.1 by ALPN as ServeTLS does; each TLS handshake runs on a goroutine of its own before srv sees the
+// connection, bounded by srv's TLS handshake timeout. The Tracker is found through srv.BaseContext, as HTTPServer
+// installs it; servers built otherwise drain without one.
 func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Duration) error {
 	var tr *Tracker
 	if srv.BaseContext != nil {
 		tr = TrackerFrom(srv.BaseContext(ln))
 	}
-	errc := make(chan error, 1)
-	go func() {
-		if srv.TLSConfig != nil {
-			errc <- srv.ServeTLS(ln, "", "")
-		} else {
-			errc <- srv.Serve(ln)
+	if srv.TLSConfig != nil {
+		// Not ServeTLS: handshakes run on goroutines of their own (see handshakeListener), which srv.Serve closes.
+		cfg, err := serverTLSConfig(srv)
+		if err != nil {
+			return fmt.Errorf("serve: %s: %w", ln.Addr(), err)
 		}
-	}()
+		srv.TLSConfig = cfg
+		logf := log.Printf // what http.Server logs to without an ErrorLog
+		if srv.ErrorLog != nil {
+			logf = srv.ErrorLog.Printf
+		}
+		ln = newHandshakeListener(ln, cfg, tlsHandshakeTimeout(srv), logf)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %s: %w", ln.Addr(), err)
