@@ -63,12 +63,16 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Du
 	defer cancel()
 	shutdownErr := srv.Shutdown(dctx)
 	<-errc // http.ErrServerClosed, as soon as Shutdown closed the listener
-	if shutdownErr == nil && tr.wait(dctx) == nil {
+	if shutdownErr != nil {
+		cancel() // Shutdown used up the deadline (or failed): the hijacked connections get no more time either
+	}
+	hijacked, drainErr := tr.Drain(dctx)
+	if shutdownErr == nil && drainErr == nil {
 		return nil
 	}
 
-	// The deadline passed: cut the rest, then give handlers a moment to see their connections die.
-	hijacked := tr.closeAll()
+	// The deadline passed and Drain cut the hijacked connections: cut the rest, then give handlers a moment to see
+	// their connections die.
 	_ = srv.Close()
 	gctx, gcancel := context.WithTimeout(context.Background(), closeGrace)
 	defer gcancel()
