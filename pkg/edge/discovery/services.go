@@ -70,7 +70,9 @@ func generate(svc *corev1.Service, o Options) (config.Generated, error) {
 	ann := svc.Annotations
 	host := strings.ToLower(strings.TrimSpace(ann[o.LabelPrefix+config.HostMatcherAnnotation]))
 	if host == "" {
-		host = svc.Name + "." + svc.Namespace + ".svc." + o.DomainSuffix
+		// Lower case as routes match hosts; the API server accepts only lower-case names; a client that is not
+		// the API server, or --discovery_external_domain_suffix, need not.
+		host = strings.ToLower(svc.Name + "." + svc.Namespace + ".svc." + o.DomainSuffix)
 	}
 	grpcService := strings.TrimSpace(ann[o.LabelPrefix+config.ServiceNameMatcherAnnotation])
 	var perms []string
