@@ -8,7 +8,7 @@
 #   FROM gcr.io/distroless/static-debian12:nonroot@sha256:<digest>
 # (a tag with a digest pulls the digest; the tag stays for readers). docs/kubernetes.md#container-image.
 
-FROM golang:1.26.8-bookworm AS build
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

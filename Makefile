@@ -1,5 +1,10 @@
 # Everything CI runs is `make test`; .ci/run calls exactly that.
 GO        ?= go
+# The Go that builds and tests everything: go.mod's go line (go1.27.3: go1.26.8's standard library has 13 called
+# vulnerabilities, docs/reliability.md#govulncheck). The go command fetches it from the module proxy once; a machine
+# whose Go is older and whose GOTOOLCHAIN is `local` would otherwise refuse to build. Override to test another Go.
+GOTOOLCHAIN ?= go$(shell sed -n 's/^go //p' go.mod)
+export GOTOOLCHAIN
 BIN       := bin
 PKG       := github.com/kedge-proxy/kedge
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
