@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,54 +31,6 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const testToken = "t0ken-for-tunnels"
-
-// rawServer is a plain TCP backend on 127.0.0.1 that runs handle for every connection until the test ends.
-type rawServer struct {
-	ln   net.Listener
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	conn map[net.Conn]struct{}
-}
-
-func newRawServer(t *testing.T, handle func(net.Conn)) *rawServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &rawServer{ln: ln, conn: map[net.Conn]struct{}{}}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conn[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for c := range s.conn {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
-	return s
-}
-
-func (s *rawServer) port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 
 // echoConn copies everything back, then half-closes.
 func echoConn(c net.Conn) {
@@ -118,8 +69,8 @@ type env struct {
 	backendCA *testutil.CA
 	backCAF   string
 	echo      *testutil.EchoServer // TLS echo backend, certificate for echo.test and robots.test
-	count     *rawServer           // answers "got N bytes" after the client's half-close
-	reflect   *rawServer           // echoes
+	count     *testutil.RawServer  // answers "got N bytes" after the client's half-close
+	reflect   *testutil.RawServer  // echoes
 	reg       *prometheus.Registry
 	logs      *testutil.Buffer
 	cancel    context.CancelFunc
@@ -139,8 +90,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	e.kedgeCAF = e.kedgeCA.WriteFiles(t, dir)
 	e.backCAF = e.backendCA.WriteFiles(t, dir)
 	e.echo = testutil.NewEchoServer(t, testutil.EchoName("echo"), testutil.EchoTLS(e.backendCA.Server(t, "echo.test", "robots.test")))
-	e.count = newRawServer(t, countConn)
-	e.reflect = newRawServer(t, echoConn)
+	e.count = testutil.NewRawServer(t, countConn)
+	e.reflect = testutil.NewRawServer(t, echoConn)
 	dead := testutil.RefusedPort(t)
 
 	pool := backend.NewPool(backend.Deps{Registerer: e.reg, Options: backend.Options{DialTimeout: time.Second}})
@@ -149,8 +100,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		return backend.Spec{Name: name, Protocol: backend.HTTP,
 			Resolver: backend.Resolver{Kind: backend.ResolverHost, DNSName: "127.0.0.1", Port: uint32(port)}}
 	}
-	if err := pool.Update([]backend.Spec{spec("echo", e.echo.Port()), spec("count", e.count.port()),
-		spec("reflect", e.reflect.port()), spec("dead", dead)}); err != nil {
+	if err := pool.Update([]backend.Spec{spec("echo", e.echo.Port()), spec("count", e.count.Port()),
+		spec("reflect", e.reflect.Port()), spec("dead", dead)}); err != nil {
 		t.Fatal(err)
 	}
 	table, err := route.NewHTTPTable([]route.HTTPRoute{
@@ -161,8 +112,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		{Backend: "dead", Host: "dead.test", Port: 443, Mode: route.ModeConnect},
 		{Backend: "echo", Host: "web.test"}, // mode ANY: never a tunnel
 	}, []route.Adhoc{
-		{NamePattern: "127.0.0.1", AllowedPorts: []uint32{uint32(e.reflect.port())}},
-		{NamePattern: "*.adhoc.test", AllowedPorts: []uint32{uint32(e.reflect.port())}},
+		{NamePattern: "127.0.0.1", AllowedPorts: []uint32{uint32(e.reflect.Port())}},
+		{NamePattern: "*.adhoc.test", AllowedPorts: []uint32{uint32(e.reflect.Port())}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 func TestRefusedTunnels(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	reflectPort := strconv.Itoa(e.reflect.port())
+	reflectPort := strconv.Itoa(e.reflect.Port())
 	tests := []struct {
 		name   string
 		target string
@@ -229,7 +229,7 @@ func TestDrainEndsIdleTunnels(t *testing.T) {
 func TestAdhocLiteralNamedByARule(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	c, br, resp := e.connect(t, "127.0.0.1:"+strconv.Itoa(e.reflect.port()), nil, auth())
+	c, br, resp := e.connect(t, "127.0.0.1:"+strconv.Itoa(e.reflect.Port()), nil, auth())
 	if resp.StatusCode != 200 || resp.Header.Get("X-Kedge-Backend-Name") != "" {
 		t.Fatalf("CONNECT to a loopback literal a rule names: %d %v", resp.StatusCode, resp.Header)
 	}

@@ -2,6 +2,8 @@ package testutil
 
 import (
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -40,3 +42,63 @@ func TCPPair(t testing.TB) (server, client net.Conn) {
 	t.Cleanup(func() { _ = server.Close(); _ = client.Close() })
 	return server, client
 }
+
+// RawServer is a plain TCP server on 127.0.0.1 that runs its handler for every connection (on a goroutine of its
+// own, closing the connection when the handler returns) until the test ends; then it closes the listener and every
+// connection and waits for the handlers.
+type RawServer struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	count atomic.Int64
+}
+
+// NewRawServer starts a RawServer running handle.
+func NewRawServer(t testing.TB, handle func(net.Conn)) *RawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &RawServer{ln: ln, conns: map[net.Conn]struct{}{}}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.count.Add(1)
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() { _ = c.Close() }()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+// Addr is the server's "127.0.0.1:port".
+func (s *RawServer) Addr() string { return s.ln.Addr().String() }
+
+// Port is the server's port.
+func (s *RawServer) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+// Accepted is the number of connections accepted so far.
+func (s *RawServer) Accepted() int64 { return s.count.Load() }
