@@ -18,13 +18,15 @@ import (
 )
 
 // httpBackend is the http.RoundTripper of one HTTP backend: it balances requests over the backend's endpoints,
-// ejects endpoints that refuse connections and retries such requests elsewhere. It owns one http.Transport, whose
-// connections it tracks so that closing the backend closes them all.
+// ejects endpoints that refuse connections and retries such requests elsewhere. It owns one http.Transport and, for
+// a plaintext backend, an h1Client for the common bodiless requests; it tracks both's connections so that closing
+// the backend closes them all.
 type httpBackend struct {
 	name      string
 	scheme    string
 	eps       *endpointSet
 	transport *http.Transport
+	h1        *h1Client // nil for a TLS backend
 	dialer    *net.Dialer
 	conns     *connSet
 	inflight  *tracker
@@ -57,6 +59,12 @@ func newHTTPBackend(name string, eps *endpointSet, tlsCfg *tls.Config, o Options
 		TLSHandshakeTimeout:    tlsHandshakeTimeout,
 		ExpectContinueTimeout:  tlsHandshakeTimeout,
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		// Content codings pass through as the client asked for them; the Transport neither asks for gzip on its
+		// own nor decompresses.
+		DisableCompression: true,
+	}
+	if tlsCfg == nil {
+		h.h1 = newH1Client(h.dial, o)
 	}
 	return h
 }
@@ -118,7 +126,12 @@ func (h *httpBackend) roundTrip(req *http.Request) (*http.Response, error) {
 		if attempt != nil {
 			a.req.Body = attempt
 		}
-		resp, err := h.transport.RoundTrip(&a.req)
+		var resp *http.Response
+		if h.h1 != nil && eligible(&a.req) {
+			resp, err = h.h1.roundTrip(&a.req, ep)
+		} else {
+			resp, err = h.transport.RoundTrip(&a.req)
+		}
 		if err == nil {
 			attempt.commit()
 			return resp, nil
@@ -226,6 +239,9 @@ func (h *httpBackend) close() {
 	h.inflight.close()
 	h.conns.closeAll()
 	h.transport.CloseIdleConnections()
+	if h.h1 != nil {
+		h.h1.close()
+	}
 }
 
 func closeBody(req *http.Request) {
