@@ -15,6 +15,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/backend"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
 // newPool starts a real backend pool serving specs.
@@ -212,7 +213,7 @@ func TestClientGoesAway(t *testing.T) {
 		t.Fatal("the backend request was not cancelled")
 	}
 	line := e.waitLog(t, "gone")
-	if line["status"] != float64(statusClientClosed) || line["error"] == nil {
+	if line["status"] != float64(wire.StatusClientClosed) || line["error"] == nil {
 		t.Errorf("log line %v", line)
 	}
 	if got := testutil.MetricValue(t, e.reg, "kedge_proxy_errors_total", nil); got != 0 {

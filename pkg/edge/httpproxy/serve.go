@@ -286,7 +286,7 @@ func (h *Handler) proxyError(_ http.ResponseWriter, r *http.Request, err error) 
 		h.fail(c, http.StatusGatewayTimeout, wire.ErrBackendTimeout, "backend did not answer in time")
 	case ctxErr != nil:
 		// The client went away: nobody to answer. Logged and counted with status 499 (client closed request).
-		c.w.status, c.errMsg = statusClientClosed, "client closed the request"
+		c.w.status, c.errMsg = wire.StatusClientClosed, "client closed the request"
 	case errors.As(err, &be) && be.Type != "":
 		status := http.StatusBadGateway
 		switch be.Type {
@@ -302,9 +302,6 @@ func (h *Handler) proxyError(_ http.ResponseWriter, r *http.Request, err error) 
 		h.fail(c, http.StatusBadGateway, wire.ErrTransportUnknown, err.Error())
 	}
 }
-
-// statusClientClosed is logged and counted for requests whose client left before a response was written.
-const statusClientClosed = 499
 
 // fail writes a kedge-made error response and counts it.
 func (h *Handler) fail(c *call, status int, typ wire.ErrorType, msg string) {

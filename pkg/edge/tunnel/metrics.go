@@ -9,6 +9,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
 // metrics are the handler's collectors. Labels are bounded: direction is upstream or downstream, result is
@@ -58,7 +59,7 @@ func (h *Handler) finish(t *tunnel) {
 	switch {
 	case t.errType != "":
 		h.m.tunnels.WithLabelValues(string(t.errType)).Inc()
-	case t.status == statusClientClosed:
+	case t.status == wire.StatusClientClosed:
 		h.m.tunnels.WithLabelValues("client-closed").Inc()
 	}
 	if t.status == 200 {

@@ -47,7 +47,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, t *tunnel, c
 			answer += wire.HeaderKedgeBackendName + ": " + t.label + "\r\n"
 		}
 		if _, err := io.WriteString(c, answer+"\r\n"); err != nil {
-			t.status, t.errMsg = statusClientClosed, "writing the 200 answer: "+err.Error()
+			t.status, t.errMsg = wire.StatusClientClosed, "writing the 200 answer: "+err.Error()
 			return
 		}
 		client = &connEnd{conn: c, pending: append([]byte(nil), pending...)}
@@ -61,7 +61,7 @@ func (h *Handler) establish(w http.ResponseWriter, r *http.Request, t *tunnel, c
 		}
 		w.WriteHeader(http.StatusOK)
 		if err := rc.Flush(); err != nil {
-			t.status, t.errMsg = statusClientClosed, "sending the 200 answer: "+err.Error()
+			t.status, t.errMsg = wire.StatusClientClosed, "sending the 200 answer: "+err.Error()
 			return
 		}
 		client = &streamEnd{body: r.Body, w: w, rc: rc}

@@ -258,7 +258,7 @@ func (h *Handler) routeError(w http.ResponseWriter, r *http.Request, t *tunnel, 
 // dialError answers a tunnel whose destination could not be reached.
 func (h *Handler) dialError(w http.ResponseWriter, r *http.Request, t *tunnel, err error) {
 	if r.Context().Err() != nil {
-		t.status, t.errMsg = statusClientClosed, "client went away while dialling"
+		t.status, t.errMsg = wire.StatusClientClosed, "client went away while dialling"
 		return
 	}
 	var be *backend.Error
@@ -276,9 +276,6 @@ func (h *Handler) dialError(w http.ResponseWriter, r *http.Request, t *tunnel, e
 		h.fail(w, r, t, http.StatusBadGateway, typ, err.Error())
 	}
 }
-
-// statusClientClosed is logged for tunnels whose client left before an answer.
-const statusClientClosed = 499
 
 // fail answers a CONNECT request with a kedge error; on HTTP/1 the connection is closed afterwards, so bytes a
 // client sent ahead (a TLS ClientHello) are never read as a request.

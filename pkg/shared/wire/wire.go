@@ -44,6 +44,10 @@ const (
 	MetadataKedgeErrorType = "x-kedge-error-type"
 )
 
+// StatusClientClosed is the status logged, counted and recorded on spans for an exchange whose client left before it
+// took the answer (nginx's 499, "client closed request"). It is never sent: there is nobody to send it to.
+const StatusClientClosed = 499
+
 // ErrorType is a value of X-Kedge-Error-Type / X-Winch-Error-Type and the type label of kedge_proxy_errors_total.
 type ErrorType string
 

@@ -25,10 +25,6 @@ import (
 // maxRelayedBody bounds the body of a kedge refusal that winch relays to a CONNECT client.
 const maxRelayedBody = 64 << 10
 
-// statusClientClosed is what the span of a tunnel through kedge records when the client did not take winch's answer
-// that the tunnel is open (it went away, or stopped reading); kedge records the same for its side of a tunnel.
-const statusClientClosed = 499
-
 // handleConnect is goproxy's CONNECT hook. MITM routes are terminated by goproxy with winch's CA (the requests
 // inside go through forward); every other CONNECT is served by tunnel on the hijacked connection, so that the
 // handler runs as long as the tunnel and the server's drain sees it.
@@ -107,7 +103,7 @@ func (h *Handler) serveTunnel(req *http.Request, client net.Conn, host string, d
 		via          string
 		requestID    string
 		// untaken is set when the client did not take the answer that its tunnel through kedge is open: the span
-		// then ends with it (statusClientClosed) instead of 200.
+		// then ends with it (wire.StatusClientClosed) instead of 200.
 		untaken *http.Response
 	)
 	// send gives the client its answer. A client that went away before taking it is no failure of winch's, so it
@@ -153,7 +149,7 @@ func (h *Handler) serveTunnel(req *http.Request, client net.Conn, host string, d
 		upstream, fromUpstream, via = conn, r, d.dest.KedgeURL.Host
 	}
 	if err := send(upstream.LocalAddr(), nil); err != nil {
-		untaken = &http.Response{StatusCode: statusClientClosed, Header: http.Header{}}
+		untaken = &http.Response{StatusCode: wire.StatusClientClosed, Header: http.Header{}}
 		_ = upstream.Close()
 		return
 	}

@@ -42,7 +42,7 @@ func (h *Handler) startTunnelSpan(req *http.Request) (*http.Request, *tracing.Sp
 	return req.WithContext(tracing.WithSpan(req.Context(), span)), span
 }
 
-// endTunnelSpan ends a tunnel's span: with the refusal the client got (or, for an open tunnel, a statusClientClosed
+// endTunnelSpan ends a tunnel's span: with the refusal the client got (or, for an open tunnel, a wire.StatusClientClosed
 // answer when the client did not take winch's 200), or (refusal nil) as established.
 func endTunnelSpan(span *tracing.Span, req *http.Request, dest mapper.Destination, requestID string, refusal *http.Response) {
 	if span == nil {
