@@ -73,9 +73,6 @@ var (
 // max1xx bounds the informational responses (103 Early Hints, ...) read before the final one.
 const max1xx = 8
 
-// aLongTimeAgo is a deadline that makes every pending read and write on a connection return at once.
-var aLongTimeAgo = time.Unix(1, 0)
-
 func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error), o Options) *h1Client {
 	return &h1Client{
 		dial:           dial,
@@ -139,9 +136,10 @@ func (c *h1Client) roundTrip(req *http.Request, ep string) (*http.Response, erro
 
 // exchange writes req on pc and reads the response header.
 func (c *h1Client) exchange(ctx context.Context, req *http.Request, pc *h1Conn) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, func() { _ = pc.conn.SetDeadline(aLongTimeAgo) })
+	// The request's end closes the connection: a deadline would not do, as the header deadline set below could
+	// replace it.
+	stop := context.AfterFunc(ctx, func() { _ = pc.conn.Close() })
 	pc.nread = 0
-	pc.limit = c.maxHeaderBytes
 	if err := req.Write(pc.bw); err != nil {
 		stop()
 		return nil, err
@@ -156,6 +154,7 @@ func (c *h1Client) exchange(ctx context.Context, req *http.Request, pc *h1Conn) 
 	var resp *http.Response
 	for n := 0; ; n++ {
 		var err error
+		pc.limit = c.maxHeaderBytes // for each response, informational ones too
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
 			stop()
@@ -184,16 +183,17 @@ func (c *h1Client) exchange(ctx context.Context, req *http.Request, pc *h1Conn) 
 	if c.headerTimeout > 0 {
 		_ = pc.conn.SetReadDeadline(time.Time{})
 	}
-	resp.Body = &h1Body{body: resp.Body, pc: pc, client: c, stop: stop, reuse: !resp.Close}
+	resp.Body = &h1Body{body: resp.Body, pc: pc, client: c, ctx: ctx, stop: stop, reuse: !resp.Close}
 	return resp, nil
 }
 
 // h1Body is a response body: read to its end and closed, its connection goes back to the pool; closed early, the
-// connection is closed.
+// connection is closed (the rest of the body is not read).
 type h1Body struct {
 	body   io.ReadCloser
 	pc     *h1Conn
 	client *h1Client
+	ctx    context.Context
 	stop   func() bool
 	reuse  bool
 	eof    bool
@@ -205,8 +205,12 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	n, err := b.body.Read(p)
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.eof = true
+	case err != nil && b.ctx.Err() != nil:
+		// The request ended (the client went away): say so, rather than what the closed connection said.
+		err = b.ctx.Err()
 	}
 	return n, err
 }
@@ -216,14 +220,18 @@ func (b *h1Body) Close() error {
 		return nil
 	}
 	b.done = true
-	err := b.body.Close()
-	// stop reports false when the request's context already ended and so may have cut the connection.
-	if b.stop() && b.reuse && err == nil && (b.eof || b.body == http.NoBody) {
-		b.client.put(b.pc)
-		return nil
+	// stop reports false when the request's context already ended and so closed the connection.
+	if b.stop() && b.reuse && (b.eof || b.body == http.NoBody) {
+		if err := b.body.Close(); err == nil { // at its end: nothing left to read
+			b.client.put(b.pc)
+			return nil
+		}
 	}
+	// Closed before its end: the connection goes first, so that the body's Close cannot read the rest of the body
+	// from the backend (net/http's drains it to EOF).
 	_ = b.pc.conn.Close()
-	return err
+	_ = b.body.Close()
+	return nil
 }
 
 // get takes the most recently used idle connection to ep that is still usable; reused reports whether it was one.

@@ -487,3 +487,80 @@ func TestHTTPBackendClients(t *testing.T) {
 		t.Errorf("6 requests used %d connections, want 2", n)
 	}
 }
+
+// heldServer answers one request with head (a status line, headers and the start of a body) and then holds the
+// connection open, sending nothing more, until the test ends.
+func heldServer(t *testing.T, head string) *sharedtest.RawServer {
+	t.Helper()
+	release := make(chan struct{})
+	s := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, head)
+		<-release
+	})
+	t.Cleanup(func() { close(release) }) // before the server's own cleanup, which waits for this handler
+	return s
+}
+
+// within reports whether f returned within 2 seconds, and fails the test if it did not (f then ends when the test's
+// servers close).
+func within(t *testing.T, what string, f func()) bool {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(2 * time.Second):
+		t.Errorf("%s: still blocked after 2s", what)
+		return false
+	}
+}
+
+func TestH1ClientEarlyCloseDoesNotDrain(t *testing.T) {
+	// ReverseProxy closes a body it stops copying (a client write that failed) without the request's context
+	// ending; the rest of a large download or a stream must not be read from the backend first.
+	s := heldServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\nhello")
+	c := newTestH1(t, Options{})
+	resp, err := h1Get(t, c, context.Background(), s.Addr(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "closing a body before its end", func() { _ = resp.Body.Close() })
+}
+
+func TestH1ClientCancelBetweenHeaderAndBody(t *testing.T) {
+	// The request's context ends while the answer's header is being read (here: when the 103 arrives); the
+	// header deadline set and cleared after that must not undo the cancellation.
+	s := heldServer(t, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	c := newTestH1(t, Options{ResponseHeaderTimeout: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			cancel()
+			time.Sleep(50 * time.Millisecond) // the cancellation has done its work before the header is read on
+			return nil
+		},
+	})
+	resp, err := h1Get(t, c, ctx, s.Addr(), "/")
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+		return
+	}
+	if within(t, "reading the body of a cancelled request", func() {
+		if _, err := io.ReadAll(resp.Body); !errors.Is(err, context.Canceled) {
+			t.Errorf("body read error %v, want context.Canceled", err)
+		}
+	}) {
+		_ = resp.Body.Close()
+	}
+}
