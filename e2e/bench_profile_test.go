@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -18,6 +19,7 @@ import (
 // one load. KEDGE_BENCH_PROFILE_LOAD chooses the load and so the process:
 //
 //	h1 (default), h2   HTTP GETs to kedge (KEDGE_BENCH_PROFILE_H2=1 is the older spelling of h2)
+//	grpc               gRPC unary calls to kedge
 //	connect            bulk bytes through a CONNECT tunnel of kedge
 //	winch-h1           plain-HTTP GETs through winch to kedge, profiling winch
 //	winch-connect      bulk bytes through a CONNECT tunnel of winch (and so of kedge), profiling winch
@@ -55,10 +57,18 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 		worker = func(ctx context.Context) { profileBulk(ctx, b, e.dialKedge) }
 	case "winch-connect":
 		worker = func(ctx context.Context) { profileBulk(ctx, b, e.dialWinch) }
-	case "winch-grpc":
-		c := testpb.NewTestServiceClient(e.grpcWinch(b))
+	case "grpc", "winch-grpc":
+		var cc *grpc.ClientConn
+		token := ""
+		if load == "grpc" {
+			cc, token = e.grpcTLS(b, e.kedgeGRPC), benchToken
+		} else {
+			cc = e.grpcWinch(b)
+		}
+		c := testpb.NewTestServiceClient(cc)
 		req := &testpb.SimpleRequest{ResponseSize: benchBody}
 		worker = func(ctx context.Context) {
+			ctx = benchGRPCContext(ctx, token)
 			for n := 0; n < 1_000_000 && ctx.Err() == nil; n++ {
 				_, _ = c.UnaryCall(ctx, req)
 			}
@@ -78,7 +88,7 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 		}
 		worker = func(ctx context.Context) { <-ctx.Done() }
 	default:
-		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, connect, winch-h1, winch-connect, winch-grpc, idle-h1 or idle-h2", load)
+		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, grpc, connect, winch-h1, winch-connect, winch-grpc, idle-h1 or idle-h2", load)
 	}
 	workers := 2 * benchHTTPParallelism
 	if strings.HasSuffix(load, "connect") || strings.HasPrefix(load, "idle-") {
