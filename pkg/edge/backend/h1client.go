@@ -127,7 +127,7 @@ func (c *h1Client) roundTrip(req *http.Request, ep string) (*http.Response, erro
 		}
 		// A kept-alive connection the endpoint closed while the request was on its way: nothing of an answer came,
 		// and the request is idempotent and has no body, so it goes once more on a new connection.
-		if reused && pc.nread == 0 && try == 0 && !errors.Is(err, errResponseHeaderTooLarge) && !isTimeout(err) {
+		if reused && pc.nread == 0 && !errors.Is(err, errResponseHeaderTooLarge) && !isTimeout(err) {
 			continue
 		}
 		return nil, err
@@ -135,46 +135,43 @@ func (c *h1Client) roundTrip(req *http.Request, ep string) (*http.Response, erro
 }
 
 // exchange writes req on pc and reads the response header.
-func (c *h1Client) exchange(ctx context.Context, req *http.Request, pc *h1Conn) (*http.Response, error) {
+func (c *h1Client) exchange(ctx context.Context, req *http.Request, pc *h1Conn) (resp *http.Response, err error) {
 	// The request's end closes the connection: a deadline would not do, as the header deadline set below could
-	// replace it.
+	// replace it. On success the response body owns stop.
 	stop := context.AfterFunc(ctx, func() { _ = pc.conn.Close() })
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 	pc.nread = 0
 	if err := req.Write(pc.bw); err != nil {
-		stop()
 		return nil, err
 	}
 	if err := pc.bw.Flush(); err != nil {
-		stop()
 		return nil, err
 	}
 	if c.headerTimeout > 0 {
 		_ = pc.conn.SetReadDeadline(time.Now().Add(c.headerTimeout))
 	}
-	var resp *http.Response
 	for n := 0; ; n++ {
-		var err error
 		pc.limit = c.maxHeaderBytes // for each response, informational ones too
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
-			stop()
 			return nil, err
 		}
 		if resp.StatusCode >= 200 {
 			break
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
-			stop()
 			return nil, errUnexpectedSwitch
 		}
 		if n == max1xx {
-			stop()
 			return nil, errTooMany1xx
 		}
 		// Informational answers go to the client as they come (httputil.ReverseProxy listens for them).
 		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-				stop()
 				return nil, err
 			}
 		}
