@@ -24,20 +24,17 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
-// direct is the grpc-proxy director: it routes the call, authenticates the caller and checks the route's requirement
-// (in that order, before any backend connection is used), picks the connection the call goes to and builds the
-// outgoing metadata. It runs after every server interceptor, on the stream wrapped by handle.
-func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context, grpc.ClientConnInterface, error) {
-	f, ok := ctx.Value(forwardKey{}).(*forward)
-	if !ok {
-		return nil, nil, status.Error(codes.Internal, "grpcproxy: call state missing")
-	}
-	c := f.call
+// direct routes the call, authenticates the caller and checks the route's requirement (in that order, before any
+// backend connection is used), picks the connection the call goes to and builds the outgoing metadata, carried by
+// the returned context. release, when not nil, ends the call's use of an adhoc connection. It runs after every
+// server interceptor.
+func (p *Proxy) direct(ctx context.Context, c *call) (_ context.Context, _ grpc.ClientConnInterface, release func(), _ error) {
+	fullMethod := c.method
 	in, _ := metadata.FromIncomingContext(ctx)
 	c.update(func(c *call) { c.directed = true })
 	if !wellFormedMethod(fullMethod) {
 		c.update(func(c *call) { c.errType = wire.ErrBadRequest })
-		return nil, nil, status.Errorf(codes.Unimplemented, "malformed method name: %q", fullMethod)
+		return nil, nil, nil, status.Errorf(codes.Unimplemented, "malformed method name: %q", fullMethod)
 	}
 
 	var table *route.GRPCTable // a nil table matches nothing and has no adhoc rules
@@ -47,7 +44,7 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	res := p.admit.GRPC(ctx, table, &route.GRPCRequest{FullMethod: fullMethod, Authority: c.authority, Metadata: in},
 		admission.Caller{Credentials: in.Get(wire.MetadataProxyAuthz), Peer: peerTLS(ctx)})
 	if err := p.recordDecision(c, &res); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	r, routeErr, target := res.GRPC, res.RouteErr, res.Adhoc
 
@@ -64,18 +61,18 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 			}
 		})
 		if !ok {
-			return nil, nil, status.Error(codes.Unimplemented, "unknown backend")
+			return nil, nil, nil, status.Error(codes.Unimplemented, "unknown backend")
 		}
-		cc = &backendConn{ClientConnInterface: conn, f: f}
+		cc = &backendConn{ClientConnInterface: conn, call: c}
 	case routeErr != nil:
-		return nil, nil, adhocError(c, routeErr)
+		return nil, nil, nil, adhocError(c, routeErr)
 	default:
-		conn, release, err := p.directAdhoc(target, c)
+		conn, done, err := p.directAdhoc(target, c)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		f.release = release
-		cc = &backendConn{ClientConnInterface: conn.cc, f: f, adhoc: conn}
+		release = done
+		cc = &backendConn{ClientConnInterface: conn.cc, call: c, adhoc: conn}
 	}
 	md := outgoingMetadata(in, c.requestID)
 	if res.Assertion != "" {
@@ -83,7 +80,7 @@ func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context,
 	}
 	p.fwd.SetMetadata(md, in, forwarded.Request{Peer: peerAddr(ctx), Host: c.authority, Proto: "https"})
 	c.span.InjectGRPC(md)
-	return metadata.NewOutgoingContext(ctx, md), cc, nil
+	return metadata.NewOutgoingContext(ctx, md), cc, release, nil
 }
 
 // wellFormedMethod reports whether fullMethod is "/service/method": two non-empty segments, neither a dot segment,

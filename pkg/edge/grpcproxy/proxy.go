@@ -1,7 +1,7 @@
 // Package grpcproxy is kedge's transparent gRPC proxy. A grpc.Server built with ServerOptions knows no services: every
 // call is routed by method, :authority and metadata to a named backend's long-lived grpc.ClientConn, or to an adhoc
-// destination, and its frames are pumped both ways unchanged by github.com/mwitkow/grpc-proxy. Between routing and
-// the backend, the caller is authenticated and checked against the route's requirement. Every call is logged once
+// destination, and its messages are relayed both ways unchanged (pkg/shared/grpcrelay). Between routing and the
+// backend, the caller is authenticated and checked against the route's requirement. Every call is logged once
 // (with the audit fields) and counted.
 package grpcproxy
 
@@ -9,7 +9,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/mwitkow/grpc-proxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/forwarded"
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
 	"github.com/kedge-proxy/kedge/pkg/shared/collector"
+	"github.com/kedge-proxy/kedge/pkg/shared/grpcrelay"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
@@ -69,15 +69,14 @@ type Deps struct {
 
 // Proxy is the transparent gRPC proxy. It is safe for concurrent use; Close releases its adhoc connections.
 type Proxy struct {
-	log         logging.Logger
-	routes      Routes
-	backends    Backends
-	admit       *admission.Admitter
-	fwd         *forwarded.Policy
-	adhoc       *adhocPool
-	m           metrics
-	transparent grpc.StreamHandler
-	tracer      *tracing.Tracer
+	log      logging.Logger
+	routes   Routes
+	backends Backends
+	admit    *admission.Admitter
+	fwd      *forwarded.Policy
+	adhoc    *adhocPool
+	m        metrics
+	tracer   *tracing.Tracer
 }
 
 // New builds a Proxy from d.
@@ -103,18 +102,18 @@ func New(d Deps) *Proxy {
 		m:        newMetrics(d.Log, d.Registerer),
 		tracer:   d.Tracer,
 	}
-	p.transparent = proxy.TransparentHandler(p.direct)
 	return p
 }
 
 // ServerOptions returns what a grpc.Server needs to proxy every call: an UnknownServiceHandler that routes,
-// authorizes (Deps.Gate) and proxies, and a stream interceptor that assigns the request ID, logs and counts. Add
+// authorizes and relays, the relay's codec, and a stream interceptor that assigns the request ID, logs and counts. Add
 // them before any other interceptor (grpc.ChainStreamInterceptor runs interceptors in the order they are given), so
 // calls such an interceptor rejects are logged and counted too. The caller adds TLS credentials and keepalive
 // options.
 func (p *Proxy) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.UnknownServiceHandler(p.handle),
+		grpcrelay.ServerOption(),
 		grpc.ChainStreamInterceptor(p.intercept),
 	}
 }

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/grpcrelay"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
@@ -42,7 +42,7 @@ func (c *call) metadata() metadata.MD {
 	return md
 }
 
-// Invoke is part of grpc.ClientConnInterface; grpc-proxy only streams.
+// Invoke is part of grpc.ClientConnInterface; the relay only streams.
 func (c *call) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	return c.cc.Invoke(ctx, method, args, reply, append(opts, grpc.CallAuthority(c.authority))...)
 }
@@ -73,11 +73,11 @@ func (c *call) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 // side (unary and server-streaming calls), the call is sent again with a fresh token and the buffered message. For
 // calls that keep sending, the error goes to the client; the next call uses the fresh token.
 //
-// grpc-proxy calls SendMsg and CloseSend from one goroutine and RecvMsg, Header and Trailer from another. The
-// stream is replaced only after the client closed its side, when SendMsg is no longer called.
+// The relay calls SendMsg and CloseSend from one goroutine and RecvMsg, Header and Trailer from another. The stream
+// is replaced only after the client closed its side, when SendMsg is no longer called.
 type replayStream struct {
 	c *call
-	// ctx is the call's context as grpc-proxy made it for this stream; it lives exactly as long as the stream, so a
+	// ctx is the call's context as the relay made it for this stream; it lives exactly as long as the stream, so a
 	// replayed attempt is bound to the same call.
 	ctx  context.Context
 	desc *grpc.StreamDesc
@@ -86,7 +86,7 @@ type replayStream struct {
 	mu       sync.Mutex
 	cur      grpc.ClientStream // guarded by mu
 	sent     int               // messages the client sent; guarded by mu
-	first    proto.Message     // copy of the first message while a replay is possible; guarded by mu
+	first    *grpcrelay.Frame  // the first message, kept while a replay is possible; guarded by mu
 	halfDone bool              // the client closed its side; guarded by mu
 	sendDone chan struct{}     // closed once halfDone or sent > 1: whether a replay is possible is known
 	doneOnce sync.Once
@@ -102,18 +102,19 @@ func (s *replayStream) stream() grpc.ClientStream {
 
 func (s *replayStream) markSendDone() { s.doneOnce.Do(func() { close(s.sendDone) }) }
 
-// SendMsg forwards m and keeps a copy of the first message. While a replay may still happen, io.EOF from a stream
-// that kedge already ended is not passed on, so that grpc-proxy keeps reading the client until its end.
+// SendMsg forwards m and keeps the first message (a second reference to its bytes, not a copy). While a replay may
+// still happen, io.EOF from a stream that kedge already ended is not passed on, so that the relay keeps reading the
+// client until its end.
 func (s *replayStream) SendMsg(m any) error {
 	s.mu.Lock()
 	s.sent++
 	switch {
 	case s.sent == 1:
-		if pm, ok := m.(proto.Message); ok {
-			s.first = proto.Clone(pm)
+		if f, ok := m.(*grpcrelay.Frame); ok {
+			s.first = f.Retain()
 		}
 	default:
-		s.first = nil
+		s.dropFirstLocked()
 		s.markSendDone()
 	}
 	cur, mayReplay := s.cur, s.sent == 1 && s.first != nil
@@ -123,6 +124,21 @@ func (s *replayStream) SendMsg(m any) error {
 		return nil
 	}
 	return err
+}
+
+// dropFirstLocked releases the kept first message once no replay can use it. s.mu must be held.
+func (s *replayStream) dropFirstLocked() {
+	if s.first != nil {
+		s.first.Free()
+		s.first = nil
+	}
+}
+
+// dropFirst is dropFirstLocked for the receiving goroutine.
+func (s *replayStream) dropFirst() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropFirstLocked()
 }
 
 // CloseSend closes the client's side.
@@ -139,15 +155,20 @@ func (s *replayStream) CloseSend() error {
 func (s *replayStream) RecvMsg(m any) error {
 	err := s.stream().RecvMsg(m)
 	if err == nil {
-		s.received = true
+		if !s.received {
+			s.received = true
+			s.dropFirst()
+		}
 		return nil
 	}
 	if s.received || s.replayed || !kedgeUnauthorized(err, s.stream().Trailer()) {
+		s.dropFirst()
 		return err
 	}
 	s.replayed = true
 	s.c.p.invalidate(s.c.proxyAuth, s.c.proxyToken)
 	next, ok := s.replay()
+	s.dropFirst()
 	if !ok {
 		return err
 	}
@@ -179,7 +200,11 @@ func (s *replayStream) replay() (grpc.ClientStream, bool) {
 	}
 	s.mu.Lock()
 	sent, first, half := s.sent, s.first, s.halfDone
+	s.first = nil // sent below or dropped: the caller drops nothing else once SendMsg is done
 	s.mu.Unlock()
+	if first != nil {
+		defer first.Free() // a no-op once sent: sending empties the Frame
+	}
 	if !half || sent > 1 || (sent == 1 && first == nil) {
 		return nil, false
 	}
@@ -204,7 +229,6 @@ func (s *replayStream) replay() (grpc.ClientStream, bool) {
 	}
 	s.mu.Lock()
 	s.cur = next
-	s.first = nil
 	s.mu.Unlock()
 	s.c.p.retries.Inc()
 	s.c.p.log.Info("kedge rejected the proxy token; replayed the gRPC call with a fresh one",

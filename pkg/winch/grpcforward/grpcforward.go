@@ -1,5 +1,5 @@
-// Package grpcforward is winch's plaintext gRPC port: a transparent proxy (github.com/mwitkow/grpc-proxy) whose
-// director maps each call's :authority to a kedge and forwards the call over one long-lived TLS connection per
+// Package grpcforward is winch's plaintext gRPC port: a transparent proxy (pkg/shared/grpcrelay) whose director
+// maps each call's :authority to a kedge and forwards the call over one long-lived TLS connection per
 // kedge, with the proxy and backend tokens as per-RPC metadata. TLS is verified against the kedge's host name while
 // the :authority sent to kedge stays the target, which is what kedge routes by.
 package grpcforward
@@ -13,13 +13,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mwitkow/grpc-proxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/grpcrelay"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
@@ -129,11 +129,12 @@ func New(d Deps) *Proxy {
 	return p
 }
 
-// ServerOptions returns the options that make a grpc.Server proxy every call to a kedge: grpc-proxy's transparent
-// handler for unknown services. The server should register no services of its own.
+// ServerOptions returns the options that make a grpc.Server proxy every call to a kedge: a handler for unknown
+// services that relays them, and the relay's codec. The server should register no services of its own.
 func (p *Proxy) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.UnknownServiceHandler(proxy.TransparentHandler(p.direct)),
+		grpc.UnknownServiceHandler(p.handle),
+		grpcrelay.ServerOption(),
 		grpc.ChainStreamInterceptor(p.interceptors()...),
 	}
 }
@@ -161,7 +162,24 @@ func (p *Proxy) Close() error { return p.conns.close() }
 const authorityHint = "a client of winch's gRPC port must set :authority to the service's host name and port, " +
 	"as the mapper's routes name it (grpcurl -authority svc.example.com:443, grpc-go grpc.WithAuthority)"
 
-// direct is the grpc-proxy director: it maps the call's :authority, picks the kedge connection and builds the
+// relayOptions: the header of a call kedge refused may be followed by a replayed attempt's, so the client gets the
+// header with the first response message (or the status), from the attempt that answered.
+var relayOptions = grpcrelay.Options{HeaderWithFirstMessage: true}
+
+// handle is the UnknownServiceHandler: it directs the call to its kedge and relays it.
+func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
+	method, ok := grpc.MethodFromServerStream(ss)
+	if !ok {
+		return status.Error(codes.Internal, "grpcforward: the call has no method")
+	}
+	ctx, conn, err := p.direct(ss.Context(), method)
+	if err != nil {
+		return err
+	}
+	return grpcrelay.Relay(ctx, ss, conn, method, &relayOptions)
+}
+
+// direct maps the call's :authority, picks the kedge connection and builds the
 // outgoing metadata. Token errors are Internal "transport: cannot get token: <err>" as in the original winch, the
 // error carrying the hint of what to do.
 func (p *Proxy) direct(ctx context.Context, fullMethod string) (context.Context, grpc.ClientConnInterface, error) {
