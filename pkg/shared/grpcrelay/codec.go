@@ -7,9 +7,9 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
-// Frame is one message in transit: the bytes of its encoding, held by reference to gRPC's receive buffers. The
-// codec fills a Frame when a message arrives and empties it when the message is sent, so the bytes are neither
-// decoded nor copied on the way through. A Frame is used by one goroutine at a time.
+// Frame is one message in transit: the bytes of its encoding. The codec fills a Frame when a message arrives and
+// empties it when the message is sent, so the bytes are never decoded; a large message is held by reference to
+// gRPC's receive buffers, not copied (keep). A Frame is used by one goroutine at a time.
 type Frame struct {
 	data mem.BufferSlice
 }
@@ -51,15 +51,53 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	return protoCodec.Marshal(v)
 }
 
-// Unmarshal takes its own reference to the received bytes (gRPC frees its reference when Unmarshal returns).
+// Unmarshal keeps the received bytes in the Frame (gRPC frees its own reference when Unmarshal returns).
 func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if f, ok := v.(*Frame); ok {
 		f.data.Free()
-		data.Ref()
-		f.data = data
+		f.data = keep(data)
 		return nil
 	}
 	return protoCodec.Unmarshal(data, v)
+}
+
+// A received message is held by reference to gRPC's receive buffers only when it is at least shareMin bytes and
+// its buffers hold at least shareMinPerBuffer bytes each on average; anything else is copied.
+const (
+	shareMin          = 32 << 10
+	shareMinPerBuffer = 8 << 10
+)
+
+// maxPooledCopy is the largest copy taken from gRPC's buffer pool, whose tiers (4, 16, 32 KiB) are then at most four
+// times the message.
+const maxPooledCopy = 32 << 10
+
+var pool = mem.DefaultBufferPool()
+
+// keep returns the bytes of a received message for a Frame to hold. gRPC receives each HTTP/2 DATA frame into a
+// pooled buffer sized for the frame (16 KiB on a ServeHTTP stream whatever arrived; the padding included), so a
+// message of a few bytes may sit in a buffer a thousand times its size. Holding such buffers for every message
+// queued towards a slow peer would let a client pin memory far beyond what flow control (which counts message
+// bytes) admits: small or sparse messages are copied into a buffer of their own size. Large, dense ones are shared,
+// which is where a copy would cost.
+func keep(data mem.BufferSlice) mem.BufferSlice {
+	n := data.Len()
+	switch {
+	case n == 0:
+		return nil
+	case n >= shareMin && n/len(data) >= shareMinPerBuffer:
+		data.Ref()
+		return data
+	case mem.IsBelowBufferPoolingThreshold(n) || n > maxPooledCopy:
+		// gRPC's pool rounds a size up to its next tier, and above 32 KiB that is 1 MiB: such copies are allocated
+		// at their size (and left to the garbage collector).
+		b := make(mem.SliceBuffer, n)
+		data.CopyTo(b)
+		return mem.BufferSlice{b}
+	}
+	buf := pool.Get(n)
+	data.CopyTo(*buf)
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}
 }
 
 func (codec) Name() string { return "" }

@@ -1,7 +1,7 @@
 // Package grpcrelay relays gRPC calls to a backend without knowing their services: kedge's gRPC proxy and winch's
-// gRPC port both pass calls on through it. Messages travel as the bytes they arrived as (Frame: no decoding, no
-// copy), header and trailer metadata and the status are passed on, and a call costs one goroutine beside the one
-// gRPC runs its handler on.
+// gRPC port both pass calls on through it. Messages travel as the bytes they arrived as (Frame: never decoded; large
+// ones not even copied), header and trailer metadata and the status are passed on, and a call costs one goroutine
+// beside the one gRPC runs its handler on.
 //
 // A relaying grpc.Server must be built with ServerOption. Relay opens the backend stream itself, with the matching
 // codec and the client's content subtype, so a client using another codec than protobuf is relayed unchanged.
@@ -51,15 +51,23 @@ func Relay(ctx context.Context, ss grpc.ServerStream, conn grpc.ClientConnInterf
 	if err != nil {
 		return err
 	}
-	r := &relay{ss: ss, cs: cs, cancel: cancel}
+	r := &relay{ss: ss, cs: cs, cancel: cancel, upDone: make(chan struct{})}
 	go r.clientToBackend()
 	err = r.backendToClient(o)
-	if status.Code(err) == codes.Canceled {
-		// Cancelled: by the client side failing (clientToBackend cancels the stream after recording why), or by the
-		// client going away; say which.
-		if cerr := r.clientFailure(); cerr != nil {
-			return cerr
-		}
+	if err == nil {
+		return nil
+	}
+	// The call failed. When the client side failed first (clientToBackend records why, then cancels the backend
+	// stream) or the client's stream has ended (sending to it then fails with whatever the transport says, e.g.
+	// Unavailable "transport is closing" on ServeHTTP), the client side's status is the call's.
+	if r.ss.Context().Err() != nil {
+		<-r.upDone // it ends at once: both streams it uses are done
+	}
+	if cerr := r.clientFailure(); cerr != nil {
+		return cerr
+	}
+	if ctxErr := r.ss.Context().Err(); ctxErr != nil {
+		return status.FromContextError(ctxErr).Err()
 	}
 	return err
 }
@@ -70,6 +78,8 @@ type relay struct {
 	cs     grpc.ClientStream
 	cancel context.CancelFunc
 
+	upDone chan struct{} // closed when clientToBackend returns
+
 	mu      sync.Mutex
 	readErr error // why reading the client (or sending to the backend) failed; guarded by mu
 }
@@ -77,6 +87,7 @@ type relay struct {
 // clientToBackend passes the client's messages on, then closes the backend stream's sending side. It runs on its own
 // goroutine, which may outlive Relay until gRPC ends the client's stream.
 func (r *relay) clientToBackend() {
+	defer close(r.upDone)
 	var f Frame
 	for {
 		if err := r.ss.RecvMsg(&f); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -93,10 +94,19 @@ type relayEnv struct {
 	relayErrs chan error
 }
 
-func newRelayEnv(t *testing.T, o Options, serverOpts ...grpc.ServerOption) *relayEnv {
+func newRelayEnv(t *testing.T, o Options) *relayEnv {
 	t.Helper()
 	e := &relayEnv{backend: &echoBackend{ended: make(chan struct{}, 8)}, relayErrs: make(chan error, 64)}
-	backendAddr := serve(t, grpc.NewServer(serverOpts...), func(s *grpc.Server) { testpb.RegisterTestServiceServer(s, e.backend) })
+	backendAddr := serve(t, grpc.NewServer(), func(s *grpc.Server) { testpb.RegisterTestServiceServer(s, e.backend) })
+	e.client = testpb.NewTestServiceClient(dial(t, e.relayServer(t, backendAddr, o, false)))
+	return e
+}
+
+// relayServer starts a relaying server in front of backendAddr and returns its address. viaHTTP serves it with
+// grpc.Server.ServeHTTP behind net/http's unencrypted HTTP/2 (kedge's HTTPS port does the same over TLS), whose
+// transport fails differently from grpc.Server.Serve's.
+func (e *relayEnv) relayServer(t *testing.T, backendAddr string, o Options, viaHTTP bool) string {
+	t.Helper()
 	backendConn := dial(t, backendAddr)
 
 	handler := func(_ any, ss grpc.ServerStream) error {
@@ -112,9 +122,19 @@ func newRelayEnv(t *testing.T, o Options, serverOpts ...grpc.ServerOption) *rela
 		e.relayErrs <- err
 		return err
 	}
-	relayAddr := serve(t, grpc.NewServer(grpc.UnknownServiceHandler(handler), ServerOption()), nil)
-	e.client = testpb.NewTestServiceClient(dial(t, relayAddr))
-	return e
+	rs := grpc.NewServer(grpc.UnknownServiceHandler(handler), ServerOption())
+	if !viaHTTP {
+		return serve(t, rs, nil)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: rs, Protocols: new(http.Protocols), ReadHeaderTimeout: 10 * time.Second}
+	hs.Protocols.SetUnencryptedHTTP2(true)
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	return ln.Addr().String()
 }
 
 func serve(t *testing.T, s *grpc.Server, register func(*grpc.Server)) string {
@@ -319,6 +339,38 @@ func TestRelayClientCancelEndsBackend(t *testing.T) {
 	}
 }
 
+// TestRelayClientGoneWhileStreaming cancels a call while the backend streams answers, on both server transports:
+// the relay reports the client's cancellation, not the error its next send to the gone client got.
+func TestRelayClientGoneWhileStreaming(t *testing.T) {
+	t.Parallel()
+	for _, viaHTTP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ServeHTTP=%v", viaHTTP), func(t *testing.T) {
+			t.Parallel()
+			e := &relayEnv{relayErrs: make(chan error, 4)}
+			backend := testutil.NewGRPCBackend(t, "streaming")
+			client := testpb.NewTestServiceClient(dial(t, e.relayServer(t, backend.Addr, Options{}, viaHTTP)))
+			ctx, cancel := context.WithCancel(callCtx(t))
+			params := make([]*testpb.ResponseParameters, 2000)
+			for i := range params {
+				params[i] = &testpb.ResponseParameters{Size: 16 << 10}
+			}
+			stream, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if _, err := stream.Recv(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cancel()
+			if err := <-e.relayErrs; status.Code(err) != codes.Canceled {
+				t.Errorf("Relay returned %v, want Canceled", err)
+			}
+		})
+	}
+}
+
 func TestRelayOversizedClientMessage(t *testing.T) {
 	t.Parallel()
 	e := newRelayEnv(t, Options{})
@@ -342,9 +394,11 @@ func TestRelayOversizedClientMessage(t *testing.T) {
 // subtypeCodec is protobuf under another name, standing for a codec (JSON, say) that the relay knows nothing of.
 type subtypeCodec struct{}
 
-func (subtypeCodec) Marshal(v any) (mem.BufferSlice, error)      { return protoCodec.Marshal(v) }
-func (subtypeCodec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Unmarshal(data, v) }
-func (subtypeCodec) Name() string                                { return "relaytest" }
+func (subtypeCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+func (subtypeCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return protoCodec.Unmarshal(data, v)
+}
+func (subtypeCodec) Name() string { return "relaytest" }
 
 func init() { encoding.RegisterCodecV2(subtypeCodec{}) }
 
@@ -468,5 +522,54 @@ func BenchmarkRelayUnary(b *testing.B) {
 		if _, err := client.UnaryCall(b.Context(), req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestKeepCopiesSmallOrSparseMessages(t *testing.T) {
+	t.Parallel()
+	pool := mem.DefaultBufferPool()
+	// buffers returns a BufferSlice of n pooled buffers of size each, holding used bytes apiece, as gRPC's receive
+	// path leaves them (a 16 KiB frame buffer with a few bytes of message in it).
+	buffers := func(n, size, used int) mem.BufferSlice {
+		var s mem.BufferSlice
+		for i := range n {
+			b := pool.Get(size)
+			for j := range *b {
+				(*b)[j] = byte(i)
+			}
+			*b = (*b)[:used]
+			s = append(s, mem.NewBuffer(b, pool))
+		}
+		return s
+	}
+	tests := []struct {
+		name   string
+		in     mem.BufferSlice
+		shared bool
+	}{
+		{"small message in a frame buffer", buffers(1, 16<<10, 6), false},
+		{"large message of sparse buffers", buffers(64, 16<<10, 600), false},
+		{"mid-size message of sparse buffers", buffers(8, 16<<10, 600), false},
+		{"large dense message", buffers(4, 16<<10, 16<<10), true},
+		{"empty", nil, false},
+	}
+	for _, tt := range tests {
+		want := tt.in.Materialize()
+		got := keep(tt.in)
+		if !bytes.Equal(got.Materialize(), want) {
+			t.Errorf("%s: kept bytes differ from the message", tt.name)
+		}
+		shared := len(got) > 0 && len(tt.in) > 0 && &got[0].ReadOnlyData()[0] == &tt.in[0].ReadOnlyData()[0]
+		if shared != tt.shared {
+			t.Errorf("%s: shared = %v, want %v", tt.name, shared, tt.shared)
+		}
+		if !tt.shared && len(got) > 1 {
+			t.Errorf("%s: copied into %d buffers, want one", tt.name, len(got))
+		}
+		if !tt.shared && len(got) == 1 && cap(got[0].ReadOnlyData()) > 4*max(got.Len(), 1024) {
+			t.Errorf("%s: the copy holds a %d-byte buffer for %d bytes", tt.name, cap(got[0].ReadOnlyData()), got.Len())
+		}
+		got.Free()
+		tt.in.Free()
 	}
 }
