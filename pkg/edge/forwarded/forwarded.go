@@ -29,6 +29,26 @@ const (
 var owned = [...]string{HeaderFor, HeaderHost, HeaderProto, HeaderRealIP, HeaderForwarded, "X-Forwarded-Port",
 	"X-Forwarded-Server", "X-Forwarded-Prefix", "X-Original-Forwarded-For", "X-Client-Ip", "True-Client-Ip"}
 
+// ownedKeys are owned's names as gRPC metadata keys (lower case), and metadataKey maps the five the policy sets:
+// SetMetadata runs for every gRPC call, and strings.ToLower allocates for each name.
+var (
+	ownedKeys   = lowerAll(owned)
+	metadataKey = map[string]string{}
+)
+
+func init() {
+	for _, name := range [...]string{HeaderFor, HeaderHost, HeaderProto, HeaderRealIP, HeaderForwarded} {
+		metadataKey[name] = strings.ToLower(name)
+	}
+}
+
+func lowerAll(names [len(owned)]string) [len(owned)]string {
+	for i, n := range names {
+		names[i] = strings.ToLower(n)
+	}
+	return names
+}
+
 // Policy applies the forwarding headers. The zero value trusts nobody. It is immutable and safe for concurrent use.
 type Policy struct {
 	trusted []netip.Prefix
@@ -127,40 +147,30 @@ func (p *Policy) SetHTTP(out, in http.Header, req Request) {
 	for _, name := range owned {
 		delete(out, name)
 	}
-	// One backing array for the values: this runs for every proxied request.
-	store := make([]string, 0, 5)
-	set := func(name, value string) {
-		if value != "" {
-			store = append(store, value)
-			out[name] = store[len(store)-1 : len(store) : len(store)]
-		}
-	}
-	set(HeaderFor, v.For)
-	set(HeaderHost, v.Host)
-	set(HeaderProto, v.Proto)
-	set(HeaderRealIP, v.RealIP)
-	set(HeaderForwarded, v.Forwarded)
+	apply(v, func(name string, value []string) { out[name] = value })
 }
 
 // SetMetadata does what SetHTTP does for gRPC metadata (lower-case keys): out is the metadata sent to the backend, in
 // the client's.
 func (p *Policy) SetMetadata(out, in metadata.MD, req Request) {
-	v := p.Decide(req, func(name string) []string { return in[strings.ToLower(name)] })
-	apply(v, func(name string) { delete(out, strings.ToLower(name)) },
-		func(name, value string) { out[strings.ToLower(name)] = []string{value} })
+	v := p.Decide(req, func(name string) []string { return in[metadataKey[name]] })
+	for _, k := range ownedKeys {
+		delete(out, k)
+	}
+	apply(v, func(name string, value []string) { out[metadataKey[name]] = value })
 }
 
-// apply removes every owned header and sets the non-empty values.
-func apply(v Values, del func(name string), set func(name, value string)) {
-	for _, name := range owned {
-		del(name)
-	}
+// apply calls set with each non-empty value (by canonical header name) as a one-element slice. The slices share one
+// backing array: this runs for every proxied request and call.
+func apply(v Values, set func(name string, value []string)) {
+	store := make([]string, 0, 5)
 	for _, h := range [...]struct{ name, value string }{
 		{HeaderFor, v.For}, {HeaderHost, v.Host}, {HeaderProto, v.Proto}, {HeaderRealIP, v.RealIP},
 		{HeaderForwarded, v.Forwarded},
 	} {
 		if h.value != "" {
-			set(h.name, h.value)
+			store = append(store, h.value)
+			set(h.name, store[len(store)-1:len(store):len(store)])
 		}
 	}
 }

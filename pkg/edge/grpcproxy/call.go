@@ -24,6 +24,7 @@ type call struct {
 	method    string
 	authority string
 	requestID string
+	in        metadata.MD // the client's metadata (read only: gRPC makes a copy for each FromIncomingContext)
 
 	mu       sync.Mutex // guards the fields below
 	directed bool       // the director ran, so the proxy handler (not an interceptor) decided the outcome
@@ -54,6 +55,7 @@ func newCall(ctx context.Context, method string) *call {
 		method:    method,
 		authority: firstValue(md, ":authority"),
 		requestID: id,
+		in:        md,
 	}
 }
 
@@ -83,8 +85,7 @@ func (p *Proxy) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	// SetHeader only fails once headers were sent, which cannot have happened before the handler ran.
 	_ = ss.SetHeader(metadata.Pairs(wire.MetadataRequestID, c.requestID))
 	if p.tracer != nil {
-		md, _ := metadata.FromIncomingContext(ss.Context())
-		c.span = p.tracer.StartGRPC(md, info.FullMethod)
+		c.span = p.tracer.StartGRPC(c.in, info.FullMethod)
 		if a := peerAddr(ss.Context()); a.IsValid() {
 			c.peer = a.String()
 		}

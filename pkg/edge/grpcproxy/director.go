@@ -29,8 +29,7 @@ import (
 // the returned context. release, when not nil, ends the call's use of an adhoc connection. It runs after every
 // server interceptor.
 func (p *Proxy) direct(ctx context.Context, c *call) (_ context.Context, _ grpc.ClientConnInterface, release func(), _ error) {
-	fullMethod := c.method
-	in, _ := metadata.FromIncomingContext(ctx)
+	fullMethod, in := c.method, c.in
 	c.update(func(c *call) { c.directed = true })
 	if !wellFormedMethod(fullMethod) {
 		c.update(func(c *call) { c.errType = wire.ErrBadRequest })
