@@ -11,8 +11,12 @@ import (
 // IPv4 addresses, and no DNS name ends in a numeric label. kedge lets only adhoc rules that name such a host exactly
 // match it; winch refuses to map it (kedge routes by name).
 func NumericHost(host string) bool {
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
+	// An IPv4 literal ends in a decimal label, which the check below sees; only IPv6 needs parsing (a failed
+	// ParseAddr allocates its error, and winch asks this for every request).
+	if strings.IndexByte(host, ':') >= 0 {
+		if _, err := netip.ParseAddr(host); err == nil {
+			return true
+		}
 	}
 	h := strings.TrimSuffix(host, ".")
 	return numericLabel(h[strings.LastIndexByte(h, '.')+1:])

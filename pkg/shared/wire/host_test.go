@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
@@ -37,4 +38,16 @@ func TestNumericHost(t *testing.T) {
 			t.Errorf("NumericHost(%q) = %v, want %v", tt.host, got, tt.want)
 		}
 	}
+}
+
+// FuzzNumericHost checks that every IP literal netip parses is numeric, whatever shortcut NumericHost takes.
+func FuzzNumericHost(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "::1", "fe80::1%eth0", "::ffff:1.2.3.4", "1.2.3.4%x", "a:1", "example.com"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		if _, err := netip.ParseAddr(host); err == nil && !wire.NumericHost(host) {
+			t.Errorf("NumericHost(%q) = false for an IP literal", host)
+		}
+	})
 }
