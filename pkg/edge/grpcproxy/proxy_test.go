@@ -421,3 +421,24 @@ func TestMalformedMethodRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestContentSubtypePassesThrough checks that the client's content type reaches the backend as sent: kedge relays
+// messages undecoded, so a codec it does not know (JSON, say) must keep its name on the way.
+func TestContentSubtypePassesThrough(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{routes: routingRoutes, backends: []string{"a"}})
+	for _, tt := range []struct {
+		opts []grpc.CallOption
+		want string
+	}{
+		{nil, "application/grpc"},
+		{[]grpc.CallOption{grpc.CallContentSubtype("proto")}, "application/grpc+proto"},
+	} {
+		if _, err := e.client(t, "").UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}, tt.opts...); err != nil {
+			t.Fatalf("UnaryCall: %v", err)
+		}
+		if got := waitSeen(t, e.backends["a"]).md.Get("content-type"); len(got) != 1 || got[0] != tt.want {
+			t.Errorf("backend saw content-type %v, want %q", got, tt.want)
+		}
+	}
+}
