@@ -20,6 +20,7 @@ import (
 //
 //	h1 (default), h2   HTTP GETs to kedge (KEDGE_BENCH_PROFILE_H2=1 is the older spelling of h2)
 //	grpc               gRPC unary calls to kedge
+//	grpc-stream        gRPC server-streaming calls to kedge (messages of the grpc-stream benchmark)
 //	connect            bulk bytes through a CONNECT tunnel of kedge
 //	winch-h1           plain-HTTP GETs through winch to kedge, profiling winch
 //	winch-connect      bulk bytes through a CONNECT tunnel of winch (and so of kedge), profiling winch
@@ -73,6 +74,27 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 				_, _ = c.UnaryCall(ctx, req)
 			}
 		}
+	case "grpc-stream":
+		c := testpb.NewTestServiceClient(e.grpcTLS(b, e.kedgeGRPC))
+		params := make([]*testpb.ResponseParameters, benchStreamMessages)
+		for i := range params {
+			params[i] = &testpb.ResponseParameters{Size: benchBody}
+		}
+		req := &testpb.StreamingOutputCallRequest{ResponseParameters: params}
+		worker = func(ctx context.Context) {
+			ctx = benchGRPCContext(ctx, benchToken)
+			for n := 0; n < 100_000 && ctx.Err() == nil; n++ {
+				s, err := c.StreamingOutputCall(ctx, req)
+				if err != nil {
+					continue
+				}
+				for m := 0; m <= benchStreamMessages; m++ { // bounded: the stream ends after its messages
+					if _, err := s.Recv(); err != nil {
+						break
+					}
+				}
+			}
+		}
 	case "idle-h1", "idle-h2":
 		// 2,000 idle connections (one request each), held until the profile is taken: KEDGE_BENCH_PROFILE_KIND=heap
 		// shows what each keeps.
@@ -88,7 +110,7 @@ func (e *benchEnv) profile(b *testing.B, path string) {
 		}
 		worker = func(ctx context.Context) { <-ctx.Done() }
 	default:
-		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, grpc, connect, winch-h1, winch-connect, winch-grpc, idle-h1 or idle-h2", load)
+		b.Fatalf("KEDGE_BENCH_PROFILE_LOAD=%q: want h1, h2, grpc, grpc-stream, connect, winch-h1, winch-connect, winch-grpc, idle-h1 or idle-h2", load)
 	}
 	workers := 2 * benchHTTPParallelism
 	if strings.HasSuffix(load, "connect") || strings.HasPrefix(load, "idle-") {

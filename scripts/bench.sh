@@ -11,7 +11,7 @@
 # BENCH (the -bench pattern, default BenchmarkProxy, e.g. 'BenchmarkProxy/h1/'), KEDGE_BENCH_IDLE_CONNS (idle
 # connections per idle-* case, default 10000), KEDGE_BENCH_OPEN_RATE (req/s of the open-* cases instead of half of
 # kedge's rate), PROFILE=<file> (first write a 5-second CPU profile of kedge under HTTP/1.1 load and print the
-# project's own top entries; KEDGE_BENCH_PROFILE_LOAD=h2|grpc|connect|winch-h1|winch-connect|winch-grpc|idle-h1|idle-h2 chooses
+# project's own top entries; KEDGE_BENCH_PROFILE_LOAD=h2|grpc|grpc-stream|connect|winch-h1|winch-connect|winch-grpc|idle-h1|idle-h2 chooses
 # another load and KEDGE_BENCH_PROFILE_KIND=heap|allocs another profile: e2e/bench_profile_test.go), OUT=<file> (keep
 # the raw benchmark output there).
 set -uo pipefail
