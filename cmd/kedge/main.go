@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -28,9 +27,6 @@ func main() {
 }
 
 // run returns the exit code: 0 success, 1 runtime or config error, 2 usage error.
-// defaultGCPercent is kedge's GOGC when the environment sets none.
-const defaultGCPercent = 200
-
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "discover" {
 		return discover(args[1:], stdout, stderr)
@@ -73,11 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return checkConfig(cfg, stdout, stderr)
 	}
 
-	if os.Getenv("GOGC") == "" {
-		// A proxy's heap is small and churns per request: collecting at 3x the live heap instead of Go's 2x halves
-		// the collections for a few MB. GOGC and GOMEMLIMIT override it as usual.
-		debug.SetGCPercent(defaultGCPercent)
-	}
+	cli.SetDefaultGC()
 	log, err := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat, Output: stderr, FlushInterval: cfg.LogFlushInterval})
 	if err != nil {
 		fmt.Fprintf(stderr, "kedge: %v\n", err)

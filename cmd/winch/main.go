@@ -181,6 +181,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			_, err = stdout.Write(pem)
 		}
 	default:
+		cli.SetDefaultGC()
 		return serveProxy(ctx, cfg, log, stderr)
 	}
 	if err != nil {
