@@ -1,6 +1,6 @@
 // Package cli holds the command-line handling kedge and winch share: errors that may span several lines, secret
 // flags (which flags carry secrets, their _file forms, and command lines with the secrets redacted), advice for
-// unknown and deprecated flags, and shell completion scripts.
+// unknown and deprecated flags, shell completion scripts, and the garbage collector setting both serve with.
 package cli
 
 import (
