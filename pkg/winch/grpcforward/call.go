@@ -87,6 +87,7 @@ type replayStream struct {
 	cur      grpc.ClientStream // guarded by mu
 	sent     int               // messages the client sent; guarded by mu
 	first    *grpcrelay.Frame  // the first message, kept while a replay is possible; guarded by mu
+	settled  bool              // no replay can happen any more: keep no first message; guarded by mu
 	halfDone bool              // the client closed its side; guarded by mu
 	sendDone chan struct{}     // closed once halfDone or sent > 1: whether a replay is possible is known
 	doneOnce sync.Once
@@ -110,7 +111,7 @@ func (s *replayStream) SendMsg(m any) error {
 	s.sent++
 	switch {
 	case s.sent == 1:
-		if f, ok := m.(*grpcrelay.Frame); ok {
+		if f, ok := m.(*grpcrelay.Frame); ok && !s.settled {
 			s.first = f.Retain()
 		}
 	default:
@@ -126,7 +127,7 @@ func (s *replayStream) SendMsg(m any) error {
 	return err
 }
 
-// dropFirstLocked releases the kept first message once no replay can use it. s.mu must be held.
+// dropFirstLocked releases the kept first message. s.mu must be held.
 func (s *replayStream) dropFirstLocked() {
 	if s.first != nil {
 		s.first.Free()
@@ -134,10 +135,12 @@ func (s *replayStream) dropFirstLocked() {
 	}
 }
 
-// dropFirst is dropFirstLocked for the receiving goroutine.
-func (s *replayStream) dropFirst() {
+// settle marks that no replay can happen any more (a response arrived, or the call ended without one) and releases
+// the kept first message; a first message sent after this is not kept. Called by the receiving goroutine.
+func (s *replayStream) settle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settled = true
 	s.dropFirstLocked()
 }
 
@@ -157,18 +160,18 @@ func (s *replayStream) RecvMsg(m any) error {
 	if err == nil {
 		if !s.received {
 			s.received = true
-			s.dropFirst()
+			s.settle()
 		}
 		return nil
 	}
 	if s.received || s.replayed || !kedgeUnauthorized(err, s.stream().Trailer()) {
-		s.dropFirst()
+		s.settle()
 		return err
 	}
 	s.replayed = true
 	s.c.p.invalidate(s.c.proxyAuth, s.c.proxyToken)
 	next, ok := s.replay()
-	s.dropFirst()
+	s.settle()
 	if !ok {
 		return err
 	}
