@@ -8,8 +8,8 @@ import (
 )
 
 // Frame is one message in transit: the bytes of its encoding. The codec fills a Frame when a message arrives and
-// empties it when the message is sent, so the bytes are never decoded; a large message is held by reference to
-// gRPC's receive buffers, not copied (keep). A Frame is used by one goroutine at a time.
+// empties it when the message is sent, so the bytes are never decoded, and are not copied either unless gRPC's
+// receive buffers are much larger than the message (keep). A Frame is used by one goroutine at a time.
 type Frame struct {
 	data mem.BufferSlice
 }
@@ -61,36 +61,38 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return protoCodec.Unmarshal(data, v)
 }
 
-// A received message is held by reference to gRPC's receive buffers only when it is at least shareMin bytes and
-// its buffers hold at least shareMinPerBuffer bytes each on average; anything else is copied.
-const (
-	shareMin          = 32 << 10
-	shareMinPerBuffer = 8 << 10
-)
+// maxPinned bounds the memory a held message may keep alive, as a multiple of its size: gRPC's receive buffers are
+// shared only while they are at most this much larger than the message, and copies come from gRPC's pool only
+// where its tiers (4, 16, 32 KiB above 1 KiB) are.
+const maxPinned = 4
 
-// maxPooledCopy is the largest copy taken from gRPC's buffer pool, whose tiers (4, 16, 32 KiB) are then at most four
-// times the message.
+// maxPooledCopy is the largest copy taken from gRPC's buffer pool: above 32 KiB its next tier is 1 MiB.
 const maxPooledCopy = 32 << 10
 
 var pool = mem.DefaultBufferPool()
 
 // keep returns the bytes of a received message for a Frame to hold. gRPC receives each HTTP/2 DATA frame into a
-// pooled buffer sized for the frame (16 KiB on a ServeHTTP stream whatever arrived; the padding included), so a
-// message of a few bytes may sit in a buffer a thousand times its size. Holding such buffers for every message
-// queued towards a slow peer would let a client pin memory far beyond what flow control (which counts message
-// bytes) admits: small or sparse messages are copied into a buffer of their own size. Large, dense ones are shared,
-// which is where a copy would cost.
+// buffer sized for the frame (a pooled one rounded up to its tier; on a ServeHTTP stream 16 KiB whatever arrived;
+// padding included), and a message is a slice of such buffers. Holding a buffer far larger than its message for
+// every message queued towards a slow peer would let a client pin memory far beyond what flow control (which counts
+// message bytes) admits. So a message is shared, without a copy, only when the buffers it keeps alive from its first
+// byte on are at most maxPinned times its size (a small message gRPC read into an exact-size buffer, a large one
+// filling its frames); the bytes before its start belong to messages before it, which flow control counted. Any
+// other message is copied into a buffer of its own size.
 func keep(data mem.BufferSlice) mem.BufferSlice {
 	n := data.Len()
-	switch {
-	case n == 0:
+	if n == 0 {
 		return nil
-	case n >= shareMin && n/len(data) >= shareMinPerBuffer:
+	}
+	pinned := 0
+	for _, b := range data {
+		pinned += cap(b.ReadOnlyData())
+	}
+	if pinned <= maxPinned*n {
 		data.Ref()
 		return data
-	case mem.IsBelowBufferPoolingThreshold(n) || n > maxPooledCopy:
-		// gRPC's pool rounds a size up to its next tier, and above 32 KiB that is 1 MiB: such copies are allocated
-		// at their size (and left to the garbage collector).
+	}
+	if mem.IsBelowBufferPoolingThreshold(n) || n > maxPooledCopy {
 		b := make(mem.SliceBuffer, n)
 		data.CopyTo(b)
 		return mem.BufferSlice{b}

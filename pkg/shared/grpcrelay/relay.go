@@ -1,6 +1,6 @@
 // Package grpcrelay relays gRPC calls to a backend without knowing their services: kedge's gRPC proxy and winch's
-// gRPC port both pass calls on through it. Messages travel as the bytes they arrived as (Frame: never decoded; large
-// ones not even copied), header and trailer metadata and the status are passed on, and a call costs one goroutine
+// gRPC port both pass calls on through it. Messages travel as the bytes they arrived as (Frame: never decoded, and
+// copied only when gRPC's receive buffers are much larger than the message), header and trailer metadata and the status are passed on, and a call costs one goroutine
 // beside the one gRPC runs its handler on.
 //
 // A relaying grpc.Server must be built with ServerOption. Relay opens the backend stream itself, with the matching

@@ -525,7 +525,9 @@ func BenchmarkRelayUnary(b *testing.B) {
 	}
 }
 
-func TestKeepCopiesSmallOrSparseMessages(t *testing.T) {
+// TestKeep checks which received messages a Frame holds by reference and which it copies: a message is shared only
+// while the buffers it keeps alive are at most maxPinned times its size.
+func TestKeep(t *testing.T) {
 	t.Parallel()
 	pool := mem.DefaultBufferPool()
 	// buffers returns a BufferSlice of n pooled buffers of size each, holding used bytes apiece, as gRPC's receive
@@ -542,12 +544,22 @@ func TestKeepCopiesSmallOrSparseMessages(t *testing.T) {
 		}
 		return s
 	}
+	exact := func(n int) mem.BufferSlice { return mem.BufferSlice{make(mem.SliceBuffer, n)} }
+	// afterHeader is a message of n bytes after the 5-byte gRPC message header in one pooled frame buffer.
+	afterHeader := func(n int) mem.BufferSlice {
+		b := pool.Get(5 + n)
+		_, msg := mem.SplitUnsafe(mem.NewBuffer(b, pool), 5)
+		return mem.BufferSlice{msg}
+	}
 	tests := []struct {
 		name   string
 		in     mem.BufferSlice
 		shared bool
 	}{
+		{"small message in an exact buffer", exact(300), true},
+		{"1 KiB message after its header in a 4 KiB buffer", afterHeader(1030), true},
 		{"small message in a frame buffer", buffers(1, 16<<10, 6), false},
+		{"600 bytes in a 4 KiB buffer", buffers(1, 4<<10, 600), false},
 		{"large message of sparse buffers", buffers(64, 16<<10, 600), false},
 		{"mid-size message of sparse buffers", buffers(8, 16<<10, 600), false},
 		{"large dense message", buffers(4, 16<<10, 16<<10), true},
