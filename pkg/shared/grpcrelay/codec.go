@@ -61,9 +61,10 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return protoCodec.Unmarshal(data, v)
 }
 
-// maxPinned bounds the memory a held message may keep alive, as a multiple of its size: gRPC's receive buffers are
-// shared only while they are at most this much larger than the message, and copies come from gRPC's pool only
-// where its tiers (4, 16, 32 KiB above 1 KiB) are.
+// maxPinned bounds the memory a held message of up to maxPooledCopy bytes may keep alive, as a multiple of its size:
+// gRPC's receive buffers are shared only while they are at most this much larger than the message, as a copy from
+// gRPC's pool (tiers of 4, 16 and 32 KiB above 1 KiB) may be too. A larger message is shared only while its buffers
+// are at most a quarter larger than it (a copy of it is allocated at its size).
 const maxPinned = 4
 
 // maxPooledCopy is the largest copy taken from gRPC's buffer pool: above 32 KiB its next tier is 1 MiB.
@@ -74,11 +75,12 @@ var pool = mem.DefaultBufferPool()
 // keep returns the bytes of a received message for a Frame to hold. gRPC receives each HTTP/2 DATA frame into a
 // buffer sized for the frame (a pooled one rounded up to its tier; on a ServeHTTP stream 16 KiB whatever arrived;
 // padding included), and a message is a slice of such buffers. Holding a buffer far larger than its message for
-// every message queued towards a slow peer would let a client pin memory far beyond what flow control (which counts
-// message bytes) admits. So a message is shared, without a copy, only when the buffers it keeps alive from its first
-// byte on are at most maxPinned times its size (a small message gRPC read into an exact-size buffer, a large one
-// filling its frames); the bytes before its start belong to messages before it, which flow control counted. Any
-// other message is copied into a buffer of its own size.
+// every message queued towards a slow peer would let a client pin memory far beyond what the send side admits (gRPC
+// limits a stream's queued messages by their length). So a message is shared, without a copy, only when the buffers
+// it keeps alive from its first byte on are not much larger than it (maxPinned): a small message gRPC read into an
+// exact-size buffer, a 1 KiB message in its frame's 4 KiB buffer, a large one filling its frames. Bytes before its
+// first byte can only be earlier messages (and its own 5-byte header), which the send side counted while they were
+// queued. Any other message is copied into a buffer of its own size.
 func keep(data mem.BufferSlice) mem.BufferSlice {
 	n := data.Len()
 	if n == 0 {
@@ -88,7 +90,7 @@ func keep(data mem.BufferSlice) mem.BufferSlice {
 	for _, b := range data {
 		pinned += cap(b.ReadOnlyData())
 	}
-	if pinned <= maxPinned*n {
+	if pinned <= maxPinned*n && (n <= maxPooledCopy || pinned <= n+n/4) {
 		data.Ref()
 		return data
 	}

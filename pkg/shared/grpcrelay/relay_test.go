@@ -526,7 +526,7 @@ func BenchmarkRelayUnary(b *testing.B) {
 }
 
 // TestKeep checks which received messages a Frame holds by reference and which it copies: a message is shared only
-// while the buffers it keeps alive are at most maxPinned times its size.
+// while the buffers it keeps alive are at most maxPinned times its size, and a large one only while they are dense.
 func TestKeep(t *testing.T) {
 	t.Parallel()
 	pool := mem.DefaultBufferPool()
@@ -563,6 +563,7 @@ func TestKeep(t *testing.T) {
 		{"large message of sparse buffers", buffers(64, 16<<10, 600), false},
 		{"mid-size message of sparse buffers", buffers(8, 16<<10, 600), false},
 		{"large dense message", buffers(4, 16<<10, 16<<10), true},
+		{"large message of 4097-byte frames in 16 KiB buffers", buffers(16, 16<<10, 4097), false},
 		{"empty", nil, false},
 	}
 	for _, tt := range tests {
