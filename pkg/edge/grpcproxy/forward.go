@@ -13,10 +13,6 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
-// relayOptions: the backend's header goes to the client as soon as it arrives (a client may wait for it before
-// sending, and a message-less response keeps it), without the markers only kedge may send.
-var relayOptions = grpcrelay.Options{Metadata: withoutKedgeMarker}
-
 // handle is the UnknownServiceHandler: it directs the call (route, admission, backend connection, outgoing metadata)
 // and relays it.
 func (p *Proxy) handle(_ any, ss grpc.ServerStream) error {
@@ -45,9 +41,10 @@ func (p *Proxy) forward(ctx context.Context, ss grpc.ServerStream, c *call) erro
 	if release != nil {
 		defer release()
 	}
-	o := relayOptions
-	o.Header = c.noteEndpoint
-	return grpcrelay.Relay(outCtx, ss, conn, c.method, &o)
+	// The backend's header goes to the client as soon as it arrives (a client may wait for it before sending, and a
+	// message-less response keeps it), without the markers only kedge may send.
+	o := &grpcrelay.Options{Metadata: withoutKedgeMarker, Header: c.noteEndpoint}
+	return grpcrelay.Relay(outCtx, ss, conn, c.method, o)
 }
 
 // noteEndpoint notes the backend endpoint the call went to, for the log line.

@@ -137,7 +137,7 @@ func (e *relayEnv) relayServer(t *testing.T, backendAddr string, o Options, viaH
 	return ln.Addr().String()
 }
 
-func serve(t *testing.T, s *grpc.Server, register func(*grpc.Server)) string {
+func serve(t testing.TB, s *grpc.Server, register func(*grpc.Server)) string {
 	t.Helper()
 	if register != nil {
 		register(s)
@@ -151,7 +151,7 @@ func serve(t *testing.T, s *grpc.Server, register func(*grpc.Server)) string {
 	return ln.Addr().String()
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -486,36 +486,14 @@ func TestServerOptionKeepsServices(t *testing.T) {
 // loopback): allocations per call are the relay's and gRPC's on both hops.
 func BenchmarkRelayUnary(b *testing.B) {
 	backend := &echoBackend{quiet: true}
-	bs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(bs, backend)
-	bln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = bs.Serve(bln) }()
-	defer bs.Stop()
-	backendConn, err := grpc.NewClient(bln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer backendConn.Close()
+	backendConn := dial(b, serve(b, grpc.NewServer(), func(s *grpc.Server) { testpb.RegisterTestServiceServer(s, backend) }))
 	o := &Options{}
-	rs := grpc.NewServer(ServerOption(), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+	relay := func(_ any, ss grpc.ServerStream) error {
 		method, _ := grpc.MethodFromServerStream(ss)
 		return Relay(ss.Context(), ss, backendConn, method, o)
-	}))
-	rln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
 	}
-	go func() { _ = rs.Serve(rln) }()
-	defer rs.Stop()
-	cc, err := grpc.NewClient(rln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Close()
-	client := testpb.NewTestServiceClient(cc)
+	relayAddr := serve(b, grpc.NewServer(ServerOption(), grpc.UnknownServiceHandler(relay)), nil)
+	client := testpb.NewTestServiceClient(dial(b, relayAddr))
 	req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 128)}}
 	b.ReportAllocs()
 	for b.Loop() {

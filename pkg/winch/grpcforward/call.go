@@ -203,7 +203,7 @@ func (s *replayStream) replay() (grpc.ClientStream, bool) {
 	}
 	s.mu.Lock()
 	sent, first, half := s.sent, s.first, s.halfDone
-	s.first = nil // sent below or dropped: the caller drops nothing else once SendMsg is done
+	s.first = nil // this goroutine owns it now: sent below, or freed by the deferred Free
 	s.mu.Unlock()
 	if first != nil {
 		defer first.Free() // a no-op once sent: sending empties the Frame
