@@ -35,6 +35,7 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/edge/identity"
 	"github.com/kedge-proxy/kedge/pkg/edge/tunnel"
 	"github.com/kedge-proxy/kedge/pkg/shared/buildinfo"
+	"github.com/kedge-proxy/kedge/pkg/shared/grpcrelay"
 	"github.com/kedge-proxy/kedge/pkg/shared/logging"
 	"github.com/kedge-proxy/kedge/pkg/shared/serve"
 	"github.com/kedge-proxy/kedge/pkg/shared/tlsconfig"
@@ -220,7 +221,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 		Routes:     s.state,
 		Backends:   s.pool,
 		Adhoc:      backend.NewAdhocTransport(adhocDeps, adhoc),
-		GRPC:       s.grpcHTTPS,
+		GRPC:       grpcrelay.PacedHandler(s.grpcHTTPS), // ServeHTTP's reader would queue the body unbounded
 		Connect:    tunnels,
 		Admission:  admit,
 		Forwarded:  fwd,

@@ -51,7 +51,7 @@ func Relay(ctx context.Context, ss grpc.ServerStream, conn grpc.ClientConnInterf
 	if err != nil {
 		return err
 	}
-	r := &relay{ss: ss, cs: cs, cancel: cancel, upDone: make(chan struct{})}
+	r := &relay{ss: ss, cs: cs, cancel: cancel, upDone: make(chan struct{}), paced: pacedFrom(ss.Context())}
 	go r.clientToBackend()
 	err = r.backendToClient(o)
 	if err == nil {
@@ -79,6 +79,7 @@ type relay struct {
 	cancel context.CancelFunc
 
 	upDone chan struct{} // closed when clientToBackend returns
+	paced  *pacedBody    // the request body of a call served by ServeHTTP behind PaceBody, or nil
 
 	mu      sync.Mutex
 	readErr error // why reading the client (or sending to the backend) failed; guarded by mu
@@ -97,6 +98,9 @@ func (r *relay) clientToBackend() {
 				r.fail(err)
 			}
 			return
+		}
+		if r.paced != nil {
+			r.paced.taken()
 		}
 		if err := r.cs.SendMsg(&f); err != nil {
 			f.Free()

@@ -94,18 +94,18 @@ type relayEnv struct {
 	relayErrs chan error
 }
 
-func newRelayEnv(t *testing.T, o Options) *relayEnv {
+func newRelayEnv(t *testing.T, o Options, viaHTTP bool) *relayEnv {
 	t.Helper()
 	e := &relayEnv{backend: &echoBackend{ended: make(chan struct{}, 8)}, relayErrs: make(chan error, 64)}
 	backendAddr := serve(t, grpc.NewServer(), func(s *grpc.Server) { testpb.RegisterTestServiceServer(s, e.backend) })
-	e.client = testpb.NewTestServiceClient(dial(t, e.relayServer(t, backendAddr, o, false)))
+	e.client = testpb.NewTestServiceClient(dial(t, e.relayServer(t, backendAddr, o, viaHTTP)))
 	return e
 }
 
 // relayServer starts a relaying server in front of backendAddr and returns its address. viaHTTP serves it with
-// grpc.Server.ServeHTTP behind net/http's unencrypted HTTP/2 (kedge's HTTPS port does the same over TLS), whose
-// transport fails differently from grpc.Server.Serve's.
-func (e *relayEnv) relayServer(t *testing.T, backendAddr string, o Options, viaHTTP bool) string {
+// grpc.Server.ServeHTTP behind net/http's unencrypted HTTP/2 and PaceBody (kedge's HTTPS port does the same over
+// TLS), whose transport fails differently from grpc.Server.Serve's.
+func (e *relayEnv) relayServer(t *testing.T, backendAddr string, o Options, viaHTTP bool, opts ...grpc.ServerOption) string {
 	t.Helper()
 	backendConn := dial(t, backendAddr)
 
@@ -122,7 +122,7 @@ func (e *relayEnv) relayServer(t *testing.T, backendAddr string, o Options, viaH
 		e.relayErrs <- err
 		return err
 	}
-	rs := grpc.NewServer(grpc.UnknownServiceHandler(handler), ServerOption())
+	rs := grpc.NewServer(append(opts, grpc.UnknownServiceHandler(handler), ServerOption())...)
 	if !viaHTTP {
 		return serve(t, rs, nil)
 	}
@@ -130,7 +130,7 @@ func (e *relayEnv) relayServer(t *testing.T, backendAddr string, o Options, viaH
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: rs, Protocols: new(http.Protocols), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: PacedHandler(rs), Protocols: new(http.Protocols), ReadHeaderTimeout: 10 * time.Second}
 	hs.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() { _ = hs.Close() })
@@ -174,7 +174,15 @@ func body(i, n int) []byte {
 
 func TestRelayUnaryCarriesBytesAndMetadata(t *testing.T) {
 	t.Parallel()
-	e := newRelayEnv(t, Options{})
+	for _, viaHTTP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ServeHTTP=%v", viaHTTP), func(t *testing.T) {
+			t.Parallel()
+			testRelayUnary(t, newRelayEnv(t, Options{}, viaHTTP))
+		})
+	}
+}
+
+func testRelayUnary(t *testing.T, e *relayEnv) {
 	// Sizes around gRPC's buffer boundaries and beyond one HTTP/2 frame, many calls at once: a buffer handed back
 	// to gRPC's pool too early would show up as another call's bytes.
 	sizes := []int{0, 1, 1023, 16 << 10, 16<<10 + 1, 100 << 10, 1 << 20}
@@ -210,7 +218,15 @@ func TestRelayUnaryCarriesBytesAndMetadata(t *testing.T) {
 
 func TestRelayStreamsBothWays(t *testing.T) {
 	t.Parallel()
-	e := newRelayEnv(t, Options{})
+	for _, viaHTTP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ServeHTTP=%v", viaHTTP), func(t *testing.T) {
+			t.Parallel()
+			testRelayStreams(t, newRelayEnv(t, Options{}, viaHTTP))
+		})
+	}
+}
+
+func testRelayStreams(t *testing.T, e *relayEnv) {
 	stream, err := e.client.FullDuplexCall(callCtx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +250,22 @@ func TestRelayStreamsBothWays(t *testing.T) {
 			t.Fatalf("message %d changed on the way", i)
 		}
 	}
+	// A burst: more messages than a paced body lets wait (pacedMaxMessages) before the client reads any answer.
+	const burst = 4 * pacedMaxMessages
+	for i := range burst {
+		if err := stream.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: body(i, 10)}}); err != nil {
+			t.Fatalf("burst send %d: %v", i, err)
+		}
+	}
+	for i := range burst {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("burst recv %d: %v", i, err)
+		}
+		if !bytes.Equal(resp.GetPayload().GetBody(), body(i, 10)) {
+			t.Fatalf("burst message %d changed on the way", i)
+		}
+	}
 	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +285,7 @@ func TestRelayErrorStatusKeepsHeader(t *testing.T) {
 	for _, late := range []bool{false, true} {
 		t.Run(fmt.Sprintf("HeaderWithFirstMessage=%v", late), func(t *testing.T) {
 			t.Parallel()
-			e := newRelayEnv(t, Options{HeaderWithFirstMessage: late})
+			e := newRelayEnv(t, Options{HeaderWithFirstMessage: late}, false)
 			var header, trailer metadata.MD
 			_, err := e.client.UnaryCall(callCtx(t), &testpb.SimpleRequest{
 				ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing"},
@@ -278,7 +310,7 @@ func TestRelayRewritesMetadata(t *testing.T) {
 		md = md.Copy()
 		delete(md, "x-secret")
 		return md
-	}})
+	}}, false)
 	for _, fail := range []bool{false, true} {
 		var header, trailer metadata.MD
 		req := &testpb.SimpleRequest{}
@@ -305,7 +337,7 @@ func TestRelayHeaderHook(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
-	}})
+	}}, false)
 	if _, err := e.client.UnaryCall(callCtx(t), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +351,7 @@ func TestRelayHeaderHook(t *testing.T) {
 
 func TestRelayClientCancelEndsBackend(t *testing.T) {
 	t.Parallel()
-	e := newRelayEnv(t, Options{})
+	e := newRelayEnv(t, Options{}, false)
 	ctx, cancel := context.WithCancel(callCtx(t))
 	stream, err := e.client.FullDuplexCall(ctx)
 	if err != nil {
@@ -373,7 +405,7 @@ func TestRelayClientGoneWhileStreaming(t *testing.T) {
 
 func TestRelayOversizedClientMessage(t *testing.T) {
 	t.Parallel()
-	e := newRelayEnv(t, Options{})
+	e := newRelayEnv(t, Options{}, false)
 	stream, err := e.client.FullDuplexCall(callCtx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +436,7 @@ func init() { encoding.RegisterCodecV2(subtypeCodec{}) }
 
 func TestRelayKeepsContentSubtype(t *testing.T) {
 	t.Parallel()
-	e := newRelayEnv(t, Options{})
+	e := newRelayEnv(t, Options{}, false)
 	tests := []struct {
 		opts []grpc.CallOption
 		want string
