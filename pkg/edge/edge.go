@@ -221,7 +221,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 		Routes:     s.state,
 		Backends:   s.pool,
 		Adhoc:      backend.NewAdhocTransport(adhocDeps, adhoc),
-		GRPC:       grpcrelay.PacedHandler(s.grpcHTTPS), // ServeHTTP's reader would queue the body unbounded
+		GRPC:       grpcrelay.PacedHandler(s.grpcHTTPS, grpcrelay.DefaultMaxRecvMsgSize), // ServeHTTP's reader would queue the body unbounded
 		Connect:    tunnels,
 		Admission:  admit,
 		Forwarded:  fwd,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"math"
 	"net/http"
 	"sync"
 )
@@ -18,6 +19,9 @@ const (
 
 // msgPrefixLen is the length of gRPC's message prefix on the wire: a compression flag and a 4-byte length.
 const msgPrefixLen = 5
+
+// DefaultMaxRecvMsgSize is grpc-go's default limit on a received message, which kedge keeps.
+const DefaultMaxRecvMsgSize = 4 << 20
 
 type pacedKey struct{}
 
@@ -34,23 +38,25 @@ type pacedKey struct{}
 //     whole message among them, so that the client's window closes and it waits, as it would on grpc-go's own
 //     transport.
 //
-// It never stops while no whole message waits: then the call cannot go on without the next bytes, and a client
-// always sends a message to its end. A message is at most the server's receive limit, which gRPC checks as soon as
-// it has read the message's length.
+// It never stops while no whole message waits and the current one is within maxMsg, the server's receive limit
+// (grpc.MaxRecvMsgSize): then the call cannot go on without the next bytes, and a client always sends a message to
+// its end. A message whose prefix claims more than maxMsg stops the reading at its prefix: gRPC refuses it
+// (ResourceExhausted) once the relay asks for it, which may be late, while the relay waits on the backend.
 //
 // Every call on the request must go through Relay, which tells the body what it took: a handler that receives the
 // client's messages itself would find reading stopped after pacedMaxMessages of them.
-func PaceBody(r *http.Request) *http.Request {
-	b := &pacedBody{body: r.Body}
+func PaceBody(r *http.Request, maxMsg int) *http.Request {
+	b := &pacedBody{body: r.Body, maxMsg: uint32(min(max(int64(maxMsg), 0), math.MaxUint32))}
 	b.cond.L = &b.mu
 	r = r.WithContext(context.WithValue(r.Context(), pacedKey{}, b))
 	r.Body = b
 	return r
 }
 
-// PacedHandler serves h, a grpc.Server that passes every call to Relay, with each request's body paced by PaceBody.
-func PacedHandler(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, PaceBody(r)) })
+// PacedHandler serves h, a grpc.Server that passes every call to Relay and receives messages of at most maxMsg
+// bytes, with each request's body paced by PaceBody.
+func PacedHandler(h http.Handler, maxMsg int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, PaceBody(r, maxMsg)) })
 }
 
 // pacedFrom returns the paced body of the request a call's context comes from, or nil.
@@ -62,12 +68,14 @@ func pacedFrom(ctx context.Context) *pacedBody {
 // pacedBody is the body PaceBody installs. Read is called by one goroutine (gRPC's reader); taken by Relay's
 // client-side goroutine after each message it received; Close by gRPC once the call is over.
 type pacedBody struct {
-	body io.ReadCloser
+	body   io.ReadCloser
+	maxMsg uint32
 
 	// The message framing of the bytes Read returned, used by Read only.
 	prefix    [msgPrefixLen]byte
 	prefixLen int    // how much of the current message's prefix was read
 	left      uint32 // how much of its payload is still to come, once the prefix is complete
+	oversize  bool   // a prefix claimed more than maxMsg: nothing more is read
 
 	mu     sync.Mutex
 	cond   sync.Cond // signalled by taken and Close
@@ -78,8 +86,8 @@ type pacedBody struct {
 	closed bool
 }
 
-// Read waits while the call holds enough unread messages, then reads until a message is complete, p is full or
-// the body ends.
+// Read waits while the call holds enough unread messages, then reads until a message is complete, p is full, a
+// prefix claims more than maxMsg or the body ends.
 func (b *pacedBody) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -96,21 +104,23 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 	n := 0
 	for {
 		m, err := b.body.Read(p[n:])
-		complete := b.note(p[n : n+m])
+		stop := b.note(p[n : n+m])
 		n += m
-		if err != nil || complete || n == len(p) {
+		if err != nil || stop || n == len(p) {
 			return n, err
 		}
 	}
 }
 
-// full reports whether the call holds enough unread messages for Read to wait. b.mu must be held.
+// full reports whether the call holds enough unread messages for Read to wait, or a prefix over maxMsg. b.mu must
+// be held.
 func (b *pacedBody) full() bool {
 	waiting := len(b.ends) - b.head
-	return waiting > 0 && (waiting >= pacedMaxMessages || b.read-b.done >= pacedMaxBytes)
+	return b.oversize || waiting > 0 && (waiting >= pacedMaxMessages || b.read-b.done >= pacedMaxBytes)
 }
 
-// note follows the message framing over p, the bytes just read, and reports whether a message ended in them.
+// note follows the message framing over p, the bytes just read, and reports whether a message ended in them or a
+// prefix claimed more than maxMsg.
 func (b *pacedBody) note(p []byte) bool {
 	if len(p) == 0 {
 		return false
@@ -129,6 +139,10 @@ func (b *pacedBody) note(p []byte) bool {
 				break
 			}
 			b.left = binary.BigEndian.Uint32(b.prefix[1:])
+			if b.left > b.maxMsg {
+				b.oversize = true
+				return true
+			}
 		}
 		n := uint32(min(uint64(len(p)-i), uint64(b.left)))
 		i += int(n)

@@ -9,11 +9,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/experimental"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/mem"
 )
 
@@ -49,7 +51,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 func (c *chunkReader) Close() error { return nil }
 
 func newPaced(r io.ReadCloser) *pacedBody {
-	req := PaceBody(&http.Request{Body: r})
+	req := PaceBody(&http.Request{Body: r}, DefaultMaxRecvMsgSize)
 	return pacedFrom(req.Context())
 }
 
@@ -149,7 +151,7 @@ func TestPacedBodyWaitsForRelay(t *testing.T) {
 	one := func() int { return 15 } // one 10-byte message per frame
 	t.Run("messages", func(t *testing.T) {
 		t.Parallel()
-		wire, _ := wireMessages(make([]int, 0, 0))
+		var wire []byte
 		for range pacedMaxMessages + 2 {
 			w, _ := wireMessages([]int{10})
 			wire = append(wire, w...)
@@ -188,6 +190,28 @@ func TestPacedBodyWaitsForRelay(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		assertWaits(t, readAsync(b, buf), func() { _ = b.Close() }, http.ErrBodyReadAfterClose)
+	})
+	t.Run("prefix over the limit", func(t *testing.T) {
+		t.Parallel()
+		wire, _ := wireMessages([]int{10})
+		wire = append(wire, 0, 0, 0x40, 0, 1) // claims 4 MiB + 1
+		wire = append(wire, make([]byte, 64<<10)...)
+		b := newPaced(&chunkReader{data: wire, next: func() int { return 4 }})
+		buf := make([]byte, 16<<10)
+		got := 0
+		for got < 20 { // the whole message and the oversized prefix
+			n, err := b.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+		if got != 20 {
+			t.Fatalf("read %d bytes, want the reading to stop right after the oversized prefix (20)", got)
+		}
+		// The relay takes the whole message; gRPC refuses the next, so nothing past its prefix is read.
+		b.taken()
 		assertWaits(t, readAsync(b, buf), func() { _ = b.Close() }, http.ErrBodyReadAfterClose)
 	})
 	t.Run("incomplete message never waits", func(t *testing.T) {
@@ -250,15 +274,17 @@ func (p *countingPool) counts() (out, most int) {
 }
 
 // TestPacedBodyBoundsServeHTTPBuffers trickles DATA frames to a backend that reads nothing, through
-// grpc.Server.ServeHTTP behind PaceBody: 1,000 messages of 1,000 bytes, one per frame, and one message of 100 KB
-// in frames of 100 bytes. Unpaced, gRPC's reader queued a 16 KiB buffer per frame: about 870 and 1,000 buffers
-// (14 and 16 MiB, where the relay's backend takes 128 KiB).
+// grpc.Server.ServeHTTP behind PaceBody: 1,000 messages of 1,000 bytes, one per frame; one message of 100 KB in
+// frames of 100 bytes; and two messages of 300 KB followed by a prefix claiming 2 GiB and 4 MiB, in 16 KiB frames
+// (the relay then waits on the backend with no whole message queued, so only the receive limit can stop the
+// reading). Unpaced, gRPC's reader queued a buffer per frame: about 870, 1,000 and 290 buffers of 16 KiB.
 func TestPacedBodyBoundsServeHTTPBuffers(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		sizes []int
 		frame int
+		tail  int // bytes sent in 16 KiB frames after a prefix over the receive limit
 	}{
 		{"small messages", func() []int {
 			s := make([]int, 1000)
@@ -266,8 +292,9 @@ func TestPacedBodyBoundsServeHTTPBuffers(t *testing.T) {
 				s[i] = 1000 - msgPrefixLen
 			}
 			return s
-		}(), 1000},
-		{"one message", []int{100000 - msgPrefixLen}, 100},
+		}(), 1000, 0},
+		{"one message", []int{100000 - msgPrefixLen}, 100, 0},
+		{"message over the limit", []int{300000 - msgPrefixLen, 300000 - msgPrefixLen}, 16 << 10, 4 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -302,13 +329,29 @@ func TestPacedBodyBoundsServeHTTPBuffers(t *testing.T) {
 					_ = resp.Body.Close()
 				}
 			}()
-			for off := 0; off < len(wire); off += tc.frame {
-				if _, err := pw.Write(wire[off:min(off+tc.frame, len(wire))]); err != nil {
-					t.Fatalf("writing at %d: %v", off, err)
+			// The writer may block for good (the client's window closes), so it runs on its own.
+			go func() {
+				for off := 0; off < len(wire); off += tc.frame {
+					if _, err := pw.Write(wire[off:min(off+tc.frame, len(wire))]); err != nil {
+						return
+					}
+					// A trickle: each frame arrives on its own, not coalesced with the next in net/http's buffer.
+					time.Sleep(200 * time.Microsecond)
 				}
-				// A trickle: each frame arrives on its own, not coalesced with the next in net/http's buffer.
-				time.Sleep(200 * time.Microsecond)
-			}
+				if tc.tail == 0 {
+					return
+				}
+				if _, err := pw.Write([]byte{0, 0x7f, 0xff, 0xff, 0xff}); err != nil {
+					return
+				}
+				frame := make([]byte, 16<<10)
+				for range tc.tail / len(frame) {
+					if _, err := pw.Write(frame); err != nil {
+						return
+					}
+					time.Sleep(200 * time.Microsecond)
+				}
+			}()
 			// Wait until the relay has settled: no change in the count of queued buffers for 300 ms.
 			last, stable := -1, 0
 			for deadline := time.Now().Add(10 * time.Second); stable < 6 && time.Now().Before(deadline); {
@@ -333,5 +376,88 @@ func TestPacedBodyBoundsServeHTTPBuffers(t *testing.T) {
 				t.Fatal("the relay did not end after the client went away")
 			}
 		})
+	}
+}
+
+// gatedBackend is a TestService whose client-streaming call reads nothing until open is closed, then sums what
+// it receives.
+type gatedBackend struct {
+	testpb.UnimplementedTestServiceServer
+	open chan struct{}
+}
+
+func (b *gatedBackend) StreamingInputCall(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	select {
+	case <-b.open:
+	case <-stream.Context().Done():
+		return stream.Context().Err()
+	}
+	sum := 0
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
+		}
+		if err != nil {
+			return err
+		}
+		sum += len(req.GetPayload().GetBody())
+	}
+}
+
+// TestPacedBodyWaitsAndResumes sends 2 MB of messages through ServeHTTP behind PaceBody to a backend that reads
+// nothing yet: the client must come to a stop (the paced body stopped reading, so its window closed; unpaced,
+// gRPC would have read everything), and once the backend reads, every message must arrive.
+func TestPacedBodyWaitsAndResumes(t *testing.T) {
+	t.Parallel()
+	backend := &gatedBackend{open: make(chan struct{})}
+	backendAddr := serve(t, grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10)),
+		func(s *grpc.Server) { testpb.RegisterTestServiceServer(s, backend) })
+	e := &relayEnv{relayErrs: make(chan error, 1)}
+	client := testpb.NewTestServiceClient(dial(t, e.relayServer(t, backendAddr, Options{}, true)))
+	stream, err := client.StreamingInputCall(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const messages, size = 2000, 995
+	var sent atomic.Int64
+	sendErr := make(chan error, 1)
+	go func() {
+		for i := range messages {
+			if err := stream.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: body(i, size)}}); err != nil {
+				sendErr <- err
+				return
+			}
+			sent.Add(1)
+		}
+		sendErr <- nil
+	}()
+	// Wait until the client stops: no message sent for 300 ms.
+	last, stable := int64(-1), 0
+	for deadline := time.Now().Add(10 * time.Second); stable < 6 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if n := sent.Load(); n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+	}
+	if last >= messages {
+		t.Fatalf("the client sent all %d messages to a backend that reads nothing: the body was not paced", messages)
+	}
+	t.Logf("the client stopped after %d of %d messages", last, messages)
+	close(backend.open)
+	if err := <-sendErr; err != nil {
+		t.Fatalf("sending after the backend began to read: %v", err)
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetAggregatedPayloadSize(); got != messages*size {
+		t.Errorf("the backend received %d bytes, want %d", got, messages*size)
+	}
+	if err := <-e.relayErrs; err != nil {
+		t.Errorf("Relay returned %v", err)
 	}
 }

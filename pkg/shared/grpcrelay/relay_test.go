@@ -130,7 +130,7 @@ func (e *relayEnv) relayServer(t *testing.T, backendAddr string, o Options, viaH
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: PacedHandler(rs), Protocols: new(http.Protocols), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: PacedHandler(rs, DefaultMaxRecvMsgSize), Protocols: new(http.Protocols), ReadHeaderTimeout: 10 * time.Second}
 	hs.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() { _ = hs.Close() })
@@ -250,7 +250,8 @@ func testRelayStreams(t *testing.T, e *relayEnv) {
 			t.Fatalf("message %d changed on the way", i)
 		}
 	}
-	// A burst: more messages than a paced body lets wait (pacedMaxMessages) before the client reads any answer.
+	// A burst of messages before the client reads any answer (the echo keeps up, so pacing need not stop reading;
+	// TestPacedBodyWaitsAndResumes has a backend that stalls).
 	const burst = 4 * pacedMaxMessages
 	for i := range burst {
 		if err := stream.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: body(i, 10)}}); err != nil {
@@ -351,7 +352,15 @@ func TestRelayHeaderHook(t *testing.T) {
 
 func TestRelayClientCancelEndsBackend(t *testing.T) {
 	t.Parallel()
-	e := newRelayEnv(t, Options{}, false)
+	for _, viaHTTP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ServeHTTP=%v", viaHTTP), func(t *testing.T) {
+			t.Parallel()
+			testRelayCancel(t, newRelayEnv(t, Options{}, viaHTTP))
+		})
+	}
+}
+
+func testRelayCancel(t *testing.T, e *relayEnv) {
 	ctx, cancel := context.WithCancel(callCtx(t))
 	stream, err := e.client.FullDuplexCall(ctx)
 	if err != nil {
@@ -405,7 +414,15 @@ func TestRelayClientGoneWhileStreaming(t *testing.T) {
 
 func TestRelayOversizedClientMessage(t *testing.T) {
 	t.Parallel()
-	e := newRelayEnv(t, Options{}, false)
+	for _, viaHTTP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ServeHTTP=%v", viaHTTP), func(t *testing.T) {
+			t.Parallel()
+			testRelayOversized(t, newRelayEnv(t, Options{}, viaHTTP))
+		})
+	}
+}
+
+func testRelayOversized(t *testing.T, e *relayEnv) {
 	stream, err := e.client.FullDuplexCall(callCtx(t))
 	if err != nil {
 		t.Fatal(err)
