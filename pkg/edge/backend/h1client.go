@@ -48,6 +48,7 @@ type h1Conn struct {
 	limit     int64 // bytes Read may still take from conn
 	nread     int64 // bytes read from conn for the current request
 	idleSince time.Time
+	keys      map[string]string // header keys seen on this connection, interned (readResponse)
 }
 
 // Read reads from the connection within limit (the response header's size bound while the header is read).
@@ -156,7 +157,7 @@ func (c *h1Client) exchange(ctx context.Context, req *http.Request, pc *h1Conn) 
 	}
 	for n := 0; ; n++ {
 		pc.limit = c.maxHeaderBytes // for each response, informational ones too
-		resp, err = http.ReadResponse(pc.br, req)
+		resp, err = readResponse(pc, req)
 		if err != nil {
 			return nil, err
 		}

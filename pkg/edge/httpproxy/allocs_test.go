@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kedge-proxy/kedge/pkg/edge/route"
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
@@ -77,8 +78,8 @@ func TestProxyAllocations(t *testing.T) { // not parallel: AllocsPerRun
 	}
 	n := testing.AllocsPerRun(200, serve)
 	t.Logf("%.1f allocations per proxied request", n)
-	if n > maxProxyAllocs+raceExtraAllocs {
-		t.Errorf("%.1f allocations per proxied request, want at most %d", n, maxProxyAllocs+raceExtraAllocs)
+	if n > maxProxyAllocs+testutil.RaceExtraAllocs {
+		t.Errorf("%.1f allocations per proxied request, want at most %d", n, maxProxyAllocs+testutil.RaceExtraAllocs)
 	}
 }
 

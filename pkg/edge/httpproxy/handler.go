@@ -195,7 +195,7 @@ func isGRPC(r *http.Request) bool {
 	}
 	const prefix = "application/grpc"
 	v := ct[0]
-	if len(v) < len(prefix) || !equalFoldASCII(v[:len(prefix)], prefix) {
+	if len(v) < len(prefix) || !wire.EqualFoldASCII(v[:len(prefix)], prefix) {
 		return false
 	}
 	rest := v[len(prefix):]

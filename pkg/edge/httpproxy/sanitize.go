@@ -78,24 +78,11 @@ func checkName(name string) int {
 		switch {
 		case c == '_':
 			res = nameUnderscore
-		case !isTokenChar(c):
+		case !wire.IsTokenChar(c):
 			return nameInvalid
 		}
 	}
 	return res
-}
-
-// isTokenChar reports whether c may appear in an RFC 9110 token.
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // sanitizeOutbound removes what a client may not send to a backend through kedge: every X-Kedge-* header except
@@ -110,24 +97,4 @@ func sanitizeOutbound(h http.Header, reqID []string) {
 	}
 	delete(h, wire.HeaderProxyAuthz)
 	h[wire.HeaderRequestID] = reqID
-}
-
-// equalFoldASCII compares ASCII case-insensitively (header names and schemes are ASCII).
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -112,7 +112,7 @@ func (h *Handler) serve(c *call, r *http.Request) {
 		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "malformed request target")
 		return
 	}
-	if forward && !equalFoldASCII(u.Host, r.Host) {
+	if forward && !wire.EqualFoldASCII(u.Host, r.Host) {
 		// HTTP/2 carries the target twice (an absolute-form :path and :authority) and net/http keeps both: routing
 		// one and forwarding the other would let a route's requirement guard another host's requests.
 		h.fail(c, http.StatusBadRequest, wire.ErrBadRequest, "request target and authority name different hosts")
@@ -218,7 +218,7 @@ func defaultPort(r *http.Request, forward bool) uint32 {
 	if forward && r.URL.Scheme == "http" {
 		return 80
 	}
-	if xfp := r.Header["X-Forwarded-Proto"]; len(xfp) > 0 && equalFoldASCII(strings.TrimSpace(xfp[0]), "http") {
+	if xfp := r.Header["X-Forwarded-Proto"]; len(xfp) > 0 && wire.EqualFoldASCII(strings.TrimSpace(xfp[0]), "http") {
 		return 80
 	}
 	return 443
@@ -264,7 +264,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	if c.assertion != "" {
 		out.Header[wire.HeaderKedgeIdentity] = []string{c.assertion}
 	}
-	if up := out.Header["Upgrade"]; len(up) > 0 && equalFoldASCII(up[0], "h2c") {
+	if up := out.Header["Upgrade"]; len(up) > 0 && wire.EqualFoldASCII(up[0], "h2c") {
 		// An h2c upgrade would turn the connection into an HTTP/2 one straight to the backend, whose requests
 		// kedge would then splice without routing or checking them (h2c smuggling).
 		delete(out.Header, "Upgrade")

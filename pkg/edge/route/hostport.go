@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
 
 // ErrBadHostPort is matched (errors.Is) by every error SplitHostPort returns.
@@ -90,30 +92,6 @@ func trimDot(host string) string {
 	return strings.TrimSuffix(host, ".")
 }
 
-// equalFoldASCII is strings.EqualFold restricted to ASCII: host names are ASCII (IDNs travel as punycode), and
-// Unicode folding would let "\u212a.example.com" (Kelvin sign) match "k.example.com".
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if x == y {
-			continue
-		}
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
 // lowerASCII lower-cases ASCII letters only (strings.ToLower would turn the Kelvin sign into 'k'). It allocates
 // only when s has upper-case letters.
 func lowerASCII(s string) string {
@@ -155,9 +133,9 @@ func (m *hostMatcher) match(host string) bool {
 	case m.any:
 		return true
 	case m.suffix != "":
-		return len(host) > len(m.suffix) && equalFoldASCII(host[len(host)-len(m.suffix):], m.suffix)
+		return len(host) > len(m.suffix) && wire.EqualFoldASCII(host[len(host)-len(m.suffix):], m.suffix)
 	default:
-		return equalFoldASCII(host, m.exact)
+		return wire.EqualFoldASCII(host, m.exact)
 	}
 }
 
