@@ -198,7 +198,7 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 		Forwarded:  fwd,
 		Tracer:     s.tracer,
 	})
-	grpcOpts := append(s.grpcProxy.ServerOptions(), grpcServerOptions(serve.DefaultReadHeaderTimeout, serve.DefaultIdleTimeout)...)
+	grpcOpts := append(s.grpcProxy.ServerOptions(), grpcServerOptions(serve.DefaultReadHeaderTimeout, serve.DefaultIdleTimeout, cfg.GRPCStreamWindow)...)
 	if s.tls != nil {
 		s.grpcTLS = grpc.NewServer(append(grpcOpts, grpc.Creds(credentials.NewTLS(s.tls.TLSConfig())))...)
 	}
@@ -238,15 +238,21 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 // grpcServerOptions are the limits of kedge's gRPC servers, those of the HTTPS port in gRPC's terms: handshake bounds
 // the TLS handshake and the HTTP/2 preface of a new connection, idle closes (GOAWAY) a connection without calls for
 // that long, and a call's headers (metadata) may take 64 KiB (grpc-go's default is 16 MiB). Streams themselves have
-// no time limit.
-func grpcServerOptions(handshake, idle time.Duration) []grpc.ServerOption {
-	return []grpc.ServerOption{
+// no time limit. window (when not 0) fixes each stream's flow-control window, which bounds what a call whose backend
+// does not keep up holds (grpc-go's dynamic window grows to 16 MiB); the connection's window only paces the client
+// (grpc-go hands it back as data arrives), so it is left large enough not to hold streams back.
+func grpcServerOptions(handshake, idle time.Duration, window int) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(100),
 		grpc.ConnectionTimeout(handshake),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idle}),
 		grpc.MaxHeaderListSize(serve.DefaultMaxHeaderBytes),
 	}
+	if window > 0 {
+		opts = append(opts, grpc.StaticStreamWindowSize(int32(window)), grpc.StaticConnWindowSize(int32(max(window, 16<<20))))
+	}
+	return opts
 }
 
 // enabled reports whether a listener serves: one given in Deps.Listeners always does, otherwise its port must not

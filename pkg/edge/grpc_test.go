@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,25 +26,8 @@ import (
 func TestGRPCPortLimits(t *testing.T) {
 	t.Parallel()
 	const handshake, idle = 300 * time.Millisecond, 300 * time.Millisecond
-	srv := grpc.NewServer(grpcServerOptions(handshake, idle)...)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Stop(); <-done })
-
-	dial := func(t *testing.T) net.Conn {
-		t.Helper()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		return c
-	}
+	addr := serveGRPC(t, grpc.NewServer(grpcServerOptions(handshake, idle, 0)...))
+	dial := func(t *testing.T) net.Conn { return dialDeadline(t, addr) }
 
 	t.Run("silent client is dropped", func(t *testing.T) {
 		t.Parallel()
@@ -56,7 +41,7 @@ func TestGRPCPortLimits(t *testing.T) {
 
 	t.Run("header list bounded", func(t *testing.T) {
 		t.Parallel()
-		cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,14 +62,7 @@ func TestGRPCPortLimits(t *testing.T) {
 
 	t.Run("idle connection gets GOAWAY", func(t *testing.T) {
 		t.Parallel()
-		c := dial(t)
-		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-			t.Fatal(err)
-		}
-		fr := http2.NewFramer(c, c)
-		if err := fr.WriteSettings(); err != nil {
-			t.Fatal(err)
-		}
+		fr := h2Framer(t, dial(t))
 		for range 100 {
 			f, err := fr.ReadFrame()
 			if err != nil {
@@ -101,4 +79,109 @@ func TestGRPCPortLimits(t *testing.T) {
 		}
 		t.Fatal("no GOAWAY in 100 frames")
 	})
+}
+
+// TestGRPCPortStreamWindow checks that --server_grpc_stream_window_bytes bounds what a call holds on the gRPC port:
+// the server announces the window, and a client that sends past it to a handler that reads nothing has its stream
+// reset (FLOW_CONTROL_ERROR) instead of being buffered.
+func TestGRPCPortStreamWindow(t *testing.T) {
+	t.Parallel()
+	const window = 256 << 10
+	stuck := grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		<-ss.Context().Done()
+		return ss.Context().Err()
+	})
+	addr := serveGRPC(t, grpc.NewServer(append(grpcServerOptions(10*time.Second, time.Minute, window), stuck)...))
+	fr := h2Framer(t, dialDeadline(t, addr))
+	// The server's SETTINGS come first.
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, ok := f.(*http2.SettingsFrame)
+	if !ok || settings.IsAck() {
+		t.Fatalf("first frame %v, want the server's SETTINGS", f)
+	}
+	if v, ok := settings.Value(http2.SettingInitialWindowSize); !ok || v != window {
+		t.Fatalf("SETTINGS_INITIAL_WINDOW_SIZE %d (sent: %v), want %d", v, ok, window)
+	}
+	if err := fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, hf := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/pkg.Svc/Stuck"},
+		{":authority", "kedge.test"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: hf[0], Value: hf[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Twice the window, in frames of 16 KiB, without waiting for WINDOW_UPDATE: the handler reads nothing, so the
+	// server hands none of the stream's window back.
+	chunk := make([]byte, 16<<10)
+	go func() {
+		for range 2 * window / len(chunk) {
+			if err := fr.WriteData(1, false, chunk); err != nil {
+				return
+			}
+		}
+	}()
+	for range 200 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no reset for a stream sent past its window: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.ErrCode != http2.ErrCodeFlowControl {
+				t.Fatalf("stream reset with %v, want FLOW_CONTROL_ERROR", f.ErrCode)
+			}
+			return
+		case *http2.GoAwayFrame:
+			if f.ErrCode != http2.ErrCodeFlowControl {
+				t.Fatalf("GOAWAY %v, want FLOW_CONTROL_ERROR", f.ErrCode)
+			}
+			return
+		}
+	}
+	t.Fatal("no reset in 200 frames")
+}
+
+// serveGRPC serves srv on an ephemeral loopback port until the test ends and returns its address.
+func serveGRPC(t *testing.T, srv *grpc.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Stop(); <-done })
+	return ln.Addr().String()
+}
+
+// dialDeadline connects to addr with a 5-second deadline on the connection, closed when the test ends.
+func dialDeadline(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+// h2Framer starts an HTTP/2 connection on c (the preface and empty SETTINGS) and returns its framer.
+func h2Framer(t *testing.T, c net.Conn) *http2.Framer {
+	t.Helper()
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"time"
@@ -12,6 +13,10 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/cli"
 	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
+
+// DefaultGRPCStreamWindow is --server_grpc_stream_window_bytes' default: as much as the HTTPS port lets a gRPC call
+// hold (grpcrelay.PaceBody), and 10 MB/s for one stream at a 100 ms round trip.
+const DefaultGRPCStreamWindow = 1 << 20
 
 // Config is kedge's static configuration: everything set by flags at startup. Dynamic routing lives in the
 // documents named by Source and reloads live.
@@ -32,6 +37,9 @@ type Config struct {
 	// MaxConnectionsPerIP caps them per client IPv4 address or IPv6 /64; 0 = no cap (the default: behind an L4 load
 	// balancer without client addresses every client shares the balancer's address).
 	MaxConnectionsPerIP int
+	// GRPCStreamWindow is the flow-control window of each stream on the gRPC port: what kedge holds of a call whose
+	// backend reads slower than its client sends. 0 = grpc-go's dynamic window (up to 16 MiB per stream).
+	GRPCStreamWindow int
 
 	TLSCertFile        string
 	TLSKeyFile         string
@@ -98,6 +106,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.WriteTimeout, "server_http_max_write_timeout", 0, "limit on writing a whole response on the HTTPS port; 0 = none. The original's 10s default cut long downloads and streams")
 	fs.DurationVar(&c.ShutdownDelay, "server_shutdown_delay", 5*time.Second, "on SIGTERM: how long /readyz answers 503 while kedge keeps accepting and serving, so that load balancers stop sending new connections before the listeners close; a second SIGTERM ends it early. 0 disables it")
 	fs.IntVar(&c.MaxConnections, "server_max_connections", 10000, "client connections open at once on the HTTPS and gRPC ports together; beyond it new connections are closed as soon as they are accepted (kedge_connections_rejected_total) and established ones keep working. 0 = no limit")
+	fs.IntVar(&c.GRPCStreamWindow, "server_grpc_stream_window_bytes", DefaultGRPCStreamWindow, "flow-control window of each gRPC stream on the gRPC port, at least 65535: what kedge holds of a call whose backend reads slower than its client sends (up to 100 calls per connection), and the most one call sends per round trip. 0 = grpc-go's dynamic window, which grows with the measured bandwidth-delay product up to 16 MiB per stream")
 	fs.IntVar(&c.MaxConnectionsPerIP, "server_max_connections_per_ip", 0, "client connections open at once from one IPv4 address or IPv6 /64, on the HTTPS and gRPC ports together; 0 = no limit. Leave it at 0 behind a load balancer that does not pass client addresses: every client then shares its address")
 	fs.DurationVar(&c.DrainTimeout, "server_shutdown_drain_timeout", 20*time.Second, "after the shutdown delay: how long in-flight requests, streams and tunnels may take to finish before they are cut")
 
@@ -191,6 +200,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 {
 		errs = append(errs, errors.New("--server_max_connections and --server_max_connections_per_ip must not be negative"))
+	}
+	if c.GRPCStreamWindow != 0 && (c.GRPCStreamWindow < 65535 || c.GRPCStreamWindow > math.MaxInt32) {
+		errs = append(errs, fmt.Errorf("--server_grpc_stream_window_bytes: %d is not 0 or between 65535 and %d", c.GRPCStreamWindow, math.MaxInt32))
 	}
 	if c.ProxyBufferSize < 1024 {
 		errs = append(errs, fmt.Errorf("--http_reverseproxy_buffer_size_bytes: %d is below 1024", c.ProxyBufferSize))
