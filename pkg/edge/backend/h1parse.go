@@ -28,26 +28,28 @@ func readResponse(pc *h1Conn, req *http.Request) (*http.Response, error) {
 	return http.ReadResponse(pc.br, req)
 }
 
-// peekHeaderBlock returns the bytes up to and including the first empty line (CRLF or LF) of what br holds,
-// reading more as long as the buffer has room, without consuming anything. It returns nil when br's buffer fills
-// up first or reading fails: the caller then leaves the response to http.ReadResponse, which sees the same bytes
-// and the same error.
+// peekHeaderBlock returns the bytes up to and including the empty line that ends the response header in br,
+// reading more as long as the buffer has room, without consuming anything. It returns nil as soon as a line cannot
+// belong to a header of the common form (so that an answer net/http refuses at its first line, say a port that
+// speaks another protocol, is refused at once, not after the header timeout), when br's buffer fills up first or
+// when reading fails: the caller then leaves the response to http.ReadResponse, which reads it from the start.
 func peekHeaderBlock(br *bufio.Reader) []byte {
+	next := 0 // where the first line not checked yet starts
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		for i := 0; ; {
-			j := bytes.IndexByte(buf[i:], '\n')
+		for {
+			j := bytes.IndexByte(buf[next:], '\n')
 			if j < 0 {
 				break
 			}
-			end := i + j + 1 // just past this line's LF
-			if end < len(buf) && buf[end] == '\n' {
-				return buf[:end+1]
+			line := buf[next : next+j+1]
+			if !commonLine(line, next == 0) {
+				return nil
 			}
-			if end+1 < len(buf) && buf[end] == '\r' && buf[end+1] == '\n' {
-				return buf[:end+2]
+			next += len(line)
+			if len(line) == 2 { // CRLF alone: the header's end
+				return buf[:next]
 			}
-			i = end
 		}
 		if br.Buffered() == br.Size() {
 			return nil
@@ -56,6 +58,28 @@ func peekHeaderBlock(br *bufio.Reader) []byte {
 			return nil
 		}
 	}
+}
+
+// commonLine reports whether line, which ends in LF, may belong to a response header of the form parseCommon
+// takes: it ends in CRLF, and is the status line's start (first), an empty line, or a token and a colon.
+func commonLine(line []byte, first bool) bool {
+	n := len(line)
+	if n < 2 || line[n-2] != '\r' {
+		return false
+	}
+	if first {
+		const proto = "HTTP/1.1 "
+		return n >= len(proto)+5 && string(line[:len(proto)]) == proto &&
+			isDigit(line[len(proto)]) && isDigit(line[len(proto)+1]) && isDigit(line[len(proto)+2])
+	}
+	if n == 2 {
+		return true
+	}
+	i := 0
+	for i < n && wire.IsTokenChar(line[i]) {
+		i++
+	}
+	return i > 0 && line[i] == ':'
 }
 
 // maxInternedKeys bounds a connection's table of header keys, so that a backend sending ever new names cannot grow it.

@@ -224,3 +224,48 @@ func TestH1ClientAllocations(t *testing.T) { // not parallel: AllocsPerRun count
 		t.Errorf("%.1f allocations per request, want at most %d", n, limit)
 	}
 }
+
+// onceReader returns data on its first Read and errWouldWait on every later one, counting them: a backend that
+// sent one piece and went quiet.
+type onceReader struct {
+	data  string
+	reads int
+}
+
+var errWouldWait = fmt.Errorf("the backend sent nothing more")
+
+func (r *onceReader) Read(p []byte) (int, error) {
+	r.reads++
+	if r.reads > 1 {
+		return 0, errWouldWait
+	}
+	return copy(p, r.data), nil
+}
+
+// TestPeekHeaderBlockStopsAtForeignLine checks that a first piece net/http would refuse at once is left to it at
+// once, not after waiting for more (the header timeout), and that a header of the common form still in transit is
+// waited for.
+func TestPeekHeaderBlockStopsAtForeignLine(t *testing.T) {
+	for _, tc := range []struct {
+		data     string
+		moreRead bool
+	}{
+		{"SSH-2.0-OpenSSH_9.6\r\n", false},
+		{"220 smtp.example ESMTP\r\n", false},
+		{"HTTP/1.1 200 OK\r\n X: folded-first\r\n", false},
+		{"HTTP/1.1 200 OK\nContent-Length: 0\n", false},
+		{"HTTP/1.1 200 OK\r\nBad Name: x\r\n", false},
+		{"HTTP/1.0 200 OK\r\n", false},
+		{"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n", true},
+		{"HTTP/1.1 200 OK\r\nContent-Ty", true},
+		{"HTTP/1.1 2", true},
+	} {
+		r := &onceReader{data: tc.data}
+		if block := peekHeaderBlock(bufio.NewReaderSize(r, 4096)); block != nil {
+			t.Errorf("%q: block %q, want none", tc.data, block)
+		}
+		if got := r.reads > 1; got != tc.moreRead {
+			t.Errorf("%q: read again: %v, want %v", tc.data, got, tc.moreRead)
+		}
+	}
+}
