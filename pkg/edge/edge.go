@@ -238,11 +238,15 @@ func New(cfg config.Config, deps Deps) (_ *Server, err error) {
 // grpcServerOptions are the limits of kedge's gRPC servers, those of the HTTPS port in gRPC's terms: handshake bounds
 // the TLS handshake and the HTTP/2 preface of a new connection, idle closes (GOAWAY) a connection without calls for
 // that long, and a call's headers (metadata) may take 64 KiB (grpc-go's default is 16 MiB). Streams themselves have
-// no time limit. window (when not 0) fixes each stream's flow-control window, which bounds what a call whose backend
-// does not keep up holds (grpc-go's dynamic window grows to 16 MiB); the connection's window only paces the client
-// (grpc-go hands it back as data arrives), so it is left large enough not to hold streams back.
+// no time limit. A message may take grpcrelay.DefaultMaxRecvMsgSize, set here because the HTTPS port's pacing
+// (grpcrelay.PacedHandler) stops reading at a larger one and relies on gRPC refusing it. window (when not 0) fixes
+// each stream's flow-control window on the gRPC port, which bounds what a call whose backend does not keep up holds
+// there (grpc-go's dynamic window grows to 16 MiB); the connection's window only paces the client (grpc-go hands it
+// back as data arrives), so it is left large enough not to hold streams back. On the HTTPS port (ServeHTTP) net/http
+// does the flow control, and these windows have no effect.
 func grpcServerOptions(handshake, idle time.Duration, window int) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(grpcrelay.DefaultMaxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(100),
 		grpc.ConnectionTimeout(handshake),

@@ -108,6 +108,14 @@ func TestGRPCPortStreamWindow(t *testing.T) {
 	if err := fr.WriteSettingsAck(); err != nil {
 		t.Fatal(err)
 	}
+	// Then the connection's window, opened from HTTP/2's initial 65535 to 16 MiB so that it holds no stream back.
+	f, err = fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wu, ok := f.(*http2.WindowUpdateFrame); !ok || wu.StreamID != 0 || wu.Increment != 16<<20-65535 {
+		t.Fatalf("second frame %v, want the connection's WINDOW_UPDATE to 16 MiB", f)
+	}
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	for _, hf := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/pkg.Svc/Stuck"},
@@ -134,15 +142,12 @@ func TestGRPCPortStreamWindow(t *testing.T) {
 		}
 		switch f := f.(type) {
 		case *http2.RSTStreamFrame:
-			if f.ErrCode != http2.ErrCodeFlowControl {
-				t.Fatalf("stream reset with %v, want FLOW_CONTROL_ERROR", f.ErrCode)
+			if f.StreamID != 1 || f.ErrCode != http2.ErrCodeFlowControl {
+				t.Fatalf("stream %d reset with %v, want stream 1 with FLOW_CONTROL_ERROR", f.StreamID, f.ErrCode)
 			}
 			return
 		case *http2.GoAwayFrame:
-			if f.ErrCode != http2.ErrCodeFlowControl {
-				t.Fatalf("GOAWAY %v, want FLOW_CONTROL_ERROR", f.ErrCode)
-			}
-			return
+			t.Fatalf("GOAWAY %v: the connection's window was overrun, want only the stream's", f.ErrCode)
 		}
 	}
 	t.Fatal("no reset in 200 frames")

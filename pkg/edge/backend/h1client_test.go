@@ -369,10 +369,9 @@ func idleCount(c *h1Client) int {
 
 // BenchmarkUpstreamGET compares the two ways an HTTP backend sends a GET with a 1 KiB answer to a plaintext
 // endpoint on 127.0.0.1 over a kept-alive connection: h1Client on the caller's goroutine, and http.Transport. The
-// figures include the endpoint's own work (an http.Server in this process).
-// BenchmarkUpstreamGET sends GETs to an in-process backend answering 1 KiB, through h1Client and through
-// http.Transport. KEDGE_BENCH_API_HEADERS=1 makes the backend answer with eight more header fields, as an API
-// does (a request ID, rate limits, caching, CORS), five of them outside net/http's table of common names.
+// figures include the endpoint's own work (an http.Server in this process). KEDGE_BENCH_API_HEADERS=1 makes the
+// endpoint answer with eight more header fields, as an API does (a request ID, rate limits, caching, CORS), seven of
+// them outside net/http's table of common names.
 func BenchmarkUpstreamGET(b *testing.B) {
 	body := strings.Repeat("x", 1024)
 	apiHeaders := os.Getenv("KEDGE_BENCH_API_HEADERS") == "1"

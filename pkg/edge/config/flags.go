@@ -14,8 +14,9 @@ import (
 	"github.com/kedge-proxy/kedge/pkg/shared/tracing"
 )
 
-// DefaultGRPCStreamWindow is --server_grpc_stream_window_bytes' default: as much as the HTTPS port lets a gRPC call
-// hold (grpcrelay.PaceBody), and 10 MB/s for one stream at a 100 ms round trip.
+// DefaultGRPCStreamWindow is --server_grpc_stream_window_bytes' default: about what the HTTPS port lets a gRPC call
+// hold unread (net/http's 1 MiB stream buffer, plus what grpcrelay.PaceBody lets gRPC queue), and 10 MB/s for one
+// stream at a 100 ms round trip.
 const DefaultGRPCStreamWindow = 1 << 20
 
 // Config is kedge's static configuration: everything set by flags at startup. Dynamic routing lives in the

@@ -126,19 +126,6 @@ func checkMetadataKey(k string) string {
 	return ""
 }
 
-// isToken reports whether s is an HTTP header field name (RFC 9110 token).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
-			return false
-		}
-	}
-	return true
-}
-
 func canonicalHeader(k string) string { return textproto.CanonicalMIMEHeaderKey(k) }
 
 func isControl(r rune) bool { return unicode.IsControl(r) }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 	"github.com/kedge-proxy/kedge/proto/kedgeconfig"
 )
 
@@ -216,7 +217,7 @@ func (v *validator) httpRoute(file, field string, r *kedgeconfig.HTTPRoute, name
 		f := fmt.Sprintf("%s.header_matcher[%q]", field, k)
 		val := r.GetHeaderMatcher()[k]
 		switch {
-		case !isToken(k):
+		case !wire.IsToken(k):
 			v.fail(file, f, "%q is not a valid header name", k)
 		case strings.Contains(k, "_"):
 			v.fail(file, f, "%q: kedge refuses requests with '_' in header names, so this never matches", k)

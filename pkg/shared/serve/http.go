@@ -24,6 +24,14 @@ const (
 	DefaultMaxHeaderBytes       = 64 << 10
 	DefaultMaxConcurrentStreams = 100
 	DefaultMaxReadFrameSize     = 16 << 10
+	// DefaultMaxReceiveBufferPerStream is the request body data an HTTP/2 stream may hold unread (its flow-control
+	// window; Go's default): one upload or paced gRPC call whose backend stalls holds at most this much.
+	DefaultMaxReceiveBufferPerStream = 1 << 20
+	// DefaultMaxReceiveBufferPerConnection is the unread request body data of all of a connection's streams
+	// together. Go hands the connection's window back only as handlers read, so with Go's default (equal to one
+	// stream's) a single stalled upload or gRPC call would stop every other stream of the connection from
+	// receiving data; four times a stream's lets three stall and the rest go on.
+	DefaultMaxReceiveBufferPerConnection = 4 * DefaultMaxReceiveBufferPerStream
 	// DefaultSendPingTimeout is how long an HTTP/2 connection may stay silent before the server sends a PING; with
 	// no answer within Go's PingTimeout (15 s) the connection is closed. IdleTimeout only applies to connections
 	// without streams, so this is what finds a vanished client behind a quiet stream or tunnel.
@@ -84,9 +92,11 @@ func HTTPServer(handler http.Handler, opts HTTPOptions, log logging.Logger) *htt
 		WriteTimeout:      max(opts.WriteTimeout, 0),
 		MaxHeaderBytes:    maxHeader,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: orDefault(opts.MaxConcurrentStreams, DefaultMaxConcurrentStreams),
-			MaxReadFrameSize:     orDefault(opts.MaxReadFrameSize, DefaultMaxReadFrameSize),
-			SendPingTimeout:      orDefault(opts.SendPingTimeout, DefaultSendPingTimeout),
+			MaxConcurrentStreams:          orDefault(opts.MaxConcurrentStreams, DefaultMaxConcurrentStreams),
+			MaxReadFrameSize:              orDefault(opts.MaxReadFrameSize, DefaultMaxReadFrameSize),
+			SendPingTimeout:               orDefault(opts.SendPingTimeout, DefaultSendPingTimeout),
+			MaxReceiveBufferPerStream:     DefaultMaxReceiveBufferPerStream,
+			MaxReceiveBufferPerConnection: DefaultMaxReceiveBufferPerConnection,
 		},
 		ErrorLog:    errorLog(log, name),
 		BaseContext: func(net.Listener) context.Context { return base },

@@ -15,6 +15,16 @@ func IsTokenChar(c byte) bool {
 	return false
 }
 
+// IsToken reports whether s is a non-empty RFC 9110 token (a header field name, for one).
+func IsToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !IsTokenChar(s[i]) {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // EqualFoldASCII is strings.EqualFold restricted to ASCII. Header names, schemes and host names are ASCII (IDNs
 // travel as punycode), and Unicode folding would let "\u212a.example.com" (Kelvin sign) match "k.example.com".
 func EqualFoldASCII(a, b string) bool {

@@ -403,17 +403,7 @@ func removeHopHeaders(h http.Header) {
 
 // isUpgrade reports whether a request asks to switch protocols (WebSocket, SPDY).
 func isUpgrade(h http.Header) bool {
-	if h.Get("Upgrade") == "" {
-		return false
-	}
-	for _, v := range h.Values("Connection") {
-		for _, tok := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
-				return true
-			}
-		}
-	}
-	return false
+	return h.Get("Upgrade") != "" && wire.ContainsToken(h["Connection"], "upgrade")
 }
 
 // InfoLogsValue returns the X-Kedge-Info-Logs value winch sends in debug mode: "winch-$USER".
