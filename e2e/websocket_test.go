@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -394,15 +393,7 @@ func respSummary(resp *http.Response) string {
 // style WebSocket upgrade (GET with Upgrade: websocket) on it; outcome is the response status, or "RST_STREAM <code>".
 func h2WebSocketProbe(t *testing.T, k *kedgeEnv, token string) (settings map[http2.SettingID]uint32, outcome string) {
 	t.Helper()
-	c := k.dialTLS(t, k.https, "h2")
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	fr := testutil.H2Start(t, k.dialTLS(t, k.https, "h2"))
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "ws.example.com"}, {":path", "/h2"},

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // TestGRPCPortLimits checks that the gRPC port, like the HTTPS port, bounds how long a client may take to open a
@@ -62,7 +64,7 @@ func TestGRPCPortLimits(t *testing.T) {
 
 	t.Run("idle connection gets GOAWAY", func(t *testing.T) {
 		t.Parallel()
-		fr := h2Framer(t, dial(t))
+		fr := testutil.H2Start(t, dial(t))
 		for range 100 {
 			f, err := fr.ReadFrame()
 			if err != nil {
@@ -92,7 +94,7 @@ func TestGRPCPortStreamWindow(t *testing.T) {
 		return ss.Context().Err()
 	})
 	addr := serveGRPC(t, grpc.NewServer(append(grpcServerOptions(10*time.Second, time.Minute, window), stuck)...))
-	fr := h2Framer(t, dialDeadline(t, addr))
+	fr := testutil.H2Start(t, dialDeadline(t, addr))
 	// The server's SETTINGS come first.
 	f, err := fr.ReadFrame()
 	if err != nil {
@@ -176,17 +178,4 @@ func dialDeadline(t *testing.T, addr string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	return c
-}
-
-// h2Framer starts an HTTP/2 connection on c (the preface and empty SETTINGS) and returns its framer.
-func h2Framer(t *testing.T, c net.Conn) *http2.Framer {
-	t.Helper()
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	return fr
 }

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/experimental"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/mem"
+
+	"github.com/kedge-proxy/kedge/pkg/shared/testutil"
 )
 
 // wireMessages frames payloads of the given sizes as gRPC does on the wire and returns the bytes and where each
@@ -353,15 +355,7 @@ func TestPacedBodyBoundsServeHTTPBuffers(t *testing.T) {
 				}
 			}()
 			// Wait until the relay has settled: no change in the count of queued buffers for 300 ms.
-			last, stable := -1, 0
-			for deadline := time.Now().Add(10 * time.Second); stable < 6 && time.Now().Before(deadline); {
-				time.Sleep(50 * time.Millisecond)
-				if out, _ := pool.counts(); out == last {
-					stable++
-				} else {
-					last, stable = out, 0
-				}
-			}
+			testutil.Settled(func() int64 { out, _ := pool.counts(); return int64(out) }, 300*time.Millisecond, 10*time.Second)
 			out, most := pool.counts()
 			const bound = pacedMaxMessages + 16
 			if most > bound {
@@ -379,38 +373,14 @@ func TestPacedBodyBoundsServeHTTPBuffers(t *testing.T) {
 	}
 }
 
-// gatedBackend is a TestService whose client-streaming call reads nothing until open is closed, then sums what
-// it receives.
-type gatedBackend struct {
-	testpb.UnimplementedTestServiceServer
-	open chan struct{}
-}
-
-func (b *gatedBackend) StreamingInputCall(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
-	select {
-	case <-b.open:
-	case <-stream.Context().Done():
-		return stream.Context().Err()
-	}
-	sum := 0
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
-		}
-		if err != nil {
-			return err
-		}
-		sum += len(req.GetPayload().GetBody())
-	}
-}
-
 // TestPacedBodyWaitsAndResumes sends 2 MB of messages through ServeHTTP behind PaceBody to a backend that reads
 // nothing yet: the client must come to a stop (the paced body stopped reading, so its window closed; unpaced,
 // gRPC would have read everything), and once the backend reads, every message must arrive.
 func TestPacedBodyWaitsAndResumes(t *testing.T) {
 	t.Parallel()
-	backend := &gatedBackend{open: make(chan struct{})}
+	backend := &testutil.GatedService{}
+	open := backend.Arm()
+	defer open()
 	backendAddr := serve(t, grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10)),
 		func(s *grpc.Server) { testpb.RegisterTestServiceServer(s, backend) })
 	e := &relayEnv{relayErrs: make(chan error, 1)}
@@ -432,21 +402,12 @@ func TestPacedBodyWaitsAndResumes(t *testing.T) {
 		}
 		sendErr <- nil
 	}()
-	// Wait until the client stops: no message sent for 300 ms.
-	last, stable := int64(-1), 0
-	for deadline := time.Now().Add(10 * time.Second); stable < 6 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		if n := sent.Load(); n == last {
-			stable++
-		} else {
-			last, stable = n, 0
-		}
-	}
+	last := testutil.Settled(sent.Load, 300*time.Millisecond, 10*time.Second) // the client stopped
 	if last >= messages {
 		t.Fatalf("the client sent all %d messages to a backend that reads nothing: the body was not paced", messages)
 	}
 	t.Logf("the client stopped after %d of %d messages", last, messages)
-	close(backend.open)
+	open()
 	if err := <-sendErr; err != nil {
 		t.Fatalf("sending after the backend began to read: %v", err)
 	}

@@ -29,3 +29,18 @@ func EventuallyWithin(t testing.TB, within time.Duration, what string, cond func
 		time.Sleep(pause)
 	}
 }
+
+// Settled polls value every 50 ms until it has not changed for quiet, or within has passed, and returns its last
+// value: how far a client got before backpressure stopped it, how many buffers a server holds once it is still.
+func Settled(value func() int64, quiet, within time.Duration) int64 {
+	last, still := value(), time.Duration(0)
+	for deadline := time.Now().Add(within); still < quiet && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if v := value(); v == last {
+			still += 50 * time.Millisecond
+		} else {
+			last, still = v, 0
+		}
+	}
+	return last
+}

@@ -217,3 +217,45 @@ func requestedStatus(st *testpb.EchoStatus) error {
 	}
 	return status.Error(codes.Code(st.GetCode()), st.GetMessage())
 }
+
+// GatedService is a TestService whose client-streaming call (StreamingInputCall) reads nothing until the gate armed
+// last opens, then answers the sum of the payload sizes it received: a backend that stalls, then catches up. Before
+// the first Arm it reads at once.
+type GatedService struct {
+	testpb.UnimplementedTestServiceServer
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+// Arm makes the calls that start from now on wait until open is called (more than once is fine).
+func (s *GatedService) Arm() (open func()) {
+	g := make(chan struct{})
+	s.mu.Lock()
+	s.gate = g
+	s.mu.Unlock()
+	return sync.OnceFunc(func() { close(g) })
+}
+
+func (s *GatedService) StreamingInputCall(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	s.mu.Lock()
+	g := s.gate
+	s.mu.Unlock()
+	if g != nil {
+		select {
+		case <-g:
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+	sum := 0
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
+		}
+		if err != nil {
+			return err
+		}
+		sum += len(req.GetPayload().GetBody())
+	}
+}
