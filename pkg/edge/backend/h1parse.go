@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"strconv"
+	"strings"
 
 	"github.com/kedge-proxy/kedge/pkg/shared/wire"
 )
@@ -111,12 +112,7 @@ func parseCommon(block []byte, req *http.Request, keys *map[string]string) *http
 	if code < 200 {
 		return nil // 1xx (101 too) go through net/http and exchange's loop
 	}
-	lines := 0
-	for i := 0; i < len(rest); i++ {
-		if rest[i] == '\n' {
-			lines++
-		}
-	}
+	lines := strings.Count(rest, "\n")
 	h := make(http.Header, lines)
 	vals := make([]string, lines)
 	for {
@@ -166,14 +162,10 @@ func parseCommon(block []byte, req *http.Request, keys *map[string]string) *http
 	}
 	cl := int64(-1)
 	if v, ok := h["Content-Length"]; ok {
-		if len(v) != 1 || v[0] == "" || len(v[0]) > 18 {
+		if len(v) != 1 || v[0] == "" || len(v[0]) > 18 || !allDigits(v[0]) {
 			return nil
 		}
-		n, err := strconv.ParseInt(v[0], 10, 64)
-		if err != nil || n < 0 || !allDigits(v[0]) {
-			return nil
-		}
-		cl = n
+		cl, _ = strconv.ParseInt(v[0], 10, 64) // at most 18 digits: within int64, cannot fail
 	}
 	noBody := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	if te, ok := h["Transfer-Encoding"]; ok {
@@ -212,14 +204,11 @@ func setBody(resp *http.Response, br *bufio.Reader) {
 
 // cutLine splits s after its first line, which must end in CRLF, and returns the line without it.
 func cutLine(s string) (line, rest string, ok bool) {
-	i := 0
-	for i < len(s) && s[i] != '\n' {
-		i++
-	}
-	if i == len(s) || i == 0 || s[i-1] != '\r' {
+	line, rest, ok = strings.Cut(s, "\n")
+	if !ok || !strings.HasSuffix(line, "\r") {
 		return "", "", false
 	}
-	return s[:i-1], s[i+1:], true
+	return line[:len(line)-1], rest, true
 }
 
 // internKey returns the canonical form of the header name b (token characters only), from the connection's table

@@ -121,6 +121,11 @@ func (s *grpcService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest
 
 func (s *grpcService) StreamingInputCall(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
 	s.begin(stream.Context())
+	return sumInput(stream)
+}
+
+// sumInput receives a client-streaming call to its end and answers the sum of the payload sizes.
+func sumInput(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
 	var total int32
 	for {
 		req, err := stream.Recv()
@@ -247,15 +252,5 @@ func (s *GatedService) StreamingInputCall(stream grpc.ClientStreamingServer[test
 			return stream.Context().Err()
 		}
 	}
-	sum := 0
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
-		}
-		if err != nil {
-			return err
-		}
-		sum += len(req.GetPayload().GetBody())
-	}
+	return sumInput(stream)
 }
